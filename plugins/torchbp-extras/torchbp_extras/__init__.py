@@ -1,0 +1,1 @@
+"""torchbp-extras: more costs and update rules for torchbp, as an entry-point plugin."""

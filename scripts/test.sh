@@ -1,0 +1,5 @@
+#!/usr/bin/env bash
+# The README's test command: lint, then the whole test suite (doctests included).
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+ruff check .
+python -m pytest "$@"

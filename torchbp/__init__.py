@@ -1,0 +1,43 @@
+"""torchbp: backpropagation written out equation by equation, inside PyTorch."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from . import functional, nn
+from .hookspecs import hookimpl
+from .plugins import (
+    PluginEntry,
+    PluginError,
+    PluginWarning,
+    get_plugin_manager,
+    register_plugin,
+    unregister_plugin,
+)
+from .registry import Cost, create_rule, get_cost, list_costs, list_rules
+from .specs import CostSpec, RuleSpec
+from .update_rule import UpdateRule
+
+try:
+    __version__ = version("torchbp")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "Cost",
+    "CostSpec",
+    "PluginEntry",
+    "PluginError",
+    "PluginWarning",
+    "RuleSpec",
+    "UpdateRule",
+    "__version__",
+    "create_rule",
+    "functional",
+    "get_cost",
+    "get_plugin_manager",
+    "hookimpl",
+    "list_costs",
+    "list_rules",
+    "nn",
+    "register_plugin",
+    "unregister_plugin",
+]

@@ -1,0 +1,186 @@
+"""torchbp's functional core: layers whose backward pass is the explicit δ-recursion.
+
+Like :mod:`torch.nn.functional`, but every op is a :class:`torch.autograd.Function` whose
+``backward`` is the textbook equation:
+
+* BP1  δᴸ = ∇ₐC ⊙ σ′(zᴸ)
+* BP2  δˡ = ((Wˡ⁺¹)ᵀ δˡ⁺¹) ⊙ σ′(zˡ)
+* BP3  ∂C/∂bˡ = δˡ
+* BP4  ∂C/∂Wˡ = δˡ (aˡ⁻¹)ᵀ
+
+with rows = examples, so in code ∂C/∂W = δᵀ x and ∂C/∂x = δ W.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from . import activations
+from .activations import ACTIVATIONS, Activation, get_activation
+from .autograd import ActivationFunction, DenseFunction, LinearFunction
+from .cost import cost
+from .checks import autocast_dtype, check_dim, check_linear, check_tensor
+
+__all__ = [
+    "ACTIVATIONS",
+    "Activation",
+    "activate",
+    "cost",
+    "dense",
+    "elu",
+    "gelu",
+    "get_activation",
+    "identity",
+    "leaky_relu",
+    "linear",
+    "relu",
+    "sigmoid",
+    "silu",
+    "softmax",
+    "softplus",
+    "tanh",
+]
+
+
+def _autocast(
+    x: Tensor, weight: Tensor, bias: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Under autocast, cast a layer's floating-point arguments as ``torch.nn.functional.linear`` does."""
+    if not isinstance(x, Tensor):
+        return x, weight, bias
+    dtype = autocast_dtype(x)
+    if dtype is None:
+        return x, weight, bias
+
+    def cast(t: Tensor | None) -> Tensor | None:
+        return t.to(dtype) if isinstance(t, Tensor) and t.is_floating_point() else t
+
+    return cast(x), cast(weight), cast(bias)
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """z = x Wᵀ + b, with the explicit backward ∂C/∂x = δ W, ∂C/∂W = δᵀ x, ∂C/∂b = Σ δ.
+
+    Args:
+        x: input, shape ``(*, in_features)``.
+        weight: W, shape ``(out_features, in_features)`` (``torch.nn.Linear``'s convention).
+        bias: b, shape ``(out_features,)``, or ``None``.
+
+    Returns:
+        z, shape ``(*, out_features)``.
+
+    >>> import torch
+    >>> linear(torch.ones(2, 3), torch.ones(4, 3), torch.zeros(4)).shape
+    torch.Size([2, 4])
+    """
+    x, weight, bias = _autocast(x, weight, bias)
+    check_linear(x, weight, bias)
+    return LinearFunction.apply(x, weight, bias)
+
+
+def dense(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    activation: str | Activation = "sigmoid",
+) -> Tensor:
+    """The fused layer a = σ(x Wᵀ + b) as one autograd node.
+
+    Its backward is δ = ∂C/∂a ⊙ σ′(z) followed by BP2 (∂C/∂x = δ W), BP3 and BP4.
+
+    Args:
+        x: input aˡ⁻¹, shape ``(*, in_features)``.
+        weight: Wˡ, shape ``(out_features, in_features)``.
+        bias: bˡ, shape ``(out_features,)``, or ``None``.
+        activation: a name from :data:`ACTIVATIONS` or an :class:`Activation`.
+
+    Returns:
+        aˡ, shape ``(*, out_features)``.
+
+    >>> import torch
+    >>> dense(torch.zeros(1, 3), torch.ones(2, 3), torch.zeros(2), "sigmoid")
+    tensor([[0.5000, 0.5000]])
+    """
+    act = get_activation(activation)
+    x, weight, bias = _autocast(x, weight, bias)
+    check_linear(x, weight, bias)
+    if act.name == "softmax":
+        check_dim("activation", x, act.options["dim"])
+    a, _ = DenseFunction.apply(x, weight, bias, act)
+    return a
+
+
+def activate(z: Tensor, activation: str | Activation, **options: object) -> Tensor:
+    """a = σ(z) for any registered activation, with the explicit backward δ = g ⊙ σ′(z).
+
+    >>> import torch
+    >>> activate(torch.tensor([-1.0, 2.0]), "leaky_relu", negative_slope=0.5)
+    tensor([-0.5000,  2.0000])
+    """
+    act = get_activation(activation, **options)
+    z = check_tensor("input", z)
+    return ActivationFunction.apply(z, act)
+
+
+_SIGMOID = activations.sigmoid()
+_TANH = activations.tanh()
+_RELU = activations.relu()
+_SILU = activations.silu()
+_IDENTITY = activations.identity()
+
+
+def sigmoid(input: Tensor) -> Tensor:
+    """a = 1 / (1 + e⁻ᶻ), any shape; backward δ = g ⊙ a (1 − a)."""
+    return ActivationFunction.apply(check_tensor("input", input), _SIGMOID)
+
+
+def tanh(input: Tensor) -> Tensor:
+    """a = tanh z, any shape; backward δ = g ⊙ (1 − a²)."""
+    return ActivationFunction.apply(check_tensor("input", input), _TANH)
+
+
+def relu(input: Tensor) -> Tensor:
+    """a = max(z, 0), any shape; backward δ = g where z > 0, else 0."""
+    return ActivationFunction.apply(check_tensor("input", input), _RELU)
+
+
+def leaky_relu(input: Tensor, negative_slope: float = 0.01) -> Tensor:
+    """a = z where z > 0, else slope·z; backward δ = g where z > 0, else slope·g."""
+    return activate(input, "leaky_relu", negative_slope=negative_slope)
+
+
+def elu(input: Tensor, alpha: float = 1.0) -> Tensor:
+    """a = z where z > 0, else α(eᶻ − 1); backward δ = g where z > 0, else g α eᶻ."""
+    return activate(input, "elu", alpha=alpha)
+
+
+def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
+    """a = (1/β) log(1 + e^{βz}) (z above the threshold); backward δ = g ⊙ sigmoid(βz)."""
+    return activate(input, "softplus", beta=beta, threshold=threshold)
+
+
+def gelu(input: Tensor, approximate: str = "none") -> Tensor:
+    """a = z Φ(z) (or the tanh approximation); backward δ = g ⊙ (Φ(z) + z φ(z))."""
+    return activate(input, "gelu", approximate=approximate)
+
+
+def silu(input: Tensor) -> Tensor:
+    """a = z sigmoid(z); backward δ = g ⊙ s (1 + z (1 − s))."""
+    return ActivationFunction.apply(check_tensor("input", input), _SILU)
+
+
+def identity(input: Tensor) -> Tensor:
+    """a = z; backward δ = g."""
+    return ActivationFunction.apply(check_tensor("input", input), _IDENTITY)
+
+
+def softmax(input: Tensor, dim: int) -> Tensor:
+    """a = softmax(z) along ``dim``; backward is the JVP δz = a ⊙ (g − Σ g ⊙ a).
+
+    >>> import torch
+    >>> softmax(torch.zeros(1, 4), dim=1)
+    tensor([[0.2500, 0.2500, 0.2500, 0.2500]])
+    """
+    input = check_tensor("input", input)
+    check_dim("softmax", input, dim)
+    return activate(input, "softmax", dim=dim)

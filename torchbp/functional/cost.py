@@ -1,0 +1,63 @@
+"""The autograd Function that turns a cost's maths into a batch-averaged loss.
+
+A cost supplies Cₖ = C(aₖ, yₖ) per example and its gradient ∇ₐCₖ. Here C = (1/n) Σₖ Cₖ over
+the n examples (rows), and the backward pass hands out ∇ₐC = (1/n) ∇ₐCₖ: the first factor of
+the output error δᴸ = ∇ₐC ⊙ σ′(zᴸ) (BP1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import Tensor
+from torch.autograd import Function
+
+
+class CostFunction(Function):
+    """C = (1/n) Σₖ C(aₖ, yₖ); backward ∂C/∂a = (1/n) ∇ₐC(aₖ, yₖ). Targets get no gradient."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(
+        a: Tensor,
+        y: Tensor,
+        value: Callable[[Tensor, Tensor], Tensor],
+        gradient: Callable[[Tensor, Tensor], Tensor],
+    ) -> Tensor:
+        # C = (1/n) Σₖ Cₖ
+        return value(a, y).mean()
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+        a, y, _, gradient = inputs
+        ctx.gradient = gradient
+        ctx.save_for_backward(a, y)
+
+    @staticmethod
+    def backward(ctx: Any, grad_cost: Tensor) -> tuple[Tensor | None, None, None, None]:
+        a, y = ctx.saved_tensors
+        n = a.shape[0]
+        # BP1's first factor: ∇ₐC = (1/n) ∇ₐCₖ
+        return grad_cost * ctx.gradient(a, y) / n, None, None, None
+
+
+def cost(
+    a: Tensor,
+    y: Tensor,
+    value: Callable[[Tensor, Tensor], Tensor],
+    gradient: Callable[[Tensor, Tensor], Tensor],
+) -> Tensor:
+    """The batch-averaged cost C = (1/n) Σₖ value(a, y)ₖ, whose backward is ``gradient(a, y) / n``.
+
+    Args:
+        a: the network's output, shape ``(n, *)``: one row per example.
+        y: the targets.
+        value: ``value(a, y) -> (n,)``, the cost of each example.
+        gradient: ``gradient(a, y)``, shaped like ``a``: each example's ∇ₐCₖ.
+
+    Returns:
+        The scalar C.
+    """
+    return CostFunction.apply(a, y, value, gradient)

@@ -1,0 +1,247 @@
+"""The one place that owns torchbp's :class:`pluggy.PluginManager`.
+
+Built-in plugins are registered first, through the same hooks as everyone else's; then the
+distributions that declare an entry point in the group ``torchbp`` are loaded. A plugin that
+fails to load, or raises in a hook, is reported with a :class:`PluginWarning` naming it and the
+exception, and the others keep working.
+
+Environment variables:
+    ``TORCHBP_DISABLE_PLUGIN_AUTOLOAD=1``: load no entry points (only built-ins and plugins
+    registered from Python), for debugging a broken install.
+    ``TORCHBP_TRACE_HOOKS=1``: print every hook call and its result to stderr.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib.metadata
+import os
+import sys
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .specs import CostSpec, RuleSpec
+
+ENTRY_POINT_GROUP = "torchbp"
+
+
+class PluginWarning(UserWarning):
+    """A plugin could not be loaded or failed in a hook; the other plugins keep working."""
+
+
+class PluginError(RuntimeError):
+    """A plugin problem that makes a request impossible, e.g. a name provided twice."""
+
+
+@dataclass(frozen=True)
+class PluginEntry:
+    """One registered cost or update rule, and who provides it.
+
+    Attributes:
+        name: the name to look it up by.
+        kind: ``"cost"`` or ``"rule"``.
+        description: its one-line description.
+        plugin: the name of the plugin that provides it (the entry point's name for an
+            installed distribution).
+        distribution: the distribution that ships the plugin, or ``None`` for one registered
+            from Python.
+        version: that distribution's version, or ``None``.
+        spec: the :class:`~torchbp.CostSpec` or :class:`~torchbp.RuleSpec` itself.
+    """
+
+    name: str
+    kind: str
+    description: str
+    plugin: str
+    distribution: str | None
+    version: str | None
+    spec: CostSpec | RuleSpec
+
+
+_KINDS = {"cost": ("torchbp_costs", CostSpec), "rule": ("torchbp_rules", RuleSpec)}
+_BUILTINS = ("torchbp.costs", "torchbp.rules")
+
+
+class _Plugins:
+    """The plugin manager, where each plugin came from, and the collected registry."""
+
+    def __init__(self) -> None:
+        self.manager = pluggy.PluginManager("torchbp")
+        self.manager.add_hookspecs(hookspecs)
+        self.sources: dict[str, tuple[str | None, str | None]] = {}
+        self.cache: dict[str, tuple[dict[str, PluginEntry], dict[str, list[PluginEntry]]]] = {}
+        own = importlib.metadata.version("torchbp") if _installed("torchbp") else None
+        for module_name in _BUILTINS:
+            module = importlib.import_module(module_name)
+            self.manager.register(module, name=module_name)
+            self.sources[module_name] = ("torchbp", own)
+        if os.environ.get("TORCHBP_DISABLE_PLUGIN_AUTOLOAD", "") in ("", "0"):
+            self.load_entry_points()
+        self.manager.check_pending()
+        if os.environ.get("TORCHBP_TRACE_HOOKS", "") not in ("", "0"):
+            self.manager.trace.root.setwriter(sys.stderr.write)
+            self.manager.enable_tracing()
+
+    def load_entry_points(self) -> None:
+        for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if self.manager.has_plugin(entry_point.name):
+                continue
+            dist = entry_point.dist
+            where = f"entry point {entry_point.name!r} ({entry_point.value}"
+            where += f", from {dist.name} {dist.version})" if dist else ")"
+            try:
+                plugin = entry_point.load()
+                self.manager.register(plugin, name=entry_point.name)
+            except Exception as error:
+                warnings.warn(
+                    f"torchbp plugin {where} failed to load and was skipped: "
+                    f"{type(error).__name__}: {error}",
+                    PluginWarning,
+                    stacklevel=4,
+                )
+                continue
+            self.sources[entry_point.name] = (dist.name, dist.version) if dist else (None, None)
+
+    def collect(self, kind: str) -> tuple[dict[str, PluginEntry], dict[str, list[PluginEntry]]]:
+        """All entries of one kind by name, and the names provided more than once."""
+        if kind in self.cache:
+            return self.cache[kind]
+        hook_name, spec_type = _KINDS[kind]
+        found: dict[str, list[PluginEntry]] = {}
+        for impl in reversed(getattr(self.manager.hook, hook_name).get_hookimpls()):
+            try:
+                specs = list(impl.function())
+                for spec in specs:
+                    if not isinstance(spec, spec_type):
+                        raise TypeError(
+                            f"expected {spec_type.__name__} items, got {type(spec).__name__}"
+                        )
+            except Exception as error:
+                warnings.warn(
+                    f"torchbp plugin {impl.plugin_name!r} raised in {hook_name}() and its "
+                    f"{kind}s were skipped: {type(error).__name__}: {error}",
+                    PluginWarning,
+                    stacklevel=4,
+                )
+                continue
+            distribution, version = self.sources.get(impl.plugin_name, (None, None))
+            for spec in specs:
+                entry = PluginEntry(
+                    spec.name, kind, spec.description, impl.plugin_name, distribution, version, spec
+                )
+                found.setdefault(spec.name, []).append(entry)
+        unique = {name: entries[0] for name, entries in found.items() if len(entries) == 1}
+        conflicts = {name: entries for name, entries in found.items() if len(entries) > 1}
+        self.cache[kind] = (unique, conflicts)
+        return unique, conflicts
+
+
+def _installed(distribution: str) -> bool:
+    try:
+        importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+_plugins: _Plugins | None = None
+
+
+def _get() -> _Plugins:
+    global _plugins
+    if _plugins is None:
+        _plugins = _Plugins()
+    return _plugins
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """torchbp's plugin manager, created (built-ins registered, entry points loaded) on first use."""
+    return _get().manager
+
+
+def register_plugin(plugin: object, name: str | None = None) -> str:
+    """Register a plugin object (a module, class or instance with ``@torchbp.hookimpl`` functions).
+
+    Returns the name it was registered under. Raises :class:`PluginError` when the name is taken
+    or a hook function is misspelt or has a wrong signature.
+    """
+    state = _get()
+    try:
+        registered = state.manager.register(plugin, name=name)
+        state.manager.check_pending()
+    except (ValueError, pluggy.PluginValidationError) as error:
+        if state.manager.is_registered(plugin):
+            state.manager.unregister(plugin)
+        raise PluginError(f"cannot register plugin {name or plugin!r}: {error}") from None
+    if registered is None:
+        raise PluginError(f"plugin {name or plugin!r} is blocked and was not registered")
+    state.sources[registered] = (None, None)
+    state.cache.clear()
+    return registered
+
+
+def unregister_plugin(plugin: object | str) -> None:
+    """Unregister a plugin, given the object or the name it was registered under."""
+    state = _get()
+    if isinstance(plugin, str):
+        if not state.manager.has_plugin(plugin):
+            raise PluginError(
+                f"no plugin named {plugin!r}; registered: "
+                f"{', '.join(sorted(n for n, _ in state.manager.list_name_plugin()))}"
+            )
+        state.manager.unregister(name=plugin)
+    else:
+        state.manager.unregister(plugin)
+    state.cache.clear()
+
+
+def lookup(kind: str, name: str) -> PluginEntry:
+    """The entry registered as ``name`` (``kind`` ``"cost"`` or ``"rule"``), or an error that teaches."""
+    unique, conflicts = _get().collect(kind)
+    if name in conflicts:
+        providers = " and ".join(_provider(entry) for entry in conflicts[name])
+        raise PluginError(
+            f"{kind} {name!r} is provided by two plugins, {providers}; uninstall or "
+            f"unregister one of them"
+        )
+    if name not in unique:
+        known = ", ".join(sorted(unique)) or "none"
+        raise ValueError(f"unknown {kind} {name!r}; registered {kind}s: {known}")
+    return unique[name]
+
+
+def listing(kind: str, pattern: str = "*") -> list[PluginEntry]:
+    """The entries of one kind whose names match the shell-style ``pattern``, sorted by name.
+
+    A name provided by two plugins is left out of the listing with a :class:`PluginWarning`.
+    """
+    unique, conflicts = _get().collect(kind)
+    for name, entries in conflicts.items():
+        providers = " and ".join(_provider(entry) for entry in entries)
+        warnings.warn(
+            f"{kind} {name!r} is provided by two plugins, {providers}; it is left out",
+            PluginWarning,
+            stacklevel=3,
+        )
+    return [unique[name] for name in sorted(unique) if fnmatch.fnmatchcase(name, pattern)]
+
+
+def _provider(entry: PluginEntry) -> str:
+    source = f"{entry.distribution} {entry.version}" if entry.distribution else "registered at run time"
+    return f"{entry.plugin!r} ({source})"
+
+
+def describe(entry: PluginEntry) -> dict[str, Any]:
+    """A plain dict of an entry, for printing or JSON."""
+    return {
+        "name": entry.name,
+        "kind": entry.kind,
+        "description": entry.description,
+        "plugin": entry.plugin,
+        "distribution": entry.distribution,
+        "version": entry.version,
+    }

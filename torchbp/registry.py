@@ -1,0 +1,128 @@
+"""Looking up and listing costs and update rules, whoever provides them."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .functional import cost as cost_function
+from .plugins import PluginEntry, listing, lookup
+from .specs import CostSpec, RuleSpec
+from .targets import check_output
+
+
+class Cost(torch.nn.Module):
+    """A registered cost bound to its options: ``cost(a, y)`` returns C = (1/n) Σₖ C(aₖ, yₖ).
+
+    Use it like ``torch.nn.MSELoss``: the result is a scalar whose backward is the cost's
+    explicit gradient ∇ₐC / n. Floating-point targets are cast to the output's dtype.
+    """
+
+    def __init__(self, spec: CostSpec, options: dict[str, Any]) -> None:
+        super().__init__()
+        self.spec = spec
+        self.options = options
+
+    def value(self, a: Tensor, y: Tensor) -> Tensor:
+        """Cₖ for each example, shape ``(n,)``."""
+        return self.spec.value(a, y, **self.options)
+
+    def gradient(self, a: Tensor, y: Tensor) -> Tensor:
+        """∇ₐCₖ for each example, shaped like ``a`` (not divided by n)."""
+        return self.spec.gradient(a, y, **self.options)
+
+    def forward(self, output: Tensor, target: Tensor) -> Tensor:
+        a = check_output(output)
+        y = target
+        if isinstance(y, Tensor) and y.is_floating_point() and y.dtype != a.dtype:
+            y = y.to(a.dtype)
+        if self.spec.check is not None:
+            self.spec.check(a, y, **self.options)
+        return cost_function(a, y, self.value, self.gradient)
+
+    def extra_repr(self) -> str:
+        options = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+        return f"{self.spec.name!r}" + (f", {options}" if options else "")
+
+
+def get_cost(name: str, **options: Any) -> Cost:
+    """The registered cost ``name`` with its options, as a callable module.
+
+    >>> import torch
+    >>> get_cost("quadratic")(torch.tensor([[1.0, 2.0]]), torch.tensor([[0.0, 0.0]]))
+    tensor(2.5000)
+    """
+    spec = lookup("cost", name).spec
+    assert isinstance(spec, CostSpec)
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        accepted = ", ".join(f"{k}={v!r}" for k, v in spec.options.items()) or "none"
+        raise TypeError(f"cost {name!r}: unknown option(s) {', '.join(unknown)}; accepted: {accepted}")
+    return Cost(spec, {**spec.options, **options})
+
+
+def list_costs(pattern: str = "*") -> list[PluginEntry]:
+    """Every registered cost whose name matches the shell-style ``pattern``, with its provider."""
+    return listing("cost", pattern)
+
+
+def rule_hyperparameters(spec: RuleSpec) -> dict[str, Any]:
+    """The hyperparameters a rule accepts, with their defaults (``inspect.Parameter.empty`` if none)."""
+    signature = inspect.signature(spec.optimizer.__init__)
+    return {
+        name: parameter.default
+        for name, parameter in signature.parameters.items()
+        if name not in ("self", "params")
+        and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
+    }
+
+
+def _param_groups(model: torch.nn.Module, decays: bool) -> list[dict[str, Any]] | list[Tensor]:
+    """Weight decay for matrices only: biases and normalisation weights (1-D) get none."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not decays:
+        return params
+    return [
+        {"params": [p for p in params if p.ndim > 1]},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+    ]
+
+
+def create_rule(
+    name: str,
+    params: torch.nn.Module | Iterable[Tensor] | Iterable[dict[str, Any]],
+    **hyperparameters: Any,
+) -> torch.optim.Optimizer:
+    """Build the registered update rule ``name`` over ``params``.
+
+    ``params`` is what ``torch.optim`` takes (tensors or param-group dicts), or a model: then
+    weight decay skips its one-dimensional parameters (biases, normalisation weights), as
+    timm's optimizer factory does.
+
+    >>> import torch
+    >>> rule = create_rule("sgd", torch.nn.Linear(2, 1), lr=0.1)
+    >>> [len(group["params"]) for group in rule.param_groups]
+    [1, 1]
+    """
+    spec = lookup("rule", name).spec
+    assert isinstance(spec, RuleSpec)
+    accepted = rule_hyperparameters(spec)
+    unknown = sorted(set(hyperparameters) - set(accepted))
+    if unknown:
+        listed = ", ".join(
+            name if default is inspect.Parameter.empty else f"{name}={default!r}"
+            for name, default in accepted.items()
+        )
+        raise TypeError(f"rule {name!r}: unknown hyperparameter(s) {', '.join(unknown)}; accepted: {listed}")
+    if isinstance(params, torch.nn.Module):
+        params = _param_groups(params, "weight_decay" in accepted)
+    return spec.optimizer(params, **hyperparameters)
+
+
+def list_rules(pattern: str = "*") -> list[PluginEntry]:
+    """Every registered update rule whose name matches the shell-style ``pattern``, with its provider."""
+    return listing("rule", pattern)

@@ -1,0 +1,59 @@
+"""What a plugin hands to torchbp: the description of one cost function or one update rule."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class CostSpec:
+    """A cost function C(a, y), given as its maths only.
+
+    torchbp averages it over the examples (rows, the first dimension), C = (1/n) Σₖ Cₖ, and
+    wraps it in an autograd Function whose backward returns ``gradient`` / n: the ∇ₐC that is the
+    first factor of the output error δᴸ = ∇ₐC ⊙ σ′(zᴸ).
+
+    Attributes:
+        name: the name users pass to :func:`torchbp.get_cost`, e.g. ``"huber"``.
+        description: one line saying what it computes.
+        value: ``value(a, y, **options) -> Cₖ``, shape ``(n,)``: the cost of each example.
+        gradient: ``gradient(a, y, **options) -> ∇ₐCₖ``, the shape of ``a``: each example's own
+            gradient (not divided by n). Written with differentiable torch ops, so double
+            backward works through it.
+        options: the options and their defaults, e.g. ``{"delta": 1.0}``; other keywords are
+            refused with an error listing these.
+        sample: ``sample(n, dtype) -> (a, y)``: valid random outputs and targets for n
+            examples. torchbp's test suite uses it to check every installed cost (gradcheck,
+            ∇ₐC against autograd of the value), so a plugin is tested without writing a test.
+        check: ``check(a, y, **options)``: raise ``ValueError``/``TypeError`` naming what was
+            expected when the targets do not fit the outputs. ``None`` checks nothing.
+    """
+
+    name: str
+    description: str
+    value: Callable[..., Tensor]
+    gradient: Callable[..., Tensor]
+    sample: Callable[[int, torch.dtype], tuple[Tensor, Tensor]]
+    options: Mapping[str, Any] = field(default_factory=dict)
+    check: Callable[..., None] | None = None
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """An update rule: a :class:`torch.optim.Optimizer` subclass and what it is.
+
+    Attributes:
+        name: the name users pass to :func:`torchbp.create_rule`, e.g. ``"adam"``.
+        description: one line saying what one step does.
+        optimizer: the class; ``optimizer(params, **hyperparameters)`` builds it. Its
+            constructor's keyword arguments and defaults are the rule's hyperparameters.
+    """
+
+    name: str
+    description: str
+    optimizer: type[torch.optim.Optimizer]
