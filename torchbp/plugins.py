@@ -19,7 +19,6 @@ import os
 import sys
 import warnings
 from dataclasses import dataclass
-from typing import Any
 
 import pluggy
 
@@ -234,14 +233,3 @@ def _provider(entry: PluginEntry) -> str:
     source = f"{entry.distribution} {entry.version}" if entry.distribution else "registered at run time"
     return f"{entry.plugin!r} ({source})"
 
-
-def describe(entry: PluginEntry) -> dict[str, Any]:
-    """A plain dict of an entry, for printing or JSON."""
-    return {
-        "name": entry.name,
-        "kind": entry.kind,
-        "description": entry.description,
-        "plugin": entry.plugin,
-        "distribution": entry.distribution,
-        "version": entry.version,
-    }

@@ -59,18 +59,16 @@ class SGD(UpdateRule):
         grads = _with_weight_decay(grads, params, group["weight_decay"])
         momentum = group["momentum"]
         if momentum != 0:
-            buffers = []
-            for grad, state in zip(grads, states):
+            started = [(s["momentum_buffer"], g) for s, g in zip(states, grads) if "momentum_buffer" in s]
+            if started:
+                buffers, started_grads = (list(t) for t in zip(*started))
+                # b′ = μ b + (1 − τ) g
+                torch._foreach_mul_(buffers, momentum)
+                torch._foreach_add_(buffers, started_grads, alpha=1 - group["dampening"])
+            for state, grad in zip(states, grads):
                 if "momentum_buffer" not in state:
+                    # the first step starts the buffer at b = g
                     state["momentum_buffer"] = grad.detach().clone()
-                    buffers.append(None)
-                else:
-                    buffers.append(state["momentum_buffer"])
-            old = [b for b in buffers if b is not None]
-            old_grads = [g for g, b in zip(grads, buffers) if b is not None]
-            # b′ = μ b + (1 − τ) g
-            torch._foreach_mul_(old, momentum)
-            torch._foreach_add_(old, old_grads, alpha=1 - group["dampening"])
             buffers = [state["momentum_buffer"] for state in states]
             if group["nesterov"]:
                 # g ← g + μ b′

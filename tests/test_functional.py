@@ -1,0 +1,214 @@
+"""torchbp.functional: gradcheck/gradgradcheck in float64 and PyTorch's own ops as oracles."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as torch_F
+from torch.autograd import gradcheck, gradgradcheck
+
+import torchbp.functional as F
+
+# (name, options, torchbp function, PyTorch oracle)
+ACTIVATION_CASES = [
+    ("sigmoid", {}, F.sigmoid, torch.sigmoid),
+    ("tanh", {}, F.tanh, torch.tanh),
+    ("relu", {}, F.relu, torch.relu),
+    ("leaky_relu", {"negative_slope": 0.2}, lambda z: F.leaky_relu(z, 0.2), lambda z: torch_F.leaky_relu(z, 0.2)),
+    ("elu", {"alpha": 0.7}, lambda z: F.elu(z, 0.7), lambda z: torch_F.elu(z, 0.7)),
+    ("softplus", {"beta": 2.0, "threshold": 3.0}, lambda z: F.softplus(z, 2.0, 3.0), lambda z: torch_F.softplus(z, 2.0, 3.0)),
+    ("gelu", {}, F.gelu, torch_F.gelu),
+    ("gelu", {"approximate": "tanh"}, lambda z: F.gelu(z, "tanh"), lambda z: torch_F.gelu(z, approximate="tanh")),
+    ("silu", {}, F.silu, torch_F.silu),
+    ("identity", {}, F.identity, lambda z: z.clone()),
+    ("softmax", {"dim": -1}, lambda z: F.softmax(z, -1), lambda z: torch.softmax(z, -1)),
+]
+ACTIVATION_IDS = [f"{name}{options or ''}" for name, options, *_ in ACTIVATION_CASES]
+
+# x shapes: one example, a batch, 3-D input with two leading batch dimensions
+SHAPES = [(1, 3), (5, 3), (2, 4, 3), (3,)]
+
+
+def _input(shape: tuple[int, ...], dtype: torch.dtype, device: str, contiguous: bool = True) -> torch.Tensor:
+    if contiguous:
+        return torch.randn(shape, dtype=dtype, device=device, requires_grad=True)
+    # the same shape, but a transposed (non-contiguous) view of a leaf
+    base = torch.randn(tuple(reversed(shape)), dtype=dtype, device=device)
+    return base.permute(*reversed(range(len(shape)))).detach().requires_grad_()
+
+
+def _layer(out_features: int, in_features: int, dtype: torch.dtype, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    weight = torch.randn(out_features, in_features, dtype=dtype, device=device, requires_grad=True)
+    bias = torch.randn(out_features, dtype=dtype, device=device, requires_grad=True)
+    return weight, bias
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("contiguous", [True, False], ids=["contiguous", "strided"])
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no-bias"])
+def test_linear_gradcheck(device: str, shape: tuple[int, ...], contiguous: bool, with_bias: bool) -> None:
+    x = _input(shape, torch.float64, device, contiguous)
+    weight, bias = _layer(2, 3, torch.float64, device)
+    inputs = (x, weight, bias if with_bias else None)
+    assert gradcheck(F.linear, inputs)
+    assert gradgradcheck(F.linear, inputs)
+
+
+@pytest.mark.parametrize("case", ACTIVATION_CASES, ids=ACTIVATION_IDS)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("contiguous", [True, False], ids=["contiguous", "strided"])
+def test_activation_gradcheck(device: str, case: tuple, shape: tuple[int, ...], contiguous: bool) -> None:
+    _, _, function, _ = case
+    z = _input(shape, torch.float64, device, contiguous)
+    assert gradcheck(function, (z,))
+    assert gradgradcheck(function, (z,))
+
+
+@pytest.mark.parametrize("case", ACTIVATION_CASES, ids=ACTIVATION_IDS)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("contiguous", [True, False], ids=["contiguous", "strided"])
+def test_dense_gradcheck(device: str, case: tuple, shape: tuple[int, ...], contiguous: bool) -> None:
+    name, options, _, _ = case
+    activation = F.get_activation(name, **options)
+    x = _input(shape, torch.float64, device, contiguous)
+    weight, bias = _layer(2, 3, torch.float64, device)
+
+    def layer(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        return F.dense(x, weight, bias, activation)
+
+    assert gradcheck(layer, (x, weight, bias))
+    assert gradgradcheck(layer, (x, weight, bias))
+
+
+def _tolerance(dtype: torch.dtype) -> dict[str, float]:
+    return {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-12, "atol": 1e-12}
+
+
+@pytest.mark.parametrize("case", ACTIVATION_CASES, ids=ACTIVATION_IDS)
+def test_activation_matches_pytorch(device: str, dtype: torch.dtype, case: tuple) -> None:
+    _, _, function, oracle = case
+    z = 3 * torch.randn(4, 5, dtype=dtype, device=device)
+    z_ours = z.clone().requires_grad_()
+    z_theirs = z.clone().requires_grad_()
+    grad = torch.randn_like(z)
+    a_ours, a_theirs = function(z_ours), oracle(z_theirs)
+    a_ours.backward(grad)
+    a_theirs.backward(grad)
+    torch.testing.assert_close(a_ours, a_theirs, **_tolerance(dtype))
+    torch.testing.assert_close(z_ours.grad, z_theirs.grad, **_tolerance(dtype))
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("case", ACTIVATION_CASES, ids=ACTIVATION_IDS)
+def test_dense_matches_linear_then_activation(device: str, dtype: torch.dtype, shape: tuple, case: tuple) -> None:
+    name, options, _, oracle = case
+    x = torch.randn(shape, dtype=dtype, device=device)
+    linear = torch.nn.Linear(3, 2, dtype=dtype, device=device)
+    weight = linear.weight.detach().clone().requires_grad_()
+    bias = linear.bias.detach().clone().requires_grad_()
+    x_ours, x_theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    a_ours = F.dense(x_ours, weight, bias, F.get_activation(name, **options))
+    a_theirs = oracle(linear(x_theirs))
+    grad = torch.randn_like(a_theirs)
+    a_ours.backward(grad)
+    a_theirs.backward(grad)
+    tolerance = _tolerance(dtype)
+    torch.testing.assert_close(a_ours, a_theirs, **tolerance)
+    torch.testing.assert_close(x_ours.grad, x_theirs.grad, **tolerance)
+    torch.testing.assert_close(weight.grad, linear.weight.grad, **tolerance)
+    torch.testing.assert_close(bias.grad, linear.bias.grad, **tolerance)
+
+
+@pytest.mark.parametrize("low_precision", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])
+def test_linear_and_dense_in_low_precision(device: str, low_precision: torch.dtype) -> None:
+    x = torch.randn(8, 3, device=device)
+    linear = torch.nn.Linear(3, 2, device=device).to(low_precision)
+    x_ours, x_theirs = x.to(low_precision).requires_grad_(), x.to(low_precision).requires_grad_()
+    weight = linear.weight.detach().clone().requires_grad_()
+    ours = F.dense(x_ours, weight, linear.bias.detach(), "sigmoid")
+    theirs = torch.sigmoid(linear(x_theirs))
+    assert ours.dtype == low_precision
+    ours.sum().backward()
+    theirs.sum().backward()
+    torch.testing.assert_close(ours, theirs, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(x_ours.grad, x_theirs.grad, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(weight.grad, linear.weight.grad, rtol=2e-2, atol=2e-2)
+
+
+def test_linear_matches_pytorch(device: str, dtype: torch.dtype) -> None:
+    linear = torch.nn.Linear(3, 4, dtype=dtype, device=device)
+    x = torch.randn(2, 5, 3, dtype=dtype, device=device)
+    x_ours, x_theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    weight = linear.weight.detach().clone().requires_grad_()
+    bias = linear.bias.detach().clone().requires_grad_()
+    z_ours, z_theirs = F.linear(x_ours, weight, bias), linear(x_theirs)
+    grad = torch.randn_like(z_theirs)
+    z_ours.backward(grad)
+    z_theirs.backward(grad)
+    tolerance = _tolerance(dtype)
+    torch.testing.assert_close(z_ours, z_theirs, **tolerance)
+    torch.testing.assert_close(x_ours.grad, x_theirs.grad, **tolerance)
+    torch.testing.assert_close(weight.grad, linear.weight.grad, **tolerance)
+    torch.testing.assert_close(bias.grad, linear.bias.grad, **tolerance)
+
+
+@pytest.mark.parametrize("needs", [(True, False, False), (False, True, False), (False, False, True), (False, True, True)])
+def test_requires_grad_on_any_subset(needs: tuple[bool, bool, bool]) -> None:
+    x = torch.randn(4, 3, dtype=torch.float64, requires_grad=needs[0])
+    weight = torch.randn(2, 3, dtype=torch.float64, requires_grad=needs[1])
+    bias = torch.randn(2, dtype=torch.float64, requires_grad=needs[2])
+    for function in (F.linear, lambda *args: F.dense(*args, "tanh")):
+        function(x, weight, bias).sum().backward()
+        for tensor, needed in zip((x, weight, bias), needs):
+            assert (tensor.grad is not None) == needed
+            tensor.grad = None
+
+
+def test_saves_only_what_the_derivative_needs() -> None:
+    saved: list[torch.Tensor] = []
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        saved.append(tensor)
+        return tensor
+
+    z = torch.randn(4, 3, requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        a = F.sigmoid(z)
+        F.relu(z)
+        F.dense(torch.randn(4, 3), torch.randn(2, 3, requires_grad=True), None, "sigmoid")
+    assert saved[0] is a  # sigmoid keeps its output
+    assert saved[1].dtype == torch.bool  # relu keeps a mask
+    assert len(saved) == 4  # dense: x for ∂W and a for σ′; W is not needed when x needs no grad
+
+
+@pytest.mark.parametrize(
+    "call, error, words",
+    [
+        (lambda: F.linear(torch.randn(4, 5), torch.randn(2, 3)), ValueError, ["x", "(*, 3)", "(4, 5)"]),
+        (lambda: F.linear(torch.randn(4, 3), torch.randn(3)), ValueError, ["weight", "2-D", "(3)"]),
+        (lambda: F.linear(torch.randn(4, 3), torch.randn(2, 3), torch.randn(3)), ValueError, ["bias", "(2,)", "(3)"]),
+        (lambda: F.linear(torch.randn(4, 3, dtype=torch.float64), torch.randn(2, 3)), TypeError, ["x", "torch.float32", "torch.float64"]),
+        (lambda: F.linear(torch.randn(4, 3), torch.randn(2, 3), torch.zeros(2, dtype=torch.float64)), TypeError, ["bias", "torch.float64"]),
+        (lambda: F.linear([[1.0, 2.0, 3.0]], torch.randn(2, 3)), TypeError, ["x", "torch.Tensor", "list"]),
+        (lambda: F.linear(torch.ones(4, 3, dtype=torch.long), torch.randn(2, 3)), TypeError, ["x", "floating-point", "torch.int64"]),
+        (lambda: F.dense(torch.randn(4, 3), torch.randn(2, 3), None, "swish"), ValueError, ["swish", "sigmoid", "relu", "gelu"]),
+        (lambda: F.softmax(torch.randn(4, 3), dim=2), IndexError, ["dim 2", "(4, 3)"]),
+        (lambda: F.gelu(torch.randn(3), approximate="fast"), ValueError, ["'none'", "'tanh'", "'fast'"]),
+    ],
+)
+def test_bad_input_is_explained(call, error: type[Exception], words: list[str]) -> None:
+    with pytest.raises(error) as raised:
+        call()
+    for word in words:
+        assert word in str(raised.value)
+
+
+def test_device_mismatch_is_explained() -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    with pytest.raises(ValueError, match=r"x: expected device cuda:0 .* got cpu"):
+        F.linear(torch.randn(4, 3), torch.randn(2, 3, device="cuda"))
+
+
+def test_every_activation_is_covered() -> None:
+    assert {name for name, *_ in ACTIVATION_CASES} == set(F.ACTIVATIONS)

@@ -1,0 +1,184 @@
+"""torchbp.nn: drop-in twins of torch.nn layers, Dense, MLP, convert and revert."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import pytest
+import torch
+
+import torchbp.nn as tnn
+
+ACTIVATION_MODULES = [
+    (torch.nn.Sigmoid(), tnn.Sigmoid()),
+    (torch.nn.Tanh(), tnn.Tanh()),
+    (torch.nn.ReLU(), tnn.ReLU()),
+    (torch.nn.LeakyReLU(0.3), tnn.LeakyReLU(0.3)),
+    (torch.nn.ELU(alpha=0.5), tnn.ELU(alpha=0.5)),
+    (torch.nn.Softplus(beta=2.0, threshold=5.0), tnn.Softplus(beta=2.0, threshold=5.0)),
+    (torch.nn.GELU(), tnn.GELU()),
+    (torch.nn.GELU(approximate="tanh"), tnn.GELU(approximate="tanh")),
+    (torch.nn.SiLU(), tnn.SiLU()),
+    (torch.nn.Identity(), tnn.Identity()),
+    (torch.nn.Softmax(dim=1), tnn.Softmax(dim=1)),
+]
+
+
+def test_linear_is_initialised_and_saved_like_torch(device: str, dtype: torch.dtype) -> None:
+    torch.manual_seed(3)
+    theirs = torch.nn.Linear(5, 4, device=device, dtype=dtype)
+    torch.manual_seed(3)
+    ours = tnn.Linear(5, 4, device=device, dtype=dtype)
+    assert ours.state_dict().keys() == theirs.state_dict().keys()
+    for key, value in theirs.state_dict().items():
+        assert torch.equal(ours.state_dict()[key], value)
+    assert repr(ours) == repr(theirs)
+    no_bias = tnn.Linear(5, 4, bias=False)
+    assert no_bias.bias is None and list(no_bias.state_dict()) == ["weight"]
+
+
+def test_linear_state_dict_loads_into_torch_and_back() -> None:
+    ours, theirs = tnn.Linear(3, 2), torch.nn.Linear(3, 2)
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(6, 3)
+    torch.testing.assert_close(ours(x), theirs(x))
+    ours.load_state_dict(torch.nn.Linear(3, 2).state_dict())
+
+
+@pytest.mark.parametrize("pair", ACTIVATION_MODULES, ids=lambda p: repr(p[1]))
+def test_activation_modules_match_torch(device: str, pair: tuple[torch.nn.Module, torch.nn.Module]) -> None:
+    theirs, ours = pair
+    assert repr(ours) == repr(theirs)
+    z = torch.randn(4, 6, dtype=torch.float64, device=device)
+    z_ours, z_theirs = z.clone().requires_grad_(), z.clone().requires_grad_()
+    a_ours, a_theirs = ours(z_ours), theirs(z_theirs)
+    grad = torch.randn_like(z)
+    a_ours.backward(grad)
+    a_theirs.backward(grad)
+    torch.testing.assert_close(a_ours, a_theirs)
+    torch.testing.assert_close(z_ours.grad, z_theirs.grad)
+
+
+def test_softmax_without_dim_warns_and_picks_like_torch() -> None:
+    z = torch.randn(4, 6)
+    with pytest.warns(UserWarning, match="Implicit dimension"):
+        ours = tnn.Softmax()(z)
+    with pytest.warns(UserWarning):
+        theirs = torch.nn.Softmax()(z)
+    torch.testing.assert_close(ours, theirs)
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "relu", "tanh", "identity"])
+def test_dense_equals_linear_then_activation(device: str, activation: str) -> None:
+    dense = tnn.Dense(3, 2, activation, device=device, dtype=torch.float64)
+    linear = torch.nn.Linear(3, 2, device=device, dtype=torch.float64)
+    linear.load_state_dict(dense.state_dict())
+    oracle = {"sigmoid": torch.sigmoid, "relu": torch.relu, "tanh": torch.tanh, "identity": lambda z: z}
+    x = torch.randn(7, 3, dtype=torch.float64, device=device)
+    dense(x).sum().backward()
+    oracle[activation](linear(x)).sum().backward()
+    torch.testing.assert_close(dense.weight.grad, linear.weight.grad)
+    torch.testing.assert_close(dense.bias.grad, linear.bias.grad)
+
+
+def test_dense_is_initialised_like_linear() -> None:
+    torch.manual_seed(1)
+    dense = tnn.Dense(4, 3)
+    torch.manual_seed(1)
+    linear = torch.nn.Linear(4, 3)
+    assert torch.equal(dense.weight, linear.weight) and torch.equal(dense.bias, linear.bias)
+
+
+def test_mlp_equals_sequential() -> None:
+    mlp = tnn.MLP([4, 5, 3], activation="tanh", output_activation="identity")
+    sequential = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
+    sequential.load_state_dict({k.replace("layers.1", "2").replace("layers.0", "0"): v for k, v in mlp.state_dict().items()})
+    x = torch.randn(6, 4)
+    torch.testing.assert_close(mlp(x), sequential(x))
+    assert [layer.activation.name for layer in mlp.layers] == ["tanh", "identity"]
+    assert [layer.activation.name for layer in tnn.MLP([2, 3, 4, 1]).layers] == ["sigmoid"] * 3
+
+
+@pytest.mark.parametrize("sizes", [[3], [3, 0], [3, 2.5]])
+def test_mlp_rejects_bad_sizes(sizes: list) -> None:
+    with pytest.raises(ValueError, match="sizes: expected at least two positive integers"):
+        tnn.MLP(sizes)
+
+
+def test_modules_pickle_and_deepcopy() -> None:
+    model = tnn.MLP([3, 4, 2], activation=tnn.Dense(1, 1, "leaky_relu").activation)
+    for clone in (pickle.loads(pickle.dumps(model)), copy.deepcopy(model)):
+        x = torch.randn(2, 3)
+        torch.testing.assert_close(clone(x), model(x))
+
+
+class Block(torch.nn.Module):
+    """A user module with a shared layer, containers and layers torchbp does not support."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shared = torch.nn.Linear(4, 4)
+        self.stack = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.GELU(), self.shared, torch.nn.Tanh())
+        self.branches = torch.nn.ModuleList([torch.nn.Sequential(self.shared, torch.nn.SiLU()), torch.nn.LayerNorm(4)])
+        self.heads = torch.nn.ModuleDict({"out": torch.nn.Linear(4, 2), "act": torch.nn.Softmax(dim=-1)})
+        self.conv = torch.nn.Conv1d(1, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stack(x)
+        h = self.branches[1](self.branches[0](h)) + self.conv(h.unsqueeze(1)).squeeze(1)
+        return self.heads["act"](self.heads["out"](h))
+
+
+def test_convert_and_revert_keep_outputs_gradients_and_state() -> None:
+    model = Block().double()
+    before = copy.deepcopy(model.state_dict())
+    x = torch.randn(5, 3, dtype=torch.float64)
+    model(x).pow(2).sum().backward()
+    expected_grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+    expected = model(x)
+    parameters = list(model.parameters())
+
+    assert tnn.convert(model) is model
+    assert isinstance(model.stack[0], tnn.Linear) and isinstance(model.stack[1], tnn.GELU)
+    assert model.stack[2] is model.shared is model.branches[0][0]  # still shared
+    assert isinstance(model.shared, tnn.Linear)
+    assert isinstance(model.heads["out"], tnn.Linear) and isinstance(model.heads["act"], tnn.Softmax)
+    assert type(model.branches[1]) is torch.nn.LayerNorm and type(model.conv) is torch.nn.Conv1d
+    assert list(model.parameters()) == parameters  # the very same Parameter objects
+    model.zero_grad()
+    torch.testing.assert_close(model(x), expected)
+    model(x).pow(2).sum().backward()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, expected_grads[name])
+
+    tnn.revert(model)
+    assert type(model.stack[0]) is torch.nn.Linear and type(model.heads["act"]) is torch.nn.Softmax
+    assert model.stack[2] is model.shared
+    assert model.state_dict().keys() == before.keys()
+    for key, value in before.items():
+        assert torch.equal(model.state_dict()[key], value)
+
+
+def test_convert_a_bare_layer_and_keep_hooks() -> None:
+    calls = []
+    linear = torch.nn.Linear(2, 2)
+    linear.register_forward_hook(lambda module, args, output: calls.append(type(module)))
+    converted = tnn.convert(linear)
+    assert isinstance(converted, tnn.Linear) and converted.weight is linear.weight
+    converted(torch.randn(1, 2))
+    assert calls == [tnn.Linear]
+
+
+def test_convert_leaves_user_subclasses_alone() -> None:
+    class MyLinear(torch.nn.Linear):
+        pass
+
+    model = torch.nn.Sequential(MyLinear(2, 2))
+    tnn.convert(model)
+    assert type(model[0]) is MyLinear
+
+
+def test_convert_rejects_non_modules() -> None:
+    with pytest.raises(TypeError, match="model: expected a torch.nn.Module, got list"):
+        tnn.convert([torch.nn.Linear(2, 2)])
