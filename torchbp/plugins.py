@@ -81,7 +81,8 @@ class _Plugins:
         if os.environ.get("TORCHBP_DISABLE_PLUGIN_AUTOLOAD", "") in ("", "0"):
             self.load_entry_points()
         self.manager.check_pending()
-        if os.environ.get("TORCHBP_TRACE_HOOKS", "") not in ("", "0"):
+        self.tracing = os.environ.get("TORCHBP_TRACE_HOOKS", "") not in ("", "0")
+        if self.tracing:
             self.manager.trace.root.setwriter(sys.stderr.write)
             self.manager.enable_tracing()
 
@@ -111,7 +112,7 @@ class _Plugins:
             return self.cache[kind]
         hook_name, spec_type = _KINDS[kind]
         found: dict[str, list[PluginEntry]] = {}
-        for impl in reversed(getattr(self.manager.hook, hook_name).get_hookimpls()):
+        for impl in getattr(self.manager.hook, hook_name).get_hookimpls():
             try:
                 specs = list(impl.function())
                 for spec in specs:
@@ -127,6 +128,9 @@ class _Plugins:
                     stacklevel=4,
                 )
                 continue
+            if self.tracing:
+                names = ", ".join(spec.name for spec in specs)
+                sys.stderr.write(f"torchbp: {impl.plugin_name}.{hook_name}() -> [{names}]\n")
             distribution, version = self.sources.get(impl.plugin_name, (None, None))
             for spec in specs:
                 entry = PluginEntry(
