@@ -45,7 +45,11 @@ def test_log_cosh_is_finite_far_away() -> None:
 def test_multi_margin(device: str, margin: float) -> None:
     z = torch.randn(8, 5, dtype=torch.float64, device=device, requires_grad=True)
     y = torch.randint(0, 5, (8,), device=device)
-    _compare(torchbp.get_cost("multi_margin", margin=margin)(z, y), torch_F.multi_margin_loss(z, y, margin=margin), z)
+    _compare(
+        torchbp.get_cost("multi_margin", margin=margin)(z, y),
+        torch_F.multi_margin_loss(z, y, margin=margin),
+        z,
+    )
 
 
 def test_multi_margin_refuses_probabilities() -> None:

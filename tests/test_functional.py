@@ -14,11 +14,26 @@ ACTIVATION_CASES = [
     ("sigmoid", {}, F.sigmoid, torch.sigmoid),
     ("tanh", {}, F.tanh, torch.tanh),
     ("relu", {}, F.relu, torch.relu),
-    ("leaky_relu", {"negative_slope": 0.2}, lambda z: F.leaky_relu(z, 0.2), lambda z: torch_F.leaky_relu(z, 0.2)),
+    (
+        "leaky_relu",
+        {"negative_slope": 0.2},
+        lambda z: F.leaky_relu(z, 0.2),
+        lambda z: torch_F.leaky_relu(z, 0.2),
+    ),
     ("elu", {"alpha": 0.7}, lambda z: F.elu(z, 0.7), lambda z: torch_F.elu(z, 0.7)),
-    ("softplus", {"beta": 2.0, "threshold": 3.0}, lambda z: F.softplus(z, 2.0, 3.0), lambda z: torch_F.softplus(z, 2.0, 3.0)),
+    (
+        "softplus",
+        {"beta": 2.0, "threshold": 3.0},
+        lambda z: F.softplus(z, 2.0, 3.0),
+        lambda z: torch_F.softplus(z, 2.0, 3.0),
+    ),
     ("gelu", {}, F.gelu, torch_F.gelu),
-    ("gelu", {"approximate": "tanh"}, lambda z: F.gelu(z, "tanh"), lambda z: torch_F.gelu(z, approximate="tanh")),
+    (
+        "gelu",
+        {"approximate": "tanh"},
+        lambda z: F.gelu(z, "tanh"),
+        lambda z: torch_F.gelu(z, approximate="tanh"),
+    ),
     ("silu", {}, F.silu, torch_F.silu),
     ("identity", {}, F.identity, lambda z: z.clone()),
     ("softmax", {"dim": -1}, lambda z: F.softmax(z, -1), lambda z: torch.softmax(z, -1)),
@@ -37,7 +52,9 @@ def _input(shape: tuple[int, ...], dtype: torch.dtype, device: str, contiguous: 
     return base.permute(*reversed(range(len(shape)))).detach().requires_grad_()
 
 
-def _layer(out_features: int, in_features: int, dtype: torch.dtype, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _layer(
+    out_features: int, in_features: int, dtype: torch.dtype, device: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     weight = torch.randn(out_features, in_features, dtype=dtype, device=device, requires_grad=True)
     bias = torch.randn(out_features, dtype=dtype, device=device, requires_grad=True)
     return weight, bias
@@ -100,7 +117,9 @@ def test_activation_matches_pytorch(device: str, dtype: torch.dtype, case: tuple
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("case", ACTIVATION_CASES, ids=ACTIVATION_IDS)
-def test_dense_matches_linear_then_activation(device: str, dtype: torch.dtype, shape: tuple, case: tuple) -> None:
+def test_dense_matches_linear_then_activation(
+    device: str, dtype: torch.dtype, shape: tuple, case: tuple
+) -> None:
     name, options, _, oracle = case
     x = torch.randn(shape, dtype=dtype, device=device)
     linear = torch.nn.Linear(3, 2, dtype=dtype, device=device)
@@ -152,7 +171,9 @@ def test_linear_matches_pytorch(device: str, dtype: torch.dtype) -> None:
     torch.testing.assert_close(bias.grad, linear.bias.grad, **tolerance)
 
 
-@pytest.mark.parametrize("needs", [(True, False, False), (False, True, False), (False, False, True), (False, True, True)])
+@pytest.mark.parametrize(
+    "needs", [(True, False, False), (False, True, False), (False, False, True), (False, True, True)]
+)
 def test_requires_grad_on_any_subset(needs: tuple[bool, bool, bool]) -> None:
     x = torch.randn(4, 3, dtype=torch.float64, requires_grad=needs[0])
     weight = torch.randn(2, 3, dtype=torch.float64, requires_grad=needs[1])
@@ -186,12 +207,32 @@ def test_saves_only_what_the_derivative_needs() -> None:
     [
         (lambda: F.linear(torch.randn(4, 5), torch.randn(2, 3)), ValueError, ["x", "(*, 3)", "(4, 5)"]),
         (lambda: F.linear(torch.randn(4, 3), torch.randn(3)), ValueError, ["weight", "2-D", "(3)"]),
-        (lambda: F.linear(torch.randn(4, 3), torch.randn(2, 3), torch.randn(3)), ValueError, ["bias", "(2,)", "(3)"]),
-        (lambda: F.linear(torch.randn(4, 3, dtype=torch.float64), torch.randn(2, 3)), TypeError, ["x", "torch.float32", "torch.float64"]),
-        (lambda: F.linear(torch.randn(4, 3), torch.randn(2, 3), torch.zeros(2, dtype=torch.float64)), TypeError, ["bias", "torch.float64"]),
+        (
+            lambda: F.linear(torch.randn(4, 3), torch.randn(2, 3), torch.randn(3)),
+            ValueError,
+            ["bias", "(2,)", "(3)"],
+        ),
+        (
+            lambda: F.linear(torch.randn(4, 3, dtype=torch.float64), torch.randn(2, 3)),
+            TypeError,
+            ["x", "torch.float32", "torch.float64"],
+        ),
+        (
+            lambda: F.linear(torch.randn(4, 3), torch.randn(2, 3), torch.zeros(2, dtype=torch.float64)),
+            TypeError,
+            ["bias", "torch.float64"],
+        ),
         (lambda: F.linear([[1.0, 2.0, 3.0]], torch.randn(2, 3)), TypeError, ["x", "torch.Tensor", "list"]),
-        (lambda: F.linear(torch.ones(4, 3, dtype=torch.long), torch.randn(2, 3)), TypeError, ["x", "floating-point", "torch.int64"]),
-        (lambda: F.dense(torch.randn(4, 3), torch.randn(2, 3), None, "swish"), ValueError, ["swish", "sigmoid", "relu", "gelu"]),
+        (
+            lambda: F.linear(torch.ones(4, 3, dtype=torch.long), torch.randn(2, 3)),
+            TypeError,
+            ["x", "floating-point", "torch.int64"],
+        ),
+        (
+            lambda: F.dense(torch.randn(4, 3), torch.randn(2, 3), None, "swish"),
+            ValueError,
+            ["swish", "sigmoid", "relu", "gelu"],
+        ),
         (lambda: F.softmax(torch.randn(4, 3), dim=2), IndexError, ["dim 2", "(4, 3)"]),
         (lambda: F.gelu(torch.randn(3), approximate="fast"), ValueError, ["'none'", "'tanh'", "'fast'"]),
     ],

@@ -93,7 +93,9 @@ def test_dense_is_initialised_like_linear() -> None:
 def test_mlp_equals_sequential() -> None:
     mlp = tnn.MLP([4, 5, 3], activation="tanh", output_activation="identity")
     sequential = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
-    sequential.load_state_dict({k.replace("layers.1", "2").replace("layers.0", "0"): v for k, v in mlp.state_dict().items()})
+    sequential.load_state_dict(
+        {k.replace("layers.1", "2").replace("layers.0", "0"): v for k, v in mlp.state_dict().items()}
+    )
     x = torch.randn(6, 4)
     torch.testing.assert_close(mlp(x), sequential(x))
     assert [layer.activation.name for layer in mlp.layers] == ["tanh", "identity"]
@@ -120,7 +122,9 @@ class Block(torch.nn.Module):
         super().__init__()
         self.shared = torch.nn.Linear(4, 4)
         self.stack = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.GELU(), self.shared, torch.nn.Tanh())
-        self.branches = torch.nn.ModuleList([torch.nn.Sequential(self.shared, torch.nn.SiLU()), torch.nn.LayerNorm(4)])
+        self.branches = torch.nn.ModuleList(
+            [torch.nn.Sequential(self.shared, torch.nn.SiLU()), torch.nn.LayerNorm(4)]
+        )
         self.heads = torch.nn.ModuleDict({"out": torch.nn.Linear(4, 2), "act": torch.nn.Softmax(dim=-1)})
         self.conv = torch.nn.Conv1d(1, 1, 1)
 

@@ -69,7 +69,10 @@ def test_builtins_are_registered_through_the_hooks() -> None:
     assert manager.get_plugin("torchbp.rules") is builtin_rules
     (entry,) = torchbp.list_costs("quadratic")
     assert (entry.kind, entry.plugin, entry.distribution, entry.version) == (
-        "cost", "torchbp.costs", "torchbp", torchbp.__version__
+        "cost",
+        "torchbp.costs",
+        "torchbp",
+        torchbp.__version__,
     )
 
 
@@ -93,13 +96,19 @@ def test_unregister_removes_the_plugins_names() -> None:
     torchbp.register_plugin(QuarterPlugin(), name="quarter-plugin")
     torchbp.unregister_plugin("quarter-plugin")
     assert torchbp.list_costs("quarter") == []
-    with pytest.raises(torchbp.PluginError, match="no plugin named 'quarter-plugin'; registered: .*torchbp.costs"):
+    with pytest.raises(
+        torchbp.PluginError, match="no plugin named 'quarter-plugin'; registered: .*torchbp.costs"
+    ):
         torchbp.unregister_plugin("quarter-plugin")
 
 
 def test_a_name_provided_twice_is_an_error_naming_both(registered: list[str]) -> None:
     registered.append(torchbp.register_plugin(ClashingPlugin(), name="clash"))
-    with pytest.raises(torchbp.PluginError, match=r"cost 'mse' is provided by two plugins, 'torchbp.costs' \(torchbp .*\) and 'clash' \(registered at run time\)"):
+    with pytest.raises(
+        torchbp.PluginError,
+        match=r"cost 'mse' is provided by two plugins, 'torchbp.costs' \(torchbp .*\) "
+        r"and 'clash' \(registered at run time\)",
+    ):
         torchbp.get_cost("mse")
     with pytest.warns(torchbp.PluginWarning, match="'mse' is provided by two plugins"):
         names = [entry.name for entry in torchbp.list_costs()]
@@ -109,7 +118,9 @@ def test_a_name_provided_twice_is_an_error_naming_both(registered: list[str]) ->
 
 def test_a_plugin_raising_in_a_hook_is_named_and_skipped(registered: list[str]) -> None:
     registered.append(torchbp.register_plugin(FailingPlugin(), name="failing"))
-    with pytest.warns(torchbp.PluginWarning, match=r"'failing' raised in torchbp_rules\(\).*RuntimeError: boom in the hook"):
+    with pytest.warns(
+        torchbp.PluginWarning, match=r"'failing' raised in torchbp_rules\(\).*RuntimeError: boom in the hook"
+    ):
         names = [entry.name for entry in torchbp.list_rules()]
     assert "sgd" in names
 

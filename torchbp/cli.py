@@ -56,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="torchbp", description="Explicit backpropagation in PyTorch: plugins, training, benchmarks."
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    plugins = commands.add_parser("plugins", help="list registered costs and update rules with their providers")
+    plugins = commands.add_parser(
+        "plugins", help="list registered costs and update rules with their providers"
+    )
     plugins.add_argument("--kind", choices=["cost", "rule"], help="only this kind")
     plugins.add_argument("--pattern", default="*", help="shell-style name filter, e.g. 'adam*'")
     plugins.add_argument("-v", "--verbose", action="store_true", help="also print each description")

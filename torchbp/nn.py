@@ -8,10 +8,12 @@ shapes, initialisation, ``state_dict`` and ``repr`` are exactly those of ``torch
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
+from torch.utils.hooks import RemovableHandle
 
 from . import functional as F
 from .functional.activations import Activation
@@ -111,7 +113,7 @@ class Identity(torch.nn.Identity):
 
 
 class Softmax(torch.nn.Softmax):
-    """Like ``torch.nn.Softmax(dim)``; ``dim=None`` picks a dim as ``torch.nn.Softmax`` does, with its warning."""
+    """Like ``torch.nn.Softmax(dim)``; ``dim=None`` picks a dim as ``torch.nn.Softmax`` does, and warns."""
 
     def forward(self, input: Tensor) -> Tensor:
         dim = self.dim
@@ -133,7 +135,8 @@ class Dense(torch.nn.Module):
 
     Args:
         activation: a name from :data:`torchbp.functional.ACTIVATIONS` or an
-            :class:`~torchbp.functional.Activation` (e.g. ``get_activation("leaky_relu", negative_slope=0.2)``).
+            :class:`~torchbp.functional.Activation`, e.g.
+            ``get_activation("leaky_relu", negative_slope=0.2)``.
 
     >>> Dense(3, 2, "tanh")
     Dense(in_features=3, out_features=2, activation=tanh(), bias=True)
@@ -155,14 +158,29 @@ class Dense(torch.nn.Module):
         factory = {"device": device, "dtype": dtype}
         self.weight = torch.nn.Parameter(torch.empty(out_features, in_features, **factory))
         self.bias = torch.nn.Parameter(torch.empty(out_features, **factory)) if bias else None
+        self._delta_hooks: OrderedDict[int, Callable[[torch.nn.Module, Tensor], None]] = OrderedDict()
         self.reset_parameters()
+
+    def register_delta_hook(self, hook: Callable[[torch.nn.Module, Tensor], None]) -> RemovableHandle:
+        """Call ``hook(layer, delta)`` with this layer's δ = ∂C/∂z ``(*, out_features)`` in every backward.
+
+        Returns a handle whose ``remove()`` unregisters the hook.
+        """
+        handle = RemovableHandle(self._delta_hooks)
+        self._delta_hooks[handle.id] = hook
+        return handle
+
+    def _call_delta_hooks(self, delta: Tensor) -> None:
+        for hook in self._delta_hooks.values():
+            hook(self, delta)
 
     def reset_parameters(self) -> None:
         """Initialise exactly as ``torch.nn.Linear`` does (Kaiming-uniform weight, uniform bias)."""
         torch.nn.Linear.reset_parameters(self)  # type: ignore[arg-type]
 
     def forward(self, input: Tensor) -> Tensor:
-        return F.dense(input, self.weight, self.bias, self.activation)
+        on_delta = self._call_delta_hooks if self._delta_hooks else None
+        return F.dense(input, self.weight, self.bias, self.activation, on_delta)
 
     def extra_repr(self) -> str:
         return (

@@ -98,8 +98,7 @@ class _Plugins:
                 self.manager.register(plugin, name=entry_point.name)
             except Exception as error:
                 warnings.warn(
-                    f"torchbp plugin {where} failed to load and was skipped: "
-                    f"{type(error).__name__}: {error}",
+                    f"torchbp plugin {where} failed to load and was skipped: {type(error).__name__}: {error}",
                     PluginWarning,
                     stacklevel=4,
                 )
@@ -117,9 +116,7 @@ class _Plugins:
                 specs = list(impl.function())
                 for spec in specs:
                     if not isinstance(spec, spec_type):
-                        raise TypeError(
-                            f"expected {spec_type.__name__} items, got {type(spec).__name__}"
-                        )
+                        raise TypeError(f"expected {spec_type.__name__} items, got {type(spec).__name__}")
             except Exception as error:
                 warnings.warn(
                     f"torchbp plugin {impl.plugin_name!r} raised in {hook_name}() and its "
@@ -208,8 +205,7 @@ def lookup(kind: str, name: str) -> PluginEntry:
     if name in conflicts:
         providers = " and ".join(_provider(entry) for entry in conflicts[name])
         raise PluginError(
-            f"{kind} {name!r} is provided by two plugins, {providers}; uninstall or "
-            f"unregister one of them"
+            f"{kind} {name!r} is provided by two plugins, {providers}; uninstall or unregister one of them"
         )
     if name not in unique:
         known = ", ".join(sorted(unique)) or "none"
@@ -236,4 +232,3 @@ def listing(kind: str, pattern: str = "*") -> list[PluginEntry]:
 def _provider(entry: PluginEntry) -> str:
     source = f"{entry.distribution} {entry.version}" if entry.distribution else "registered at run time"
     return f"{entry.plugin!r} ({source})"
-

@@ -28,9 +28,7 @@ def check_like(a: Tensor, y: object) -> None:
     if not y.is_floating_point():
         raise TypeError(f"target: expected a floating-point tensor, got dtype {y.dtype}")
     if y.shape != a.shape:
-        raise ValueError(
-            f"target: expected shape {_shape(a)} (the output's shape), got {_shape(y)}"
-        )
+        raise ValueError(f"target: expected shape {_shape(a)} (the output's shape), got {_shape(y)}")
 
 
 def check_probabilities(name: str, t: Tensor) -> None:
@@ -45,9 +43,7 @@ def check_probabilities(name: str, t: Tensor) -> None:
 def check_classes(logits: Tensor, y: object) -> None:
     """Targets for ``(n, C)`` logits: class indices ``(n,)`` in [0, C) or probabilities ``(n, C)``."""
     if logits.dim() != 2:
-        raise ValueError(
-            f"output: expected logits of shape (n, C), got shape {_shape(logits)}"
-        )
+        raise ValueError(f"output: expected logits of shape (n, C), got shape {_shape(logits)}")
     n, classes = logits.shape
     if not isinstance(y, Tensor):
         raise TypeError(f"target: expected a torch.Tensor, got {type(y).__name__}")

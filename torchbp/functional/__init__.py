@@ -13,13 +13,15 @@ with rows = examples, so in code ∂C/∂W = δᵀ x and ∂C/∂x = δ W.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import Tensor
 
 from . import activations
 from .activations import ACTIVATIONS, Activation, get_activation
 from .autograd import ActivationFunction, DenseFunction, LinearFunction
-from .cost import cost
 from .checks import autocast_dtype, check_dim, check_linear, check_tensor
+from .cost import cost
 
 __all__ = [
     "ACTIVATIONS",
@@ -42,9 +44,7 @@ __all__ = [
 ]
 
 
-def _autocast(
-    x: Tensor, weight: Tensor, bias: Tensor | None
-) -> tuple[Tensor, Tensor, Tensor | None]:
+def _autocast(x: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
     """Under autocast, cast a layer's floating-point arguments as ``torch.nn.functional.linear`` does."""
     if not isinstance(x, Tensor):
         return x, weight, bias
@@ -83,6 +83,7 @@ def dense(
     weight: Tensor,
     bias: Tensor | None = None,
     activation: str | Activation = "sigmoid",
+    on_delta: Callable[[Tensor], None] | None = None,
 ) -> Tensor:
     """The fused layer a = σ(x Wᵀ + b) as one autograd node.
 
@@ -93,6 +94,8 @@ def dense(
         weight: Wˡ, shape ``(out_features, in_features)``.
         bias: bˡ, shape ``(out_features,)``, or ``None``.
         activation: a name from :data:`ACTIVATIONS` or an :class:`Activation`.
+        on_delta: called with δˡ = ∂C/∂zˡ, shape ``(*, out_features)``, during the backward
+            pass: the layer's error signal, which explicit backprop has at hand anyway.
 
     Returns:
         aˡ, shape ``(*, out_features)``.
@@ -106,7 +109,7 @@ def dense(
     check_linear(x, weight, bias)
     if act.name == "softmax":
         check_dim("activation", x, act.options["dim"])
-    a, _ = DenseFunction.apply(x, weight, bias, act)
+    a, _ = DenseFunction.apply(x, weight, bias, act, on_delta)
     return a
 
 

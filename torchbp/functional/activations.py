@@ -148,9 +148,7 @@ def softplus(beta: float = 1.0, threshold: float = 20.0) -> Activation:
         lambda z: torch.where(z * beta > threshold, z, torch.log1p(torch.exp(z * beta)) / beta),
         "z",
         {"beta": beta, "threshold": threshold},
-        sigma_prime=lambda z: torch.where(
-            z * beta > threshold, z.new_ones(()), torch.sigmoid(z * beta)
-        ),
+        sigma_prime=lambda z: torch.where(z * beta > threshold, z.new_ones(()), torch.sigmoid(z * beta)),
     )
 
 
@@ -165,9 +163,7 @@ def _gelu_erf(z: Tensor) -> Tensor:
 
 def _gelu_erf_prime(z: Tensor) -> Tensor:
     # σ′(z) = Φ(z) + z φ(z),  φ(z) = e^{−z²/2} / √(2π)
-    return 0.5 * (1 + torch.erf(z * math.sqrt(0.5))) + z * torch.exp(-0.5 * z * z) / math.sqrt(
-        2 * math.pi
-    )
+    return 0.5 * (1 + torch.erf(z * math.sqrt(0.5))) + z * torch.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
 
 
 def _gelu_tanh(z: Tensor) -> Tensor:
@@ -242,14 +238,10 @@ def get_activation(spec: str | Activation, **options: object) -> Activation:
             raise TypeError(f"options {sorted(options)} given with an already-built {spec!r}")
         return spec
     if not isinstance(spec, str):
-        raise TypeError(
-            f"activation: expected a name or an Activation, got {type(spec).__name__}"
-        )
+        raise TypeError(f"activation: expected a name or an Activation, got {type(spec).__name__}")
     factory = ACTIVATIONS.get(spec)
     if factory is None:
-        raise ValueError(
-            f"unknown activation {spec!r}; available: {', '.join(sorted(ACTIVATIONS))}"
-        )
+        raise ValueError(f"unknown activation {spec!r}; available: {', '.join(sorted(ACTIVATIONS))}")
     try:
         return factory(**options)
     except TypeError as error:

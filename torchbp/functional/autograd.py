@@ -7,6 +7,7 @@ double backward (``gradgradcheck``, Hessian-vector products) works through them 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from torch import Tensor
@@ -63,27 +64,31 @@ class DenseFunction(Function):
 
     The forward pass returns ``(a, z)``. ``z`` is handed out only so that what σ′ reads stays
     inside the graph: in a double backward, a gradient reaching ``z`` comes back in as
-    ``grad_z`` and joins δ, which makes the second derivative exact.
+    ``grad_z`` and joins δ, which makes the second derivative exact. ``on_delta``, if given, is
+    called with δ (detached) during the backward pass.
     """
 
     generate_vmap_rule = True
 
     @staticmethod
     def forward(
-        x: Tensor, weight: Tensor, bias: Tensor | None, activation: Activation
+        x: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        activation: Activation,
+        on_delta: Callable[[Tensor], None] | None,
     ) -> tuple[Tensor, Tensor]:
         return dense_forward(x, weight, bias, activation)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
-        x, weight, _, activation = inputs
+        x, weight, _, activation, on_delta = inputs
         a, z = output
         needs_x, needs_weight = ctx.needs_input_grad[:2]
         ctx.activation = activation
+        ctx.on_delta = on_delta
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(
-            x if needs_weight else None, weight if needs_x else None, activation.save(z, a)
-        )
+        ctx.save_for_backward(x if needs_weight else None, weight if needs_x else None, activation.save(z, a))
 
     @staticmethod
     def backward(ctx: Any, grad_a: Tensor | None, grad_z: Tensor | None) -> tuple[Tensor | None, ...]:
@@ -91,9 +96,11 @@ class DenseFunction(Function):
         needs = ctx.needs_input_grad[:3]
         if grad_a is None:
             if grad_z is None:
-                return None, None, None, None
-            return *linear_backward(grad_z, x, weight, needs), None
-        grad_x, grad_weight, grad_bias = dense_backward(
+                return None, None, None, None, None
+            return *linear_backward(grad_z, x, weight, needs), None, None
+        delta, grad_x, grad_weight, grad_bias = dense_backward(
             grad_a, x, weight, ctx.activation, saved, needs, extra_delta=grad_z
         )
-        return grad_x, grad_weight, grad_bias, None
+        if ctx.on_delta is not None:
+            ctx.on_delta(delta.detach())
+        return grad_x, grad_weight, grad_bias, None, None

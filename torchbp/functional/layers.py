@@ -68,14 +68,18 @@ def dense_backward(
     saved: Tensor | None,
     needs: tuple[bool, bool, bool],
     extra_delta: Tensor | None = None,
-) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
     """Gradients of a = σ(x Wᵀ + b) from ∂C/∂a: first δ = ∂C/∂a ⊙ σ′(z), then :func:`linear_backward`.
 
     ``saved`` is what ``activation.save(z, a)`` returned in the forward pass; ``extra_delta`` is
     a gradient that reached z directly (only in a double backward), added to δ.
+
+    Returns:
+        ``(delta, grad_x, grad_weight, grad_bias)``: δ itself, shape ``(*, out)``, then the
+        gradients of :func:`linear_backward`.
     """
     # BP1 / BP2: δ = ∂C/∂a ⊙ σ′(z)
     delta = activation.delta(grad_a, saved)
     if extra_delta is not None:
         delta = delta + extra_delta
-    return linear_backward(delta, x, weight, needs)
+    return delta, *linear_backward(delta, x, weight, needs)

@@ -6,6 +6,7 @@ import math
 
 import torch
 from torch import Tensor
+
 from torchbp import CostSpec
 from torchbp.targets import check_classes, check_like
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
 from torchbp import UpdateRule
 from torchbp.update_rule import check_hyperparameter
 

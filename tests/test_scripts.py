@@ -1,0 +1,47 @@
+"""The scripts a newcomer runs: the worked example and the XOR demo."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, check=False)
+
+
+def test_worked_example_agrees_three_ways(tmp_path: Path) -> None:
+    out = tmp_path / "worked.json"
+    result = _run(str(SCRIPTS / "worked_example.py"), "--json", str(out))
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = json.loads(out.read_text())
+    assert data["largest_disagreement"] <= 1e-12
+    hand = data["results"]["hand"]
+    # an independent check of the first numbers: v = Wᵀx, ŷ = f(W⁽¹→²⁾ᵀ f(v))
+    assert math.isclose(hand["v_in1"][0], 0.5 * 0.2 + 0.3 * 0.6 + 0.8 * -0.3, abs_tol=1e-15)
+    sigmoid = [1 / (1 + math.exp(-v)) for v in hand["v_in1"]]
+    y_hat = 1 / (1 + math.exp(-(0.7 * sigmoid[0] - 0.2 * sigmoid[1])))
+    assert math.isclose(hand["y_hat"][0], y_hat, rel_tol=1e-14)
+    assert math.isclose(hand["delta2"][0], (1 - y_hat) * y_hat * (1 - y_hat), rel_tol=1e-14)
+    for who in ("torchbp", "autograd"):
+        assert data["results"][who].keys() == hand.keys()
+
+
+def test_worked_example_takes_other_numbers() -> None:
+    result = _run(
+        str(SCRIPTS / "worked_example.py"), "--x", "1,0,1", "--w12", "0.3;0.9", "--y", "0", "--lr", "0.1"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "x = [1.0, 0.0, 1.0], y = 0.0, η = 0.1" in result.stdout
+
+
+def test_xor_demo_loss_falls() -> None:
+    result = _run(str(SCRIPTS / "train_xor.py"), "--steps", "500")
+    assert result.returncode == 0, result.stderr
+    costs = [float(line.split()[-1]) for line in result.stdout.splitlines() if line.startswith("step")]
+    assert len(costs) == 11 and costs[-1] < costs[0] / 10
