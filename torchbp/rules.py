@@ -6,24 +6,11 @@ trajectory. Per-parameter steps are plain Python ints, so bias corrections are e
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
-
 import torch
-from torch import Tensor
 
 from .hookspecs import hookimpl
 from .specs import RuleSpec
-from .update_rule import UpdateRule, check_hyperparameter
-
-Params = Iterable[Tensor] | Iterable[dict[str, Any]]
-
-
-def _with_weight_decay(grads: list[Tensor], params: list[Tensor], weight_decay: float) -> list[Tensor]:
-    # L2 penalty: ∇f + λ x
-    if weight_decay == 0:
-        return grads
-    return torch._foreach_add(grads, params, alpha=weight_decay)
+from .update_rule import Params, UpdateRule, check_hyperparameter, with_weight_decay
 
 
 class SGD(UpdateRule):
@@ -56,7 +43,7 @@ class SGD(UpdateRule):
         super().__init__(params, defaults)
 
     def update(self, group, params, grads, states):  # type: ignore[no-untyped-def]
-        grads = _with_weight_decay(grads, params, group["weight_decay"])
+        grads = with_weight_decay(grads, params, group["weight_decay"])
         momentum = group["momentum"]
         if momentum != 0:
             started = [(s["momentum_buffer"], g) for s, g in zip(states, grads) if "momentum_buffer" in s]
@@ -113,7 +100,7 @@ class Adagrad(UpdateRule):
         return {"step": 0, "sum": torch.full_like(param, value, memory_format=torch.preserve_format)}
 
     def update(self, group, params, grads, states):  # type: ignore[no-untyped-def]
-        grads = _with_weight_decay(grads, params, group["weight_decay"])
+        grads = with_weight_decay(grads, params, group["weight_decay"])
         sums = [s["sum"] for s in states]
         for state in states:
             state["step"] += 1
@@ -162,7 +149,7 @@ class RMSprop(UpdateRule):
         return state
 
     def update(self, group, params, grads, states):  # type: ignore[no-untyped-def]
-        grads = _with_weight_decay(grads, params, group["weight_decay"])
+        grads = with_weight_decay(grads, params, group["weight_decay"])
         alpha, eps = group["alpha"], group["eps"]
         for state in states:
             state["step"] += 1
@@ -228,7 +215,7 @@ class Adam(UpdateRule):
             # x ← x (1 − η λ)
             torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
         else:
-            grads = _with_weight_decay(grads, params, group["weight_decay"])
+            grads = with_weight_decay(grads, params, group["weight_decay"])
         for state in states:
             state["step"] += 1
         exp_avgs = [s["exp_avg"] for s in states]

@@ -9,11 +9,14 @@ are ``torch.optim.Optimizer``'s own.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 from torch import Tensor
+
+Params = Iterable[Tensor] | Iterable[dict[str, Any]]
+"""What an update rule's constructor takes, as ``torch.optim``: tensors or param-group dicts."""
 
 
 class UpdateRule(torch.optim.Optimizer):
@@ -55,6 +58,13 @@ class UpdateRule(torch.optim.Optimizer):
                 states.append(state)
             self.update(group, params, grads, states)
         return loss
+
+
+def with_weight_decay(grads: list[Tensor], params: list[Tensor], weight_decay: float) -> list[Tensor]:
+    """The L2-penalised gradients ∇f + λx (``grads`` themselves when λ = 0)."""
+    if weight_decay == 0:
+        return grads
+    return torch._foreach_add(grads, params, alpha=weight_decay)
 
 
 def check_hyperparameter(name: str, value: float, low: float, high: float | None = None) -> None:

@@ -6,7 +6,8 @@ import torch
 from torch import Tensor
 
 
-def _shape(t: Tensor) -> str:
+def shape_text(t: Tensor) -> str:
+    """A tensor's shape as ``(4, 3)``, for error messages."""
     return "(" + ", ".join(str(s) for s in t.shape) + ")"
 
 
@@ -35,13 +36,14 @@ def check_linear(x: object, weight: object, bias: object) -> None:
     x = check_tensor("x", x)
     if weight.dim() != 2:
         raise ValueError(
-            f"weight: expected a 2-D tensor of shape (out_features, in_features), got shape {_shape(weight)}"
+            "weight: expected a 2-D tensor of shape (out_features, in_features), "
+            f"got shape {shape_text(weight)}"
         )
     out_features, in_features = weight.shape
     if x.dim() == 0 or x.shape[-1] != in_features:
         raise ValueError(
             f"x: expected shape (*, {in_features}) to match weight of shape "
-            f"({out_features}, {in_features}), got shape {_shape(x)}"
+            f"({out_features}, {in_features}), got shape {shape_text(x)}"
         )
     check_same("x", x, "weight", weight)
     if bias is not None:
@@ -49,7 +51,7 @@ def check_linear(x: object, weight: object, bias: object) -> None:
         if bias.shape != (out_features,):
             raise ValueError(
                 f"bias: expected shape ({out_features},) to match weight of shape "
-                f"({out_features}, {in_features}), got shape {_shape(bias)}"
+                f"({out_features}, {in_features}), got shape {shape_text(bias)}"
             )
         check_same("bias", bias, "weight", weight)
 
@@ -58,7 +60,7 @@ def check_dim(name: str, x: Tensor, dim: int) -> None:
     """Raise ``IndexError`` unless ``dim`` is a valid dimension of ``x``."""
     if not -max(x.dim(), 1) <= dim < max(x.dim(), 1):
         raise IndexError(
-            f"{name}: dim {dim} is out of range for a tensor of shape {_shape(x)} "
+            f"{name}: dim {dim} is out of range for a tensor of shape {shape_text(x)} "
             f"(expected a dim in [{-max(x.dim(), 1)}, {max(x.dim(), 1) - 1}])"
         )
 

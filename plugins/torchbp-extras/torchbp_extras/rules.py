@@ -2,23 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
-
 import torch
-from torch import Tensor
 
 from torchbp import UpdateRule
-from torchbp.update_rule import check_hyperparameter
-
-Params = Iterable[Tensor] | Iterable[dict[str, Any]]
-
-
-def _with_weight_decay(grads: list[Tensor], params: list[Tensor], weight_decay: float) -> list[Tensor]:
-    # L2 penalty: ∇f + λ x
-    if weight_decay == 0:
-        return grads
-    return torch._foreach_add(grads, params, alpha=weight_decay)
+from torchbp.update_rule import Params, check_hyperparameter, with_weight_decay
 
 
 class Adadelta(UpdateRule):
@@ -43,7 +30,7 @@ class Adadelta(UpdateRule):
 
     def update(self, group, params, grads, states):  # type: ignore[no-untyped-def]
         rho, eps = group["rho"], group["eps"]
-        grads = _with_weight_decay(grads, params, group["weight_decay"])
+        grads = with_weight_decay(grads, params, group["weight_decay"])
         for state in states:
             state["step"] += 1
         square_avgs = [s["square_avg"] for s in states]
@@ -88,7 +75,7 @@ class Adamax(UpdateRule):
 
     def update(self, group, params, grads, states):  # type: ignore[no-untyped-def]
         (beta1, beta2), eps = group["betas"], group["eps"]
-        grads = _with_weight_decay(grads, params, group["weight_decay"])
+        grads = with_weight_decay(grads, params, group["weight_decay"])
         for state in states:
             state["step"] += 1
         exp_avgs = [s["exp_avg"] for s in states]
