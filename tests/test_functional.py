@@ -253,3 +253,19 @@ def test_device_mismatch_is_explained() -> None:
 
 def test_every_activation_is_covered() -> None:
     assert {name for name, *_ in ACTIVATION_CASES} == set(F.ACTIVATIONS)
+
+
+@pytest.mark.parametrize("case", ACTIVATION_CASES, ids=ACTIVATION_IDS)
+@pytest.mark.parametrize("low_precision", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])
+def test_activation_in_low_precision(device: str, case: tuple, low_precision: torch.dtype) -> None:
+    _, _, function, oracle = case
+    z = (3 * torch.randn(4, 5, device=device)).to(low_precision)
+    z_ours, z_theirs = z.clone().requires_grad_(), z.clone().requires_grad_()
+    a_ours, a_theirs = function(z_ours), oracle(z_theirs)
+    assert a_ours.dtype == low_precision
+    grad = torch.randn_like(z)
+    a_ours.backward(grad)
+    a_theirs.backward(grad)
+    assert z_ours.grad.dtype == low_precision
+    torch.testing.assert_close(a_ours, a_theirs, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(z_ours.grad, z_theirs.grad, rtol=5e-2, atol=5e-2)

@@ -155,9 +155,10 @@ class Dense(torch.nn.Module):
         self.in_features = in_features
         self.out_features = out_features
         self.activation = F.get_activation(activation)
-        factory = {"device": device, "dtype": dtype}
-        self.weight = torch.nn.Parameter(torch.empty(out_features, in_features, **factory))
-        self.bias = torch.nn.Parameter(torch.empty(out_features, **factory)) if bias else None
+        self.weight = torch.nn.Parameter(torch.empty(out_features, in_features, device=device, dtype=dtype))
+        self.bias = (
+            torch.nn.Parameter(torch.empty(out_features, device=device, dtype=dtype)) if bias else None
+        )
         self._delta_hooks: OrderedDict[int, Callable[[torch.nn.Module, Tensor], None]] = OrderedDict()
         self.reset_parameters()
 

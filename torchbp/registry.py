@@ -81,7 +81,7 @@ def rule_hyperparameters(spec: RuleSpec) -> dict[str, Any]:
     }
 
 
-def _param_groups(model: torch.nn.Module, decays: bool) -> list[dict[str, Any]] | list[Tensor]:
+def _param_groups(model: torch.nn.Module, decays: bool) -> list[Any]:
     """Weight decay for matrices only: biases and normalisation weights (1-D) get none."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not decays:

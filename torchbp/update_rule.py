@@ -64,7 +64,7 @@ def with_weight_decay(grads: list[Tensor], params: list[Tensor], weight_decay: f
     """The L2-penalised gradients ∇f + λx (``grads`` themselves when λ = 0)."""
     if weight_decay == 0:
         return grads
-    return torch._foreach_add(grads, params, alpha=weight_decay)
+    return list(torch._foreach_add(grads, params, alpha=weight_decay))
 
 
 def check_hyperparameter(name: str, value: float, low: float, high: float | None = None) -> None:

@@ -52,10 +52,10 @@ def _autocast(x: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, T
     if dtype is None:
         return x, weight, bias
 
-    def cast(t: Tensor | None) -> Tensor | None:
+    def cast(t: Tensor) -> Tensor:
         return t.to(dtype) if isinstance(t, Tensor) and t.is_floating_point() else t
 
-    return cast(x), cast(weight), cast(bias)
+    return cast(x), cast(weight), None if bias is None else cast(bias)
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -107,8 +107,8 @@ def dense(
     act = get_activation(activation)
     x, weight, bias = _autocast(x, weight, bias)
     check_linear(x, weight, bias)
-    if act.name == "softmax":
-        check_dim("activation", x, act.options["dim"])
+    if isinstance(act, activations.Softmax):
+        check_dim("activation", x, act.dim)
     a, _ = DenseFunction.apply(x, weight, bias, act, on_delta)
     return a
 

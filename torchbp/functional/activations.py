@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from torch import Tensor
@@ -96,7 +96,7 @@ class Softmax(Activation):
     dim: int = -1
 
     def delta(self, grad: Tensor, saved: Tensor | None) -> Tensor:
-        a = saved
+        a = cast(Tensor, saved)
         # δz = a ⊙ (g − Σⱼ gⱼ aⱼ)   (J = diag(a) − a aᵀ applied to g)
         return a * (grad - (grad * a).sum(self.dim, keepdim=True))
 
