@@ -6,8 +6,8 @@ TORCHBP_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$TORCHBP_ROOT"
 venv="${TORCHBP_VENV:-$TORCHBP_ROOT/.venv}"
 if [ ! -x "$venv/bin/python" ]; then
-  python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
-    || { echo "torchbp needs Python >= 3.10; python3 is $(python3 --version)" >&2; exit 1; }
+  python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+    || { echo "torchbp needs Python >= 3.11; python3 is $(python3 --version)" >&2; exit 1; }
   python3 -m venv "$venv"
 fi
 want=$(cat pyproject.toml constraints.txt plugins/*/pyproject.toml | sha256sum | cut -d' ' -f1)

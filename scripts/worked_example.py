@@ -32,9 +32,7 @@ def matrix(text: str) -> list[list[float]]:
 
 
 def parse() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--x", default="0.5,0.3,0.8", help="the 3 inputs")
     parser.add_argument("--w01", default="0.2,-0.4;0.6,0.1;-0.3,0.5", help="W⁽⁰→¹⁾, 3 rows of 2 ([in, out])")
     parser.add_argument("--w12", default="0.7;-0.2", help="W⁽¹→²⁾, 2 rows of 1 ([in, out])")
@@ -155,9 +153,7 @@ def main() -> int:
     print(f"largest disagreement: {worst:.3g} (tolerance {TOLERANCE:g})")
     if args.json:
         with open(args.json, "w") as file:
-            json.dump(
-                {"inputs": vars(args), "results": results, "largest_disagreement": worst}, file, indent=2
-            )
+            json.dump({"inputs": vars(args), "results": results, "largest_disagreement": worst}, file, indent=2)
     return 0 if worst <= TOLERANCE else 1
 
 

@@ -52,9 +52,7 @@ def _input(shape: tuple[int, ...], dtype: torch.dtype, device: str, contiguous: 
     return base.permute(*reversed(range(len(shape)))).detach().requires_grad_()
 
 
-def _layer(
-    out_features: int, in_features: int, dtype: torch.dtype, device: str
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _layer(out_features: int, in_features: int, dtype: torch.dtype, device: str) -> tuple[torch.Tensor, torch.Tensor]:
     weight = torch.randn(out_features, in_features, dtype=dtype, device=device, requires_grad=True)
     bias = torch.randn(out_features, dtype=dtype, device=device, requires_grad=True)
     return weight, bias
@@ -117,9 +115,7 @@ def test_activation_matches_pytorch(device: str, dtype: torch.dtype, case: tuple
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("case", ACTIVATION_CASES, ids=ACTIVATION_IDS)
-def test_dense_matches_linear_then_activation(
-    device: str, dtype: torch.dtype, shape: tuple, case: tuple
-) -> None:
+def test_dense_matches_linear_then_activation(device: str, dtype: torch.dtype, shape: tuple, case: tuple) -> None:
     name, options, _, oracle = case
     x = torch.randn(shape, dtype=dtype, device=device)
     linear = torch.nn.Linear(3, 2, dtype=dtype, device=device)

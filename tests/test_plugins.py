@@ -96,9 +96,7 @@ def test_unregister_removes_the_plugins_names() -> None:
     torchbp.register_plugin(QuarterPlugin(), name="quarter-plugin")
     torchbp.unregister_plugin("quarter-plugin")
     assert torchbp.list_costs("quarter") == []
-    with pytest.raises(
-        torchbp.PluginError, match="no plugin named 'quarter-plugin'; registered: .*torchbp.costs"
-    ):
+    with pytest.raises(torchbp.PluginError, match="no plugin named 'quarter-plugin'; registered: .*torchbp.costs"):
         torchbp.unregister_plugin("quarter-plugin")
 
 

@@ -22,10 +22,7 @@ TWINS = (
         ("sgd", torch.optim.SGD, dict(lr=0.05, **o))
         for o in _grid(momentum=[0.0, 0.9], dampening=[0.0, 0.3], weight_decay=[0.0, 0.01])
     ]
-    + [
-        ("sgd", torch.optim.SGD, dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=wd))
-        for wd in (0.0, 0.01)
-    ]
+    + [("sgd", torch.optim.SGD, dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=wd)) for wd in (0.0, 0.01)]
     + [
         ("adagrad", torch.optim.Adagrad, dict(lr=0.1, **o))
         for o in _grid(lr_decay=[0.0, 0.01], weight_decay=[0.0, 0.01], initial_accumulator_value=[0.0, 0.1])
@@ -34,14 +31,8 @@ TWINS = (
         ("rmsprop", torch.optim.RMSprop, dict(lr=0.01, **o))
         for o in _grid(centered=[False, True], momentum=[0.0, 0.9], weight_decay=[0.0, 0.01])
     ]
-    + [
-        ("adam", torch.optim.Adam, dict(lr=0.01, **o))
-        for o in _grid(amsgrad=[False, True], weight_decay=[0.0, 0.01])
-    ]
-    + [
-        ("adamw", torch.optim.AdamW, dict(lr=0.01, **o))
-        for o in _grid(amsgrad=[False, True], weight_decay=[0.0, 0.1])
-    ]
+    + [("adam", torch.optim.Adam, dict(lr=0.01, **o)) for o in _grid(amsgrad=[False, True], weight_decay=[0.0, 0.01])]
+    + [("adamw", torch.optim.AdamW, dict(lr=0.01, **o)) for o in _grid(amsgrad=[False, True], weight_decay=[0.0, 0.1])]
     + [("adadelta", torch.optim.Adadelta, dict(lr=1.0, weight_decay=wd)) for wd in (0.0, 0.01)]
     + [("adamax", torch.optim.Adamax, dict(lr=0.01, weight_decay=wd)) for wd in (0.0, 0.01)]
 )
@@ -60,9 +51,7 @@ def _loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Ten
     return ((model(x) - y) ** 2).mean()
 
 
-@pytest.mark.parametrize(
-    "name, twin, hyperparameters", TWINS, ids=lambda v: str(v) if isinstance(v, dict) else None
-)
+@pytest.mark.parametrize("name, twin, hyperparameters", TWINS, ids=lambda v: str(v) if isinstance(v, dict) else None)
 def test_rule_follows_its_torch_twin(name: str, twin: type, hyperparameters: dict) -> None:
     ours_model, x, y = _problem()
     theirs_model = copy.deepcopy(ours_model)
@@ -93,9 +82,7 @@ def test_lion_follows_its_published_update() -> None:
     model, x, y = _problem()
     reference = copy.deepcopy(model)
     lr, beta1, beta2, weight_decay = 1e-3, 0.9, 0.99, 0.1
-    rule = torchbp.create_rule(
-        "lion", model.parameters(), lr=lr, betas=(beta1, beta2), weight_decay=weight_decay
-    )
+    rule = torchbp.create_rule("lion", model.parameters(), lr=lr, betas=(beta1, beta2), weight_decay=weight_decay)
     moments = [torch.zeros_like(p) for p in reference.parameters()]
     for _ in range(100):
         rule.zero_grad()

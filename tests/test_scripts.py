@@ -33,9 +33,7 @@ def test_worked_example_agrees_three_ways(tmp_path: Path) -> None:
 
 
 def test_worked_example_takes_other_numbers() -> None:
-    result = _run(
-        str(SCRIPTS / "worked_example.py"), "--x", "1,0,1", "--w12", "0.3;0.9", "--y", "0", "--lr", "0.1"
-    )
+    result = _run(str(SCRIPTS / "worked_example.py"), "--x", "1,0,1", "--w12", "0.3;0.9", "--y", "0", "--lr", "0.1")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "x = [1.0, 0.0, 1.0], y = 0.0, η = 0.1" in result.stdout
 

@@ -14,6 +14,7 @@ from .plugins import (
 )
 from .registry import Cost, create_rule, get_cost, list_costs, list_rules
 from .specs import CostSpec, RuleSpec
+from .training import fit
 from .update_rule import UpdateRule
 
 try:
@@ -31,6 +32,7 @@ __all__ = [
     "UpdateRule",
     "__version__",
     "create_rule",
+    "fit",
     "functional",
     "get_cost",
     "get_plugin_manager",

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tomllib
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
+import torch
+
+from .nn import MLP
 from .plugins import PluginEntry
 from .registry import list_costs, list_rules, rule_hyperparameters
 from .specs import CostSpec, RuleSpec
+from .training import DATASETS, fit, load
+from .training.checkpoints import CheckpointError
+from .training.config import CONFIG, DEFAULTS, load_config
 
 
 def _options(entry: PluginEntry) -> str:
@@ -51,18 +60,138 @@ def _plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def _option(text: str) -> tuple[str, Any]:
+    """``key=value`` with the value read as TOML (``0.9``, ``true``, ``[0.9, 0.99]``), else as text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key.strip(), tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        return key.strip(), value
+
+
+def _layers(text: str) -> list[int]:
+    try:
+        layers = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated widths like 64,30,10, got {text!r}") from None
+    if len(layers) < 2 or min(layers) < 1:
+        raise argparse.ArgumentTypeError(f"expected at least two positive widths, got {text!r}")
+    return layers
+
+
+def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
+    """Defaults, then the ``--config`` file, then the options given on the command line."""
+    if args.resume is not None:
+        saved = Path(args.resume) / CONFIG
+        if not saved.is_file():
+            raise ValueError(f"--resume {args.resume}: no {CONFIG} there; expected a run directory from torchbp train")
+        changed = [key for key in DEFAULTS if getattr(args, key, None) is not None and key not in ("epochs", "device")]
+        if args.config is not None or changed:
+            given = ", ".join(f"--{key.replace('_', '-')}" for key in changed) or "--config"
+            raise ValueError(
+                f"--resume continues a run with its saved settings; only --epochs and --device may change, got {given}"
+            )
+        config = {**DEFAULTS, **load_config(saved)}
+        if args.epochs is not None:
+            config["epochs"] = args.epochs
+        return config
+    config = dict(DEFAULTS)
+    if args.config is not None:
+        config.update(load_config(args.config))
+    for key in DEFAULTS:
+        value = getattr(args, key, None)
+        if value is not None:
+            config[key] = {**config[key], **dict(value)} if key.endswith("_options") else value
+    return config
+
+
+def _train(args: argparse.Namespace) -> int:
+    try:
+        config = resolve_config(args)
+        data = load(
+            config["dataset"],
+            config["data_dir"] or None,
+            config["data_file"] or None,
+            config["target"] or None,
+            config["seed"],
+        )
+        train_data, val_data = data.split(config["val_fraction"], config["seed"])
+        features = data.inputs.shape[1]
+        layers = config["layers"] or [features, 30, data.outputs]
+        if layers[0] != features or layers[-1] != data.outputs:
+            raise ValueError(
+                f"--layers: the {config['dataset']} data needs {features} inputs and {data.outputs} outputs, "
+                f"got {','.join(map(str, layers))}"
+            )
+        config["layers"] = layers
+        config["name"] = config["name"] or config["dataset"]
+        torch.manual_seed(config["seed"])
+        model = MLP(layers, config["activation"], config["output_activation"] or None)
+        fit(
+            model,
+            (train_data.inputs, train_data.targets),
+            val_data=(val_data.inputs, val_data.targets) if len(val_data.inputs) else None,
+            cost=config["cost"],
+            cost_options=config["cost_options"],
+            rule=config["rule"],
+            lr=config["lr"],
+            epochs=config["epochs"],
+            batch_size=config["batch_size"],
+            seed=config["seed"],
+            device=args.device or config["device"],
+            logdir=None if args.no_log else config["logdir"],
+            name=config["name"],
+            resume=args.resume,
+            config={k: v for k, v in config.items() if k not in ("rule_options", "cost_options")},
+            **config["rule_options"],
+        )
+    except (ValueError, TypeError, FileNotFoundError, PermissionError, CheckpointError) as error:
+        print(f"torchbp train: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="torchbp", description="Explicit backpropagation in PyTorch: plugins, training, benchmarks."
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    plugins = commands.add_parser(
-        "plugins", help="list registered costs and update rules with their providers"
-    )
+    plugins = commands.add_parser("plugins", help="list registered costs and update rules with their providers")
     plugins.add_argument("--kind", choices=["cost", "rule"], help="only this kind")
     plugins.add_argument("--pattern", default="*", help="shell-style name filter, e.g. 'adam*'")
     plugins.add_argument("-v", "--verbose", action="store_true", help="also print each description")
     plugins.set_defaults(run=_plugins)
+
+    train = commands.add_parser(
+        "train",
+        help="train an MLP and log it to TensorBoard",
+        description="Train an MLP; with no options: 64-30-10 sigmoid, quadratic cost, SGD η=3 on digits.",
+    )
+    train.add_argument("--config", help="a TOML file of settings (the keys of a run's config.toml)")
+    train.add_argument("--dataset", choices=DATASETS, help="default: digits")
+    train.add_argument("--data-dir", help="mnist: the directory of its IDX files")
+    train.add_argument("--data-file", help="csv: the file")
+    train.add_argument("--target", help="csv: the target column (default: the last)")
+    train.add_argument("--val-fraction", type=float, help="share held out for validation (default 0.2)")
+    train.add_argument("--layers", type=_layers, help="widths, e.g. 64,30,10 (default: inputs,30,outputs)")
+    train.add_argument("--activation", help="hidden activation (default sigmoid)")
+    train.add_argument("--output-activation", help="output activation (default: the hidden one)")
+    train.add_argument("--cost", help="a registered cost (default quadratic; see torchbp plugins)")
+    train.add_argument("--cost-option", dest="cost_options", type=_option, action="append", metavar="KEY=VALUE")
+    train.add_argument("--rule", help="a registered update rule (default sgd)")
+    train.add_argument("--rule-option", dest="rule_options", type=_option, action="append", metavar="KEY=VALUE")
+    train.add_argument("--lr", type=float, help="learning rate (default 3.0)")
+    train.add_argument("--epochs", type=int, help="default 30")
+    train.add_argument("--batch-size", type=int, help="default 10")
+    train.add_argument("--seed", type=int, help="default 0")
+    train.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
+    train.add_argument("--logdir", help="where run directories go (default runs)")
+    train.add_argument("--name", help="the run's name (default: the dataset)")
+    train.add_argument("--no-log", action="store_true", help="write no run directory")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    train.set_defaults(run=_train)
     return parser
 
 

@@ -152,6 +152,7 @@ COSTS = [
         _logits_sample,
         {"label_smoothing": 0.0},
         _check_cross_entropy,
+        class_targets=True,
     ),
     CostSpec(
         "binary_cross_entropy",

@@ -15,7 +15,10 @@ implementation may accept any subset of the arguments its specification lists.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pluggy
+from torch import Tensor
 
 from .specs import CostSpec, RuleSpec
 
@@ -48,3 +51,45 @@ def torchbp_rules() -> list[RuleSpec]:
     Returns:
         A list of :class:`~torchbp.RuleSpec`.
     """
+
+
+# Training events. ``run`` is the :class:`torchbp.training.Run` being trained: it holds the model,
+# the update rule, the cost, the resolved config, the run directory (``None`` when nothing is
+# logged), the device and a ``state`` dict in which a plugin may keep what it needs per run.
+# TensorBoard logging and the console progress bar are built-in plugins on these hooks.
+
+
+@hookspec
+def torchbp_train_start(run: Any) -> None:
+    """Called once before the first step (and again when a run is resumed).
+
+    ``run.start_epoch`` says where training starts (0, or the epoch after the checkpoint).
+    A logger opens its files here; a plugin may register hooks on ``run.model``.
+    """
+
+
+@hookspec
+def torchbp_step_end(run: Any, epoch: int, step: int, loss: Tensor) -> None:
+    """Called after every update step.
+
+    Args:
+        epoch: the epoch, counting from 0.
+        step: the step within the epoch, counting from 0 (``run.steps_per_epoch`` in all).
+        loss: the batch's cost, a 0-d tensor on ``run.device`` (call ``.item()`` only if you
+            need the number: on CUDA it waits for the device).
+    """
+
+
+@hookspec
+def torchbp_epoch_end(run: Any, epoch: int, metrics: dict[str, float]) -> None:
+    """Called after each epoch, once the validation data has been evaluated.
+
+    ``metrics`` holds ``train_loss``, ``lr``, ``seconds`` and, with validation data,
+    ``val_loss`` and (for class targets) ``val_accuracy``. The checkpoint of this epoch has
+    already been written when the run has a directory.
+    """
+
+
+@hookspec
+def torchbp_train_end(run: Any, history: list[dict[str, float]]) -> None:
+    """Called once after the last epoch with every epoch's metrics; a logger closes its files here."""

@@ -156,9 +156,7 @@ class Dense(torch.nn.Module):
         self.out_features = out_features
         self.activation = F.get_activation(activation)
         self.weight = torch.nn.Parameter(torch.empty(out_features, in_features, device=device, dtype=dtype))
-        self.bias = (
-            torch.nn.Parameter(torch.empty(out_features, device=device, dtype=dtype)) if bias else None
-        )
+        self.bias = torch.nn.Parameter(torch.empty(out_features, device=device, dtype=dtype)) if bias else None
         self._delta_hooks: OrderedDict[int, Callable[[torch.nn.Module, Tensor], None]] = OrderedDict()
         self.reset_parameters()
 
@@ -218,9 +216,7 @@ class MLP(torch.nn.Module):
         super().__init__()
         sizes = list(sizes)
         if len(sizes) < 2 or not all(isinstance(n, int) and n > 0 for n in sizes):
-            raise ValueError(
-                f"sizes: expected at least two positive integers (input and output widths), got {sizes}"
-            )
+            raise ValueError(f"sizes: expected at least two positive integers (input and output widths), got {sizes}")
         last = activation if output_activation is None else output_activation
         activations = [activation] * (len(sizes) - 2) + [last]
         self.sizes = sizes

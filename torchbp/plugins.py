@@ -62,7 +62,7 @@ class PluginEntry:
 
 
 _KINDS = {"cost": ("torchbp_costs", CostSpec), "rule": ("torchbp_rules", RuleSpec)}
-_BUILTINS = ("torchbp.costs", "torchbp.rules")
+_BUILTINS = ("torchbp.costs", "torchbp.rules", "torchbp.training.console", "torchbp.training.tensorboard")
 
 
 class _Plugins:
@@ -130,9 +130,7 @@ class _Plugins:
                 sys.stderr.write(f"torchbp: {impl.plugin_name}.{hook_name}() -> [{names}]\n")
             distribution, version = self.sources.get(impl.plugin_name, (None, None))
             for spec in specs:
-                entry = PluginEntry(
-                    spec.name, kind, spec.description, impl.plugin_name, distribution, version, spec
-                )
+                entry = PluginEntry(spec.name, kind, spec.description, impl.plugin_name, distribution, version, spec)
                 found.setdefault(spec.name, []).append(entry)
         unique = {name: entries[0] for name, entries in found.items() if len(entries) == 1}
         conflicts = {name: entries for name, entries in found.items() if len(entries) > 1}

@@ -114,8 +114,7 @@ def create_rule(
     unknown = sorted(set(hyperparameters) - set(accepted))
     if unknown:
         listed = ", ".join(
-            name if default is inspect.Parameter.empty else f"{name}={default!r}"
-            for name, default in accepted.items()
+            name if default is inspect.Parameter.empty else f"{name}={default!r}" for name, default in accepted.items()
         )
         raise TypeError(f"rule {name!r}: unknown hyperparameter(s) {', '.join(unknown)}; accepted: {listed}")
     if isinstance(params, torch.nn.Module):

@@ -34,12 +34,9 @@ class SGD(UpdateRule):
         check_hyperparameter("weight_decay", weight_decay, 0.0)
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError(
-                f"nesterov: needs momentum > 0 and dampening = 0, got momentum={momentum}, "
-                f"dampening={dampening}"
+                f"nesterov: needs momentum > 0 and dampening = 0, got momentum={momentum}, dampening={dampening}"
             )
-        defaults = dict(
-            lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov
-        )
+        defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov)
         super().__init__(params, defaults)
 
     def update(self, group, params, grads, states):  # type: ignore[no-untyped-def]
@@ -135,9 +132,7 @@ class RMSprop(UpdateRule):
         check_hyperparameter("eps", eps, 0.0)
         check_hyperparameter("weight_decay", weight_decay, 0.0)
         check_hyperparameter("momentum", momentum, 0.0)
-        defaults = dict(
-            lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered
-        )
+        defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered)
         super().__init__(params, defaults)
 
     def init_state(self, group, param):  # type: ignore[no-untyped-def]

@@ -32,6 +32,8 @@ class CostSpec:
             ∇ₐC against autograd of the value), so a plugin is tested without writing a test.
         check: ``check(a, y, **options)``: raise ``ValueError``/``TypeError`` naming what was
             expected when the targets do not fit the outputs. ``None`` checks nothing.
+        class_targets: whether it takes integer class indices as targets. For costs that do
+            not, :func:`torchbp.fit` one-hot encodes integer class targets.
     """
 
     name: str
@@ -41,6 +43,7 @@ class CostSpec:
     sample: Callable[[int, torch.dtype], tuple[Tensor, Tensor]]
     options: Mapping[str, Any] = field(default_factory=dict)
     check: Callable[..., None] | None = None
+    class_targets: bool = False
 
 
 @dataclass(frozen=True)

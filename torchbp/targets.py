@@ -33,8 +33,7 @@ def check_probabilities(name: str, t: Tensor) -> None:
     """Every element of ``t`` must lie in [0, 1]."""
     if t.numel() and not bool(((t >= 0) & (t <= 1)).all()):
         raise ValueError(
-            f"{name}: expected probabilities in [0, 1], got values from "
-            f"{t.min().item():.6g} to {t.max().item():.6g}"
+            f"{name}: expected probabilities in [0, 1], got values from {t.min().item():.6g} to {t.max().item():.6g}"
         )
 
 
@@ -54,9 +53,7 @@ def check_classes(logits: Tensor, y: object) -> None:
         check_probabilities("target", y)
         return
     if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
-        raise TypeError(
-            f"target: expected integer class indices or floating-point probabilities, got dtype {y.dtype}"
-        )
+        raise TypeError(f"target: expected integer class indices or floating-point probabilities, got dtype {y.dtype}")
     if y.shape != (n,):
         raise ValueError(
             f"target: expected class indices of shape ({n},) for logits of shape "
@@ -64,8 +61,7 @@ def check_classes(logits: Tensor, y: object) -> None:
         )
     if y.numel() and (int(y.min()) < 0 or int(y.max()) >= classes):
         raise ValueError(
-            f"target: expected class indices in [0, {classes}), got values from "
-            f"{int(y.min())} to {int(y.max())}"
+            f"target: expected class indices in [0, {classes}), got values from {int(y.min())} to {int(y.max())}"
         )
 
 

@@ -25,9 +25,7 @@ def check_same(name: str, value: Tensor, ref_name: str, ref: Tensor) -> None:
     if value.dtype != ref.dtype:
         raise TypeError(f"{name}: expected dtype {ref.dtype} (the dtype of {ref_name}), got {value.dtype}")
     if value.device != ref.device:
-        raise ValueError(
-            f"{name}: expected device {ref.device} (the device of {ref_name}), got {value.device}"
-        )
+        raise ValueError(f"{name}: expected device {ref.device} (the device of {ref_name}), got {value.device}")
 
 
 def check_linear(x: object, weight: object, bias: object) -> None:
@@ -36,8 +34,7 @@ def check_linear(x: object, weight: object, bias: object) -> None:
     x = check_tensor("x", x)
     if weight.dim() != 2:
         raise ValueError(
-            "weight: expected a 2-D tensor of shape (out_features, in_features), "
-            f"got shape {shape_text(weight)}"
+            f"weight: expected a 2-D tensor of shape (out_features, in_features), got shape {shape_text(weight)}"
         )
     out_features, in_features = weight.shape
     if x.dim() == 0 or x.shape[-1] != in_features:

@@ -52,9 +52,7 @@ def linear_backward(
     return grad_x, grad_weight, grad_bias
 
 
-def dense_forward(
-    x: Tensor, weight: Tensor, bias: Tensor | None, activation: Activation
-) -> tuple[Tensor, Tensor]:
+def dense_forward(x: Tensor, weight: Tensor, bias: Tensor | None, activation: Activation) -> tuple[Tensor, Tensor]:
     """a = σ(z) with z = x Wᵀ + b. Returns ``(a, z)``, both ``(*, out)``."""
     z = linear_forward(x, weight, bias)
     return activation(z), z

@@ -137,5 +137,6 @@ COSTS = [
         _class_sample,
         {"margin": 1.0},
         _check_multi_margin,
+        class_targets=True,
     ),
 ]

@@ -1,0 +1,84 @@
+"""``torchbp train``: defaults, options, TOML config, resume, and errors."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from torchbp.cli import main
+from torchbp.training import load_checkpoint
+
+
+def test_default_run_reaches_95_percent_on_digits(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--logdir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("epoch")]
+    assert len(lines) == 30
+    accuracy = float(lines[-1].split("val acc")[1].split("%")[0])
+    assert accuracy >= 95.0
+    assert f"tensorboard --logdir {tmp_path / 'digits'}" in out
+    config = tomllib.loads((tmp_path / "digits" / "version_0" / "config.toml").read_text())
+    assert config["layers"] == [64, 30, 10] and config["lr"] == 3.0 and config["cost"] == "quadratic"
+
+
+def test_options_and_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    settings = tmp_path / "run.toml"
+    settings.write_text('dataset = "moons"\nepochs = 2\nrule = "sgd"\nlr = 0.5\n[rule_options]\nmomentum = 0.9\n')
+    argv = [
+        "train",
+        "--config",
+        str(settings),
+        "--layers",
+        "2,8,2",
+        "--activation",
+        "tanh",
+        "--cost",
+        "cross_entropy",
+        "--output-activation",
+        "identity",
+        "--logdir",
+        str(tmp_path),
+        "--rule-option",
+        "nesterov=true",
+    ]
+    assert main(argv) == 0
+    config = tomllib.loads((tmp_path / "moons" / "version_0" / "config.toml").read_text())
+    assert config["dataset"] == "moons" and config["epochs"] == 2 and config["activation"] == "tanh"
+    assert config["rule_options"] == {"momentum": 0.9, "nesterov": True}
+    assert "2 epochs" in capsys.readouterr().out
+
+
+def test_resume_continues_and_may_extend(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--dataset", "xor", "--layers", "2,6,2", "--epochs", "2", "--logdir", str(tmp_path)]) == 0
+    directory = tmp_path / "xor" / "version_0"
+    assert main(["train", "--resume", str(directory), "--epochs", "3"]) == 0
+    assert "resuming at epoch 3" in capsys.readouterr().out
+    assert load_checkpoint(directory)["epoch"] == 2
+    assert main(["train", "--resume", str(directory), "--lr", "1"]) == 2
+    assert "only --epochs and --device may change, got --lr" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--layers", "3,4"], ["--layers", "64 inputs and 10 outputs", "3,4"]),
+        (["--dataset", "mnist"], ["--data-dir"]),
+        (["--rule", "adam", "--rule-option", "momentum=0.9"], ["unknown hyperparameter", "momentum"]),
+        (["--cost", "nope"], ["unknown cost 'nope'"]),
+        (["--resume", "/nonexistent/run"], ["no config.toml there"]),
+    ],
+)
+def test_errors_are_explained(argv: list[str], words: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--no-log", *argv]) == 2
+    err = capsys.readouterr().err
+    for word in words:
+        assert word in err
+
+
+def test_bad_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    settings = tmp_path / "run.toml"
+    settings.write_text("learning_rate = 3\n")
+    assert main(["train", "--config", str(settings), "--no-log"]) == 2
+    assert "unknown key(s) learning_rate" in capsys.readouterr().err

@@ -1,0 +1,206 @@
+"""torchbp.fit: data forms, determinism, hooks, run directories, checkpoints, kill-and-resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+import torchbp
+from torchbp.training import CheckpointError, load, load_checkpoint
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple:
+    data = load("digits")
+    train, val = data.split(0.2, seed=0)
+    return (train.inputs[:400], train.targets[:400]), (val.inputs[:200], val.targets[:200])
+
+
+def _model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torchbp.nn.MLP([64, 30, 10])
+
+
+def _without_time(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in epoch.items() if k != "seconds"} for epoch in history]
+
+
+def test_fit_learns_and_reports_each_epoch(digits: tuple) -> None:
+    train, val = digits
+    history = torchbp.fit(_model(), train, val_data=val, epochs=10, seed=0, verbose=False)
+    assert [h["epoch"] for h in history] == list(range(1, 11))
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert history[-1]["val_accuracy"] > 0.85
+    assert set(history[0]) == {"epoch", "train_loss", "val_loss", "val_accuracy", "lr", "seconds"}
+
+
+def test_same_seed_same_numbers(digits: tuple) -> None:
+    train, val = digits
+    runs = [torchbp.fit(_model(), train, val_data=val, epochs=2, seed=3, verbose=False) for _ in range(2)]
+    assert _without_time(runs[0]) == _without_time(runs[1])
+
+
+def test_dataset_and_dataloader_work_like_tensors(digits: tuple) -> None:
+    train, _ = digits
+    as_tensors = torchbp.fit(_model(), train, epochs=1, seed=1, verbose=False)
+    as_dataset = torchbp.fit(_model(), TensorDataset(*train), epochs=1, seed=1, verbose=False)
+    assert _without_time(as_tensors) == _without_time(as_dataset)
+    loader = DataLoader(TensorDataset(*train), batch_size=32)
+    assert torchbp.fit(_model(), loader, epochs=1, seed=1, verbose=False)[0]["train_loss"] > 0
+
+
+def test_any_module_and_any_registered_cost_and_rule(digits: tuple) -> None:
+    train, val = digits
+    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    history = torchbp.fit(
+        model,
+        train,
+        val_data=val,
+        cost="cross_entropy",
+        rule="adam",
+        lr=0.01,
+        epochs=3,
+        batch_size=32,
+        seed=0,
+        verbose=False,
+        amsgrad=True,
+    )
+    assert history[-1]["val_accuracy"] > 0.8
+
+
+def test_bad_arguments_are_explained(digits: tuple) -> None:
+    train, _ = digits
+    with pytest.raises(TypeError, match="train_data: expected an \\(inputs, targets\\) pair"):
+        torchbp.fit(_model(), [train], verbose=False)
+    with pytest.raises(ValueError, match="inputs have 400 rows but targets have 399"):
+        torchbp.fit(_model(), (train[0], train[1][:-1]), verbose=False)
+    with pytest.raises(ValueError, match="unknown rule 'sgdd'"):
+        torchbp.fit(_model(), train, rule="sgdd", verbose=False)
+
+
+def test_training_hooks_are_called_in_order(digits: tuple) -> None:
+    events: list[str] = []
+
+    class Recorder:
+        @torchbp.hookimpl
+        def torchbp_train_start(self, run) -> None:
+            events.append(f"start {run.steps_per_epoch}")
+
+        @torchbp.hookimpl
+        def torchbp_step_end(self, epoch: int, step: int) -> None:
+            events.append("step")
+
+        @torchbp.hookimpl
+        def torchbp_epoch_end(self, epoch: int, metrics: dict) -> None:
+            events.append(f"epoch {epoch} {metrics['epoch']}")
+
+        @torchbp.hookimpl
+        def torchbp_train_end(self, history: list) -> None:
+            events.append(f"end {len(history)}")
+
+    name = torchbp.register_plugin(Recorder(), name="recorder")
+    try:
+        torchbp.fit(_model(), (digits[0][0][:100], digits[0][1][:100]), epochs=2, batch_size=50, verbose=False)
+    finally:
+        torchbp.unregister_plugin(name)
+    assert events == ["start 2", "step", "step", "epoch 0 1", "step", "step", "epoch 1 2", "end 2"]
+
+
+def test_run_directories_count_up_and_hold_config_and_checkpoint(tmp_path: Path, digits: tuple) -> None:
+    for version in range(2):
+        torchbp.fit(_model(), digits[0], epochs=1, logdir=tmp_path, name="exp", seed=0, verbose=False)
+        directory = tmp_path / "exp" / f"version_{version}"
+        assert (directory / "config.toml").is_file()
+        checkpoint = load_checkpoint(directory)
+        assert checkpoint["epoch"] == 0 and checkpoint["config"]["seed"] == 0
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_an_unwritable_logdir_is_a_clear_error(tmp_path: Path, digits: tuple) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(PermissionError, match="logdir: cannot create a run directory under"):
+        torchbp.fit(_model(), digits[0], epochs=1, logdir=blocker / "runs", verbose=False)
+    assert blocker.read_text() == "not a directory"
+
+
+def test_a_corrupt_checkpoint_is_a_clear_error_and_is_kept(tmp_path: Path, digits: tuple) -> None:
+    (tmp_path / "checkpoint.pt").write_bytes(b"garbage, not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint.*left as it is"):
+        torchbp.fit(_model(), digits[0], resume=tmp_path, verbose=False)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == b"garbage, not a checkpoint"
+    with pytest.raises(CheckpointError, match="no checkpoint there"):
+        load_checkpoint(tmp_path / "missing")
+
+
+class Evil:
+    def __reduce__(self):  # pragma: no cover - never unpickled
+        return (os.system, ("echo pwned",))
+
+
+def test_checkpoints_never_unpickle_arbitrary_objects(tmp_path: Path) -> None:
+    torch.save(
+        {"epoch": 0, "model": {}, "rule": {}, "history": [], "rng": Evil(), "config": {}},
+        tmp_path / "checkpoint.pt",
+    )
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path)
+
+
+KILLED_RUN = """
+import os, signal, sys, torch, torchbp
+from torchbp.training import load
+
+class Killer:
+    @torchbp.hookimpl
+    def torchbp_step_end(self, epoch, step):
+        if epoch == 1 and step == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+data = load("digits")
+train, val = data.split(0.2, seed=0)
+torchbp.register_plugin(Killer())
+torch.manual_seed(0)
+torchbp.fit(torchbp.nn.MLP([64, 30, 10]), (train.inputs[:300], train.targets[:300]),
+            val_data=(val.inputs[:100], val.targets[:100]), epochs=3, seed=5, logdir=sys.argv[1],
+            name="killed", verbose=False, rule="sgd", lr=3.0, momentum=0.5)
+"""
+
+
+def test_a_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(KILLED_RUN), str(tmp_path)], check=False)
+    assert result.returncode == -signal.SIGKILL
+    directory = tmp_path / "killed" / "version_0"
+    assert load_checkpoint(directory)["epoch"] == 0  # killed inside the second epoch
+
+    data = load("digits")
+    train, val = data.split(0.2, seed=0)
+    train, val = (train.inputs[:300], train.targets[:300]), (val.inputs[:100], val.targets[:100])
+    resumed_model = torchbp.nn.MLP([64, 30, 10])
+    resumed = torchbp.fit(
+        resumed_model,
+        train,
+        val_data=val,
+        epochs=3,
+        resume=directory,
+        verbose=False,
+        rule="sgd",
+        lr=3.0,
+        momentum=0.5,
+    )
+    torch.manual_seed(0)
+    straight_model = torchbp.nn.MLP([64, 30, 10])
+    straight = torchbp.fit(
+        straight_model, train, val_data=val, epochs=3, seed=5, verbose=False, rule="sgd", lr=3.0, momentum=0.5
+    )
+    assert _without_time(resumed) == _without_time(straight)
+    for key, value in straight_model.state_dict().items():
+        assert torch.equal(resumed_model.state_dict()[key], value)

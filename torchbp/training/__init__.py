@@ -1,0 +1,7 @@
+"""Training: ``fit``, datasets, checkpoints, and the console and TensorBoard plugins."""
+
+from .checkpoints import CheckpointError, load_checkpoint
+from .datasets import DATASETS, Data, load
+from .loop import Run, evaluate, fit
+
+__all__ = ["DATASETS", "CheckpointError", "Data", "Run", "evaluate", "fit", "load", "load_checkpoint"]

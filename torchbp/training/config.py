@@ -1,0 +1,73 @@
+"""Run configurations: read from TOML, resolved, and written back as TOML into the run directory."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+CONFIG = "config.toml"
+
+DEFAULTS: dict[str, Any] = {
+    "dataset": "digits",
+    "data_dir": "",
+    "data_file": "",
+    "target": "",
+    "val_fraction": 0.2,
+    "layers": [],
+    "activation": "sigmoid",
+    "output_activation": "",
+    "cost": "quadratic",
+    "cost_options": {},
+    "rule": "sgd",
+    "rule_options": {},
+    "lr": 3.0,
+    "epochs": 30,
+    "batch_size": 10,
+    "seed": 0,
+    "device": "auto",
+    "logdir": "runs",
+    "name": "",
+}
+"""The default run: Nielsen's 64-30-10 sigmoid network, quadratic cost, SGD η = 3, on digits."""
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """A TOML config file's settings; unknown keys and wrong types are errors naming them."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as file:
+            config = tomllib.load(file)
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ValueError(f"--config {path}: cannot read it as TOML ({error})") from None
+    unknown = sorted(set(config) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(DEFAULTS)}")
+    for key, value in config.items():
+        expected = type(DEFAULTS[key])
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            config[key] = float(value)
+        elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise ValueError(f"{path}: {key} must be a {expected.__name__}, got {value!r}")
+    return config
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} ({type(value).__name__}) to TOML")
+
+
+def dump_config(config: dict[str, Any]) -> str:
+    """``config`` as TOML: plain keys first, then one table per dict (``[rule_options]``)."""
+    lines = [f"{key} = {_toml_value(value)}" for key, value in config.items() if not isinstance(value, dict)]
+    for key, table in config.items():
+        if isinstance(table, dict):
+            lines += ["", f"[{key}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,284 @@
+"""``fit``: the training loop, its run directory, checkpoints and resumption.
+
+Training events go through the plugin hooks (``torchbp_train_start``, ``torchbp_step_end``,
+``torchbp_epoch_end``, ``torchbp_train_end``): the console output and TensorBoard logging are
+plugins on them.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from ..plugins import get_plugin_manager
+from ..registry import Cost, create_rule, get_cost
+from .checkpoints import load_checkpoint, save_checkpoint
+from .config import CONFIG, dump_config
+
+TrainData = tuple[Tensor, Tensor] | Dataset | DataLoader
+
+
+@dataclass
+class Run:
+    """One training run, as the training hooks see it.
+
+    Attributes:
+        model, rule, cost: what is trained, how it steps, what it minimises.
+        config: the resolved settings (saved as ``config.toml`` in the run directory).
+        directory: ``runs/<name>/version_N``, or ``None`` when nothing is logged.
+        device: where training happens.
+        epochs, steps_per_epoch, start_epoch: the plan (``start_epoch`` > 0 after a resume).
+        verbose: whether console output is wanted.
+        state: a scratch dict for plugins, one key per plugin.
+    """
+
+    model: torch.nn.Module
+    rule: torch.optim.Optimizer
+    cost: Cost
+    config: dict[str, Any]
+    directory: Path | None
+    device: torch.device
+    epochs: int
+    steps_per_epoch: int
+    start_epoch: int = 0
+    verbose: bool = True
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+def new_run_directory(logdir: str | Path, name: str) -> Path:
+    """Create ``logdir/name/version_N`` with the next free N; an unwritable place is a clear error."""
+    parent = Path(logdir) / name
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        versions = [int(p.name.split("_")[1]) for p in parent.glob("version_*") if p.name.split("_")[1].isdigit()]
+        directory = parent / f"version_{max(versions, default=-1) + 1}"
+        directory.mkdir()
+        probe = directory / ".writable"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise PermissionError(f"logdir: cannot create a run directory under {parent} ({error})") from None
+    return directory
+
+
+def _batches(data: TrainData, batch_size: int, seed: int, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """The epoch's mini-batches; their order depends only on (seed, epoch), so a resumed run repeats it."""
+    if isinstance(data, DataLoader):
+        yield from data
+        return
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    if isinstance(data, TensorDataset) and len(data.tensors) == 2:
+        data = (data.tensors[0], data.tensors[1])
+    if isinstance(data, tuple):
+        inputs, targets = data
+        order = torch.randperm(len(inputs), generator=generator)
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            yield inputs[index], targets[index]
+        return
+    yield from DataLoader(data, batch_size=batch_size, shuffle=True, generator=generator)
+
+
+def _steps_per_epoch(data: TrainData, batch_size: int) -> int:
+    if isinstance(data, DataLoader):
+        return len(data)
+    size = len(data[0]) if isinstance(data, tuple) else len(data)  # type: ignore[arg-type]
+    return -(-size // batch_size)
+
+
+def _check_train_data(name: str, data: Any) -> None:
+    if isinstance(data, tuple):
+        if len(data) != 2 or not all(isinstance(t, Tensor) for t in data):
+            raise TypeError(f"{name}: expected an (inputs, targets) pair of tensors, a Dataset or a DataLoader")
+        if len(data[0]) != len(data[1]):
+            raise ValueError(f"{name}: inputs have {len(data[0])} rows but targets have {len(data[1])}")
+    elif not isinstance(data, Dataset | DataLoader):
+        raise TypeError(
+            f"{name}: expected an (inputs, targets) pair of tensors, a Dataset or a DataLoader, "
+            f"got {type(data).__name__}"
+        )
+
+
+def targets_for(cost: Cost, output: Tensor, targets: Tensor) -> Tensor:
+    """Integer class targets one-hot encoded for costs that compare outputs with vectors."""
+    if targets.is_floating_point() or cost.spec.class_targets:
+        return targets
+    return torch.nn.functional.one_hot(targets.long(), output.shape[-1]).to(output.dtype)
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module, cost: Cost, data: TrainData, device: torch.device, batch_size: int = 1024
+) -> dict[str, float]:
+    """The mean cost over ``data`` and, for integer class targets, the accuracy (argmax)."""
+    was_training = model.training
+    model.eval()
+    total, correct, count = 0.0, 0, 0
+    for inputs, targets in _batches(data, batch_size, 0, 0):
+        inputs, targets = inputs.to(device), targets.to(device)
+        output = model(inputs)
+        total += cost(output, targets_for(cost, output, targets)).item() * len(inputs)
+        if not targets.is_floating_point():
+            correct += int((output.argmax(-1) == targets).sum())
+        count += len(inputs)
+    model.train(was_training)
+    metrics = {"loss": total / count}
+    if not targets.is_floating_point():
+        metrics["accuracy"] = correct / count
+    return metrics
+
+
+def _device(device: str | torch.device | None, model: torch.nn.Module) -> torch.device:
+    if device is None:
+        parameter = next(model.parameters(), None)
+        return parameter.device if parameter is not None else torch.device("cpu")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: 'cuda' was asked for, but torch sees no CUDA device; use 'cpu' or 'auto'")
+    return device
+
+
+def fit(
+    model: torch.nn.Module,
+    train_data: TrainData,
+    *,
+    cost: str = "quadratic",
+    rule: str = "sgd",
+    lr: float = 3.0,
+    epochs: int = 30,
+    batch_size: int = 10,
+    val_data: TrainData | None = None,
+    logdir: str | Path | None = None,
+    name: str = "torchbp",
+    seed: int | None = None,
+    device: str | torch.device | None = None,
+    resume: str | Path | None = None,
+    cost_options: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None,
+    verbose: bool = True,
+    **rule_options: Any,
+) -> list[dict[str, float]]:
+    """Train ``model`` on ``train_data`` with a registered cost and update rule.
+
+    Args:
+        model: any ``nn.Module`` mapping inputs ``(n, *)`` to outputs ``(n, k)``.
+        train_data: an ``(inputs, targets)`` pair of tensors, a ``Dataset`` or a ``DataLoader``.
+            Integer class targets are one-hot encoded for costs that need vectors (quadratic, mse…).
+        cost, rule: registered names (see ``torchbp plugins``); ``cost_options`` and
+            ``**rule_options`` are passed to them.
+        lr, epochs, batch_size: the update rule's learning rate, passes over the data, examples per step.
+        val_data: evaluated after every epoch (loss, and accuracy for class targets).
+        logdir: where run directories go (``logdir/name/version_N``: TensorBoard events,
+            ``config.toml``, ``checkpoint.pt``); ``None`` logs and saves nothing.
+        seed: seeds the shuffling and torch's RNG; ``None`` draws one (recorded in the config).
+        device: ``"cpu"``, ``"cuda"``, ``"auto"``, or ``None`` for the model's own device.
+        resume: a run directory to continue from its last checkpoint, with its own settings.
+        config: extra settings recorded in ``config.toml`` (the command line passes its own).
+        verbose: print a progress bar and a summary line per epoch.
+
+    Returns:
+        One dict per epoch: ``epoch``, ``train_loss``, ``lr``, ``seconds`` and, with
+        validation data, ``val_loss`` and ``val_accuracy``.
+    """
+    _check_train_data("train_data", train_data)
+    if val_data is not None:
+        _check_train_data("val_data", val_data)
+    if batch_size < 1 or epochs < 0:
+        raise ValueError(f"batch_size must be >= 1 and epochs >= 0, got {batch_size} and {epochs}")
+    checkpoint = load_checkpoint(Path(resume)) if resume is not None else None
+    if checkpoint is not None:
+        seed = int(checkpoint["config"]["seed"])
+    elif seed is None:
+        seed = random.SystemRandom().randrange(2**31)
+    device = _device(device, model)
+    model.to(device)
+    cost_module = get_cost(cost, **(cost_options or {}))
+    update_rule = create_rule(rule, model, lr=lr, **rule_options)
+    settings = {
+        **(config or {}),
+        "cost": cost,
+        "cost_options": dict(cost_options or {}),
+        "rule": rule,
+        "rule_options": dict(rule_options),
+        "lr": lr,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "seed": seed,
+        "name": name,
+    }
+    history: list[dict[str, float]] = []
+    start_epoch = 0
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        update_rule.load_state_dict(checkpoint["rule"])
+        torch.set_rng_state(checkpoint["rng"])
+        history = list(checkpoint["history"])
+        start_epoch = int(checkpoint["epoch"]) + 1
+        directory: Path | None = Path(resume)  # type: ignore[arg-type]
+    else:
+        torch.manual_seed(seed)
+        directory = new_run_directory(logdir, name) if logdir is not None else None
+    if directory is not None:
+        (directory / CONFIG).write_text(dump_config(settings))
+    run = Run(
+        model,
+        update_rule,
+        cost_module,
+        settings,
+        directory,
+        device,
+        epochs,
+        _steps_per_epoch(train_data, batch_size),
+        start_epoch,
+        verbose,
+    )
+    hooks = get_plugin_manager().hook
+    hooks.torchbp_train_start(run=run)
+    for epoch in range(start_epoch, epochs):
+        started = time.perf_counter()
+        model.train()
+        total, count = torch.zeros((), device=device), 0
+        for step, (inputs, targets) in enumerate(_batches(train_data, batch_size, seed, epoch)):
+            inputs, targets = inputs.to(device), targets.to(device)
+            update_rule.zero_grad(set_to_none=True)
+            output = model(inputs)
+            loss = cost_module(output, targets_for(cost_module, output, targets))
+            loss.backward()
+            update_rule.step()
+            total += loss.detach() * len(inputs)
+            count += len(inputs)
+            hooks.torchbp_step_end(run=run, epoch=epoch, step=step, loss=loss.detach())
+        metrics: dict[str, float] = {
+            "epoch": epoch + 1,
+            "train_loss": total.item() / max(count, 1),
+            "lr": float(update_rule.param_groups[0]["lr"]),
+        }
+        if val_data is not None:
+            metrics.update({f"val_{k}": v for k, v in evaluate(model, cost_module, val_data, device).items()})
+        metrics["seconds"] = time.perf_counter() - started
+        history.append(metrics)
+        if directory is not None:
+            save_checkpoint(
+                directory,
+                {
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "rule": update_rule.state_dict(),
+                    "history": history,
+                    "rng": torch.get_rng_state(),
+                    "config": settings,
+                },
+            )
+        hooks.torchbp_epoch_end(run=run, epoch=epoch, metrics=metrics)
+    hooks.torchbp_train_end(run=run, history=history)
+    return history

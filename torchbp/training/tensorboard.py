@@ -1,0 +1,155 @@
+"""TensorBoard logging as a built-in plugin on the training hooks.
+
+Logged per epoch: ``loss/train``, ``loss/val``, ``accuracy/val``, ``lr``; per layer, histograms
+``weights/…``, ``gradients/…`` and ``delta/…`` (δˡ = ∂C/∂zˡ) and the scalar ``delta_norm/…``, the
+epoch's mean ‖δˡ‖: the error signal at each depth, the vanishing-gradient view that explicit
+backprop hands over for free. Per step: ``loss/train_step``. At the end: hyperparameters with
+the final metrics. A custom-scalars layout groups the per-layer curves.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..hookspecs import hookimpl
+from ..nn import Dense
+
+
+def _layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """The layers whose δ can be read: torchbp ``Dense`` and any ``Linear``."""
+    return [
+        (name or type(module).__name__, module)
+        for name, module in model.named_modules()
+        if isinstance(module, Dense | torch.nn.Linear)
+    ]
+
+
+class _Deltas:
+    """Per layer: the sum of ‖δ‖ over the epoch's steps, their count, and the last δ."""
+
+    def __init__(self) -> None:
+        self.norm_sum: dict[str, Tensor] = {}
+        self.count: dict[str, int] = {}
+        self.last: dict[str, Tensor] = {}
+
+    def record(self, name: str, delta: Tensor) -> None:
+        norm = torch.linalg.vector_norm(delta.detach())
+        self.norm_sum[name] = self.norm_sum.get(name, 0) + norm
+        self.count[name] = self.count.get(name, 0) + 1
+        self.last[name] = delta.detach()
+
+    def clear(self) -> None:
+        self.norm_sum.clear()
+        self.count.clear()
+
+
+def _watch(layers: list[tuple[str, torch.nn.Module]], deltas: _Deltas) -> list[Any]:
+    handles = []
+    for name, layer in layers:
+        if isinstance(layer, Dense):
+
+            def watch_delta(module: Any, delta: Tensor, name: str = name) -> None:
+                deltas.record(name, delta)
+
+            handles.append(layer.register_delta_hook(watch_delta))
+        else:
+            # a Linear's output gradient is its δ = ∂C/∂z
+            def watch_output(module: Any, inputs: Any, output: Tensor, name: str = name) -> None:
+                if output.requires_grad:
+                    output.register_hook(lambda delta: deltas.record(name, delta))
+
+            handles.append(layer.register_forward_hook(watch_output))
+    return handles
+
+
+def _layout(layers: list[str]) -> dict[str, Any]:
+    return {
+        "torchbp": {
+            "loss": ["Multiline", ["loss/train", "loss/val"]],
+            "δ-norm per layer": ["Multiline", [f"delta_norm/{name}" for name in layers]],
+        }
+    }
+
+
+@hookimpl
+def torchbp_train_start(run: Any) -> None:
+    if run.directory is None:
+        return
+    from torch.utils.tensorboard import SummaryWriter
+
+    purge = run.start_epoch * run.steps_per_epoch if run.start_epoch else None
+    writer = SummaryWriter(str(run.directory), purge_step=purge)
+    layers = _layers(run.model)
+    deltas = _Deltas()
+    writer.add_custom_scalars(_layout([name for name, _ in layers]))
+    run.state["tensorboard"] = {
+        "writer": writer,
+        "layers": layers,
+        "deltas": deltas,
+        "handles": _watch(layers, deltas),
+    }
+
+
+@hookimpl
+def torchbp_step_end(run: Any, epoch: int, step: int, loss: Tensor) -> None:
+    if "tensorboard" in run.state:
+        writer = run.state["tensorboard"]["writer"]
+        writer.add_scalar("loss/train_step", loss.item(), epoch * run.steps_per_epoch + step)
+
+
+@hookimpl
+def torchbp_epoch_end(run: Any, epoch: int, metrics: dict[str, float]) -> None:
+    if "tensorboard" not in run.state:
+        return
+    state = run.state["tensorboard"]
+    writer, deltas = state["writer"], state["deltas"]
+    step = epoch + 1
+    writer.add_scalar("loss/train", metrics["train_loss"], step)
+    if "val_loss" in metrics:
+        writer.add_scalar("loss/val", metrics["val_loss"], step)
+    if "val_accuracy" in metrics:
+        writer.add_scalar("accuracy/val", metrics["val_accuracy"], step)
+    writer.add_scalar("lr", metrics["lr"], step)
+    for name, layer in state["layers"]:
+        for kind, parameter in (("weight", layer.weight), ("bias", layer.bias)):
+            if parameter is None:
+                continue
+            writer.add_histogram(f"weights/{name}.{kind}", parameter.detach(), step)
+            if parameter.grad is not None:
+                writer.add_histogram(f"gradients/{name}.{kind}", parameter.grad, step)
+        if name in deltas.count:
+            writer.add_histogram(f"delta/{name}", deltas.last[name], step)
+            writer.add_scalar(f"delta_norm/{name}", (deltas.norm_sum[name] / deltas.count[name]).item(), step)
+    deltas.clear()
+    writer.flush()
+
+
+def _hparam(value: Any) -> Any:
+    return value if isinstance(value, bool | int | float | str) else str(value)
+
+
+@hookimpl
+def torchbp_train_end(run: Any, history: list[dict[str, float]]) -> None:
+    state = run.state.pop("tensorboard", None)
+    if state is None:
+        return
+    from torch.utils.tensorboard.summary import hparams
+
+    writer = state["writer"]
+    for handle in state["handles"]:
+        handle.remove()
+    if history:
+        final = history[-1]
+        metric_dict = {
+            f"hparam/{key}": value for key, value in final.items() if key in ("train_loss", "val_loss", "val_accuracy")
+        }
+        hparam_dict = {key: _hparam(value) for key, value in run.config.items() if not isinstance(value, dict | list)}
+        hparam_dict["layers"] = str(run.config.get("layers", ""))
+        for summary in hparams(hparam_dict, metric_dict):
+            writer.file_writer.add_summary(summary)
+        for key, value in metric_dict.items():
+            writer.add_scalar(key, value, int(final["epoch"]))
+    writer.close()
