@@ -18,7 +18,7 @@ def test_default_run_reaches_95_percent_on_digits(tmp_path: Path, capsys: pytest
     assert len(lines) == 30
     accuracy = float(lines[-1].split("val acc")[1].split("%")[0])
     assert accuracy >= 95.0
-    assert f"tensorboard --logdir {tmp_path / 'digits'}" in out
+    assert f"tensorboard --logdir {tmp_path / 'digits'}" in out  # by its path when not on PATH
     config = tomllib.loads((tmp_path / "digits" / "version_0" / "config.toml").read_text())
     assert config["layers"] == [64, 30, 10] and config["lr"] == 3.0 and config["cost"] == "quadratic"
 

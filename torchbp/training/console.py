@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from torch import Tensor
@@ -68,8 +71,18 @@ def torchbp_epoch_end(run: Any, epoch: int, metrics: dict[str, float]) -> None:
     print(f"{line}  lr {metrics['lr']:g}  ({metrics['seconds']:.2f} s)", flush=True)
 
 
+def _tensorboard_command() -> str:
+    """``tensorboard``, by the path of the one installed beside this Python when that is not on PATH."""
+    beside = Path(sys.executable).parent / "tensorboard"
+    on_path = shutil.which("tensorboard")
+    if not beside.exists() or (on_path is not None and Path(on_path).resolve() == beside.resolve()):
+        return "tensorboard"
+    relative = os.path.relpath(beside)
+    return relative if not relative.startswith("..") else str(beside)
+
+
 @hookimpl
 def torchbp_train_end(run: Any, history: list[dict[str, float]]) -> None:
     if run.verbose and run.directory is not None:
         print(f"run directory: {run.directory}")
-        print(f"watch it in TensorBoard:  tensorboard --logdir {run.directory.parent}")
+        print(f"watch it in TensorBoard:  {_tensorboard_command()} --logdir {run.directory.parent}")
