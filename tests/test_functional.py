@@ -265,3 +265,70 @@ def test_activation_in_low_precision(device: str, case: tuple, low_precision: to
     assert z_ours.grad.dtype == low_precision
     torch.testing.assert_close(a_ours, a_theirs, rtol=2e-2, atol=2e-2)
     torch.testing.assert_close(z_ours.grad, z_theirs.grad, rtol=5e-2, atol=5e-2)
+
+
+MLP_ACTIVATIONS = [
+    ["sigmoid", "sigmoid"],
+    ["relu", "identity"],
+    ["gelu", "softmax"],
+    ["tanh", "elu"],
+    ["silu", "softplus"],
+]
+
+
+@pytest.mark.parametrize("activations", MLP_ACTIVATIONS, ids="-".join)
+@pytest.mark.parametrize("shape", [(1, 3), (5, 3), (2, 4, 3)], ids=str)
+@pytest.mark.parametrize("contiguous", [True, False], ids=["contiguous", "strided"])
+def test_mlp_gradcheck(device: str, activations: list[str], shape: tuple[int, ...], contiguous: bool) -> None:
+    x = _input(shape, torch.float64, device, contiguous)
+    w1, b1 = _layer(4, 3, torch.float64, device)
+    w2, _ = _layer(2, 4, torch.float64, device)
+
+    def stack(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
+        return F.mlp(x, [w1, w2], [b1, None], activations)
+
+    assert gradcheck(stack, (x, w1, b1, w2))
+    assert gradgradcheck(stack, (x, w1, b1, w2))
+
+
+@pytest.mark.parametrize("activations", MLP_ACTIVATIONS, ids="-".join)
+def test_mlp_equals_dense_after_dense(device: str, dtype: torch.dtype, activations: list[str]) -> None:
+    x = torch.randn(6, 3, dtype=dtype, device=device)
+    w1, b1 = _layer(4, 3, dtype, device)
+    w2, b2 = _layer(2, 4, dtype, device)
+    ours = F.mlp(x, [w1, w2], [b1, b2], activations)
+    ours.sum().backward()
+    grads = [p.grad.clone() for p in (w1, b1, w2, b2)]
+    for p in (w1, b1, w2, b2):
+        p.grad = None
+    layered = F.dense(F.dense(x, w1, b1, activations[0]), w2, b2, activations[1])
+    layered.sum().backward()
+    torch.testing.assert_close(ours, layered, rtol=0, atol=0)
+    for grad, p in zip(grads, (w1, b1, w2, b2)):
+        torch.testing.assert_close(grad, p.grad, rtol=0, atol=0)
+
+
+def test_mlp_reports_each_layers_delta() -> None:
+    x = torch.randn(5, 3, dtype=torch.float64)
+    w1, b1 = _layer(4, 3, torch.float64, "cpu")
+    w2, b2 = _layer(2, 4, torch.float64, "cpu")
+    seen: dict[int, torch.Tensor] = {}
+    F.mlp(x, [w1, w2], [b1, b2], ["tanh", "sigmoid"], on_delta=seen.__setitem__).sum().backward()
+    # BP3: ∂C/∂b = Σ δ over the examples
+    torch.testing.assert_close(seen[0].sum(0), b1.grad)
+    torch.testing.assert_close(seen[1].sum(0), b2.grad)
+
+
+@pytest.mark.parametrize(
+    "weights, words",
+    [
+        ([torch.randn(4, 3), torch.randn(2, 5)], ["weights[1]", "(n, 4)", "(2, 5)"]),
+        ([torch.randn(4, 2), torch.randn(2, 4)], ["x", "(*, 2)", "(6, 3)"]),
+        ([torch.randn(4, 3), torch.randn(2, 4, dtype=torch.float64)], ["weights[1]", "torch.float64"]),
+    ],
+)
+def test_mlp_bad_layers_are_explained(weights: list[torch.Tensor], words: list[str]) -> None:
+    with pytest.raises((ValueError, TypeError)) as raised:
+        F.mlp(torch.randn(6, 3), weights, [None, None], ["relu", "relu"])
+    for word in words:
+        assert word in str(raised.value)

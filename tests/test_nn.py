@@ -184,3 +184,38 @@ def test_convert_leaves_user_subclasses_alone() -> None:
 def test_convert_rejects_non_modules() -> None:
     with pytest.raises(TypeError, match="model: expected a torch.nn.Module, got list"):
         tnn.convert([torch.nn.Linear(2, 2)])
+
+
+def test_mlp_hessian_vector_product_matches_native() -> None:
+    mlp = tnn.MLP([3, 4, 2], activation="tanh").double()
+    native = torch.nn.Sequential(
+        torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2), torch.nn.Tanh()
+    ).double()
+    native.load_state_dict(
+        {k.replace("layers.1", "2").replace("layers.0", "0"): v for k, v in mlp.state_dict().items()}
+    )
+    x = torch.randn(6, 3, dtype=torch.float64)
+
+    def hvp(model: torch.nn.Module) -> list[torch.Tensor]:
+        params = list(model.parameters())
+        grads = torch.autograd.grad((model(x) ** 2).sum(), params, create_graph=True)
+        vector = [torch.ones_like(p) for p in params]
+        return list(torch.autograd.grad(sum((g * v).sum() for g, v in zip(grads, vector)), params))
+
+    for ours, theirs in zip(hvp(mlp), hvp(native)):
+        torch.testing.assert_close(ours, theirs)
+
+
+def test_mlp_delta_hooks_and_forward_hooks() -> None:
+    mlp = tnn.MLP([3, 4, 2]).double()
+    x = torch.randn(5, 3, dtype=torch.float64)
+    deltas: list[tuple[int, tuple]] = []
+    for index, layer in enumerate(mlp.layers):
+        layer.register_delta_hook(lambda module, delta, index=index: deltas.append((index, tuple(delta.shape))))
+    fused = mlp(x)
+    fused.sum().backward()
+    assert sorted(deltas) == [(0, (5, 4)), (1, (5, 2))]
+    calls = []
+    mlp.layers[0].register_forward_hook(lambda *args: calls.append("hook"))
+    torch.testing.assert_close(mlp(x), fused)  # layer by layer now, the same numbers
+    assert calls == ["hook"]

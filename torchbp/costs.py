@@ -15,7 +15,7 @@ from .targets import as_distribution, check_classes, check_like, check_probabili
 
 def _per_example(elementwise: Tensor, mean: bool) -> Tensor:
     """Reduce an elementwise cost ``(n, *)`` to one value per example, ``(n,)``."""
-    rows = elementwise.reshape(elementwise.shape[0], -1)
+    rows = elementwise if elementwise.dim() == 2 else elementwise.reshape(elementwise.shape[0], -1)
     return rows.mean(1) if mean else rows.sum(1)
 
 

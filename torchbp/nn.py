@@ -189,7 +189,10 @@ class Dense(torch.nn.Module):
 
 
 class MLP(torch.nn.Module):
-    """A stack of :class:`Dense` layers: ``sizes = [n₀, n₁, …, n_L]`` gives L layers.
+    """A stack of :class:`Dense` layers run as one autograd node (:func:`torchbp.functional.mlp`).
+
+    ``sizes = [n₀, n₁, …, n_L]`` gives L layers. Delta hooks on its layers fire as usual; a
+    layer with its own forward hooks makes the stack run layer by layer.
 
     Args:
         sizes: the width of each layer, input first, e.g. ``[64, 30, 10]``.
@@ -226,10 +229,24 @@ class MLP(torch.nn.Module):
         )
 
     def forward(self, input: Tensor) -> Tensor:
-        a = input
-        for layer in self.layers:
-            a = layer(a)
-        return a
+        layers = list(self.layers)
+        if any(layer._forward_hooks or layer._forward_pre_hooks for layer in layers):
+            # hooks on a single layer need that layer's own call
+            a = input
+            for layer in layers:
+                a = layer(a)
+            return a
+        on_delta = self._call_layer_delta_hooks if any(layer._delta_hooks for layer in layers) else None
+        return F.mlp(
+            input,
+            [layer.weight for layer in layers],
+            [layer.bias for layer in layers],
+            [layer.activation for layer in layers],
+            on_delta,
+        )
+
+    def _call_layer_delta_hooks(self, index: int, delta: Tensor) -> None:
+        self.layers[index]._call_delta_hooks(delta)
 
 
 _TWINS: dict[type[torch.nn.Module], type[torch.nn.Module]] = {

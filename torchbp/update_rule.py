@@ -9,18 +9,55 @@ are ``torch.optim.Optimizer``'s own.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
+from itertools import chain
 from typing import Any
 
 import torch
 from torch import Tensor
+from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
 
 Params = Iterable[Tensor] | Iterable[dict[str, Any]]
 """What an update rule's constructor takes, as ``torch.optim``: tensors or param-group dicts."""
 
 
 class UpdateRule(torch.optim.Optimizer):
-    """A gradient-descent step x′ = x − η ∇f and its descendants, one group at a time."""
+    """A gradient-descent step x′ = x − η ∇f and its descendants, one group at a time.
+
+    ``step`` and ``zero_grad`` keep ``torch.optim``'s semantics (step pre/post hooks, global
+    hooks, learning-rate schedulers) but open a profiler range only while the profiler runs:
+    at small sizes that bookkeeping costs more than the update itself.
+    """
+
+    @staticmethod
+    def profile_hook_step(func: Callable[..., Any]) -> Callable[..., Any]:
+        """Wrap ``step`` with the optimizer hooks, and a profiler range only when profiling."""
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            self = args[0]
+            if torch.autograd.profiler._is_profiler_enabled:
+                with torch.autograd.profiler.record_function(f"Optimizer.step#{type(self).__name__}.step"):
+                    return _hooked_step(func, self, args, kwargs)
+            return _hooked_step(func, self, args, kwargs)
+
+        return wrapper
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Reset every parameter's gradient: to ``None`` (the default), or to zeros in place."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if set_to_none:
+                    p.grad = None
+                else:
+                    if p.grad.grad_fn is not None:
+                        p.grad.detach_()
+                    else:
+                        p.grad.requires_grad_(False)
+                    p.grad.zero_()
 
     def init_state(self, group: dict[str, Any], param: Tensor) -> dict[str, Any]:
         """The state of a parameter before its first step (e.g. zeroed moment buffers)."""
@@ -58,6 +95,21 @@ class UpdateRule(torch.optim.Optimizer):
                 states.append(state)
             self.update(group, params, grads, states)
         return loss
+
+
+def _hooked_step(func: Callable[..., Any], self: Any, args: Any, kwargs: Any) -> Any:
+    """``func(*args, **kwargs)`` between the global and per-optimizer step hooks, as torch.optim does."""
+    for pre_hook in chain(_global_optimizer_pre_hooks.values(), self._optimizer_step_pre_hooks.values()):
+        result = pre_hook(self, args, kwargs)
+        if result is not None:
+            if not (isinstance(result, tuple) and len(result) == 2):
+                raise RuntimeError(f"{func} must return None or a tuple of (new_args, new_kwargs), but got {result}.")
+            args, kwargs = result
+    out = func(*args, **kwargs)
+    self._optimizer_step_code()
+    for post_hook in chain(self._optimizer_step_post_hooks.values(), _global_optimizer_post_hooks.values()):
+        post_hook(self, args, kwargs)
+    return out
 
 
 def with_weight_decay(grads: list[Tensor], params: list[Tensor], weight_decay: float) -> list[Tensor]:

@@ -19,8 +19,8 @@ from torch import Tensor
 
 from . import activations
 from .activations import ACTIVATIONS, Activation, get_activation
-from .autograd import ActivationFunction, DenseFunction, LinearFunction
-from .checks import autocast_dtype, check_dim, check_linear, check_tensor
+from .autograd import ActivationFunction, DenseFunction, LinearFunction, MLPFunction
+from .checks import autocast_dtype, check_dim, check_linear, check_stack, check_tensor
 from .cost import cost
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "identity",
     "leaky_relu",
     "linear",
+    "mlp",
     "relu",
     "sigmoid",
     "silu",
@@ -111,6 +112,50 @@ def dense(
         check_dim("activation", x, act.dim)
     a, _ = DenseFunction.apply(x, weight, bias, act, on_delta)
     return a
+
+
+def mlp(
+    x: Tensor,
+    weights: list[Tensor],
+    biases: list[Tensor | None],
+    activations: list[str | Activation],
+    on_delta: Callable[[int, Tensor], None] | None = None,
+) -> Tensor:
+    """A stack of dense layers aˡ = σˡ(aˡ⁻¹ Wˡᵀ + bˡ) as one autograd node.
+
+    Its backward is the δ-recursion in a loop: δᴸ = ∂C/∂aᴸ ⊙ σ′(zᴸ), then BP3, BP4 and
+    δˡ⁻¹ = (δˡ Wˡ) ⊙ σ′(zˡ⁻¹) (BP2) layer by layer, exactly as :func:`dense` layer after layer.
+
+    Args:
+        x: input, shape ``(*, in_features)``.
+        weights: Wˡ, shapes ``(n_l, n_{l-1})``.
+        biases: bˡ, shapes ``(n_l,)``, or ``None`` entries.
+        activations: σˡ per layer, names or :class:`Activation` objects.
+        on_delta: called as ``on_delta(l, δˡ)`` (l counts from 0) during the backward pass.
+
+    Returns:
+        aᴸ, shape ``(*, n_L)``.
+
+    >>> import torch
+    >>> mlp(torch.zeros(2, 3), [torch.ones(4, 3), torch.ones(1, 4)], [None, None], ["relu", "identity"])
+    tensor([[0.],
+            [0.]])
+    """
+    if not (len(weights) == len(biases) == len(activations)) or not weights:
+        raise ValueError(
+            f"weights, biases, activations: expected one of each per layer, got {len(weights)}, "
+            f"{len(biases)} and {len(activations)}"
+        )
+    acts = [get_activation(activation) for activation in activations]
+    dtype = autocast_dtype(x) if isinstance(x, Tensor) else None
+    if dtype is not None:
+        x = x.to(dtype)
+        weights = [w.to(dtype) for w in weights]
+        biases = [None if b is None else b.to(dtype) for b in biases]
+    check_stack(x, weights, biases)
+    params = [t for pair in zip(weights, biases) for t in pair]
+    outputs = MLPFunction.apply(x, acts, on_delta, *params)
+    return outputs[len(acts) - 1]
 
 
 def activate(z: Tensor, activation: str | Activation, **options: object) -> Tensor:

@@ -42,7 +42,7 @@ class Activation:
         name: the registered name, e.g. ``"sigmoid"``.
         options: the keyword options it was built with, e.g. ``{"negative_slope": 0.1}``.
         saves: what the backward pass reads: the pre-activation ``"z"``, the output ``"a"``,
-            the boolean ``"mask"`` z > 0, or ``"nothing"``.
+            the boolean ``"mask"`` a > 0 (z > 0 for relu), or ``"nothing"``.
     """
 
     name: str
@@ -60,7 +60,7 @@ class Activation:
         if self.saves == "a":
             return a
         if self.saves == "mask":
-            return z > 0
+            return a > 0  # relu: a > 0 exactly where z > 0
         return None
 
     def delta(self, grad: Tensor, saved: Tensor | None) -> Tensor:

@@ -10,14 +10,34 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import Tensor
+from torch._functorch.autograd_function import custom_function_call
+from torch._functorch.utils import unwrap_dead_wrappers
 from torch.autograd import Function
 
 from .activations import Activation
-from .layers import dense_backward, dense_forward, linear_backward, linear_forward
+from .layers import dense_backward, dense_forward, linear_backward, linear_forward, mlp_backward, mlp_forward
 
 
-class LinearFunction(Function):
+class _Function(Function):
+    """``Function`` whose ``apply`` skips binding the arguments to ``forward``'s signature.
+
+    ``Function.apply`` runs ``inspect.signature(forward).bind(...)`` on every call of a
+    ``setup_context``-style Function (some 30 µs, more than a small layer's arithmetic) only to
+    fill in defaults. torchbp always passes every argument positionally, so the binding is a
+    no-op; the rest is exactly ``Function.apply``: the plain autograd path, or
+    ``custom_function_call`` under torch.func transforms.
+    """
+
+    @classmethod
+    def apply(cls, *args: Any) -> Any:  # type: ignore[override]
+        if not torch._C._are_functorch_transforms_active():
+            return super(Function, cls).apply(*unwrap_dead_wrappers(args))  # type: ignore[misc]
+        return custom_function_call(cls, *args)
+
+
+class LinearFunction(_Function):
     """z = x Wᵀ + b, whose backward is :func:`~torchbp.functional.layers.linear_backward`."""
 
     generate_vmap_rule = True
@@ -38,7 +58,7 @@ class LinearFunction(Function):
         return linear_backward(delta, x, weight, ctx.needs_input_grad)
 
 
-class ActivationFunction(Function):
+class ActivationFunction(_Function):
     """a = σ(z), whose backward is δ = ∂C/∂a ⊙ σ′(z) (the JVP for softmax)."""
 
     generate_vmap_rule = True
@@ -59,7 +79,7 @@ class ActivationFunction(Function):
         return ctx.activation.delta(grad_a, saved), None
 
 
-class DenseFunction(Function):
+class DenseFunction(_Function):
     """a = σ(x Wᵀ + b) as one node; backward: δ = ∂C/∂a ⊙ σ′(z), then BP2, BP3, BP4.
 
     The forward pass returns ``(a, z)``. ``z`` is handed out only so that what σ′ reads stays
@@ -104,3 +124,78 @@ class DenseFunction(Function):
         if ctx.on_delta is not None:
             ctx.on_delta(delta.detach())
         return grad_x, grad_weight, grad_bias, None, None
+
+
+class MLPFunction(_Function):
+    """A whole stack of dense layers as one node; backward: the δ-recursion in a loop.
+
+    ``forward(x, activations, on_delta, W¹, b¹, W², b², …)`` returns ``(a¹, …, aᴸ)`` and then the
+    zˡ of the layers whose σ′ reads z. They are handed out, as in :class:`DenseFunction`, so
+    that every saved tensor stays in the graph and a double backward is exact; callers keep aᴸ.
+    Each tensor is saved once even where it plays two parts (aˡ is the input of layer l+1 and,
+    for sigmoid, what σ′ reads).
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(
+        x: Tensor,
+        activations: list[Activation],
+        on_delta: Callable[[int, Tensor], None] | None,
+        *params: Tensor | None,
+    ) -> tuple[Tensor, ...]:
+        a, z = mlp_forward(x, list(params[0::2]), list(params[1::2]), activations)  # type: ignore[arg-type]
+        return (*a[1:], *(z_l for z_l, act in zip(z, activations) if act.saves == "z"))
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
+        x, activations, on_delta, *params = inputs
+        layers = len(activations)
+        a, rest = [x, *output[:layers]], iter(output[layers:])
+        z = [next(rest) if act.saves == "z" else None for act in activations]
+        needs = ctx.needs_input_grad
+        upstream = needs[0]  # does anything below layer l want a gradient?
+        plan, slots, unique = [], [], {}  # unique: id(tensor) -> (slot, tensor)
+
+        def keep(tensor: Tensor | None) -> int | None:
+            if tensor is None:
+                return None
+            return unique.setdefault(id(tensor), (len(unique), tensor))[0]
+
+        for l in range(layers):
+            needs_weight, needs_bias = needs[3 + 2 * l], needs[4 + 2 * l]
+            plan.append((upstream, needs_weight, needs_bias))
+            slots.append(
+                (
+                    keep(a[l] if needs_weight else None),  # aˡ⁻¹ for BP4
+                    keep(params[2 * l] if upstream else None),  # Wˡ for BP2
+                    keep(activations[l].save(z[l], a[l + 1])),  # what σ′ reads
+                )
+            )
+            upstream = upstream or needs_weight or needs_bias
+        ctx.slots = slots
+        ctx.plan, ctx.activations, ctx.on_delta = plan, activations, on_delta
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(*(tensor for _, tensor in unique.values()))
+
+    @staticmethod
+    def backward(ctx: Any, *grads: Tensor | None) -> tuple[Tensor | None, ...]:
+        layers = len(ctx.activations)
+        tensors = ctx.saved_tensors
+
+        def slot(i: int | None) -> Tensor | None:
+            return None if i is None else tensors[i]
+
+        inputs, weights, saved = ([slot(s[k]) for s in ctx.slots] for k in range(3))
+        grad_a, rest = grads[:layers], iter(grads[layers:])
+        grad_z = [next(rest) if act.saves == "z" else None for act in ctx.activations]
+        deltas, grad_x, grad_weights, grad_biases = mlp_backward(
+            grad_a[-1], inputs, weights, ctx.activations, saved, ctx.plan, [*grad_a[:-1], None], grad_z
+        )
+        if ctx.on_delta is not None:
+            for l, delta in enumerate(deltas):
+                if delta is not None:
+                    ctx.on_delta(l, delta.detach())
+        params = [g for pair in zip(grad_weights, grad_biases) for g in pair]
+        return grad_x, None, None, *params

@@ -28,29 +28,71 @@ def check_same(name: str, value: Tensor, ref_name: str, ref: Tensor) -> None:
         raise ValueError(f"{name}: expected device {ref.device} (the device of {ref_name}), got {value.device}")
 
 
-def check_linear(x: object, weight: object, bias: object) -> None:
+def check_linear(
+    x: object, weight: object, bias: object, names: tuple[str, str, str] = ("x", "weight", "bias")
+) -> None:
     """Check the arguments of z = x Wᵀ + b: ``x (*, in)``, ``weight (out, in)``, ``bias (out,)``."""
-    weight = check_tensor("weight", weight)
-    x = check_tensor("x", x)
+    x_name, weight_name, bias_name = names
+    weight = check_tensor(weight_name, weight)
+    x = check_tensor(x_name, x)
     if weight.dim() != 2:
         raise ValueError(
-            f"weight: expected a 2-D tensor of shape (out_features, in_features), got shape {shape_text(weight)}"
+            f"{weight_name}: expected a 2-D tensor of shape (out_features, in_features), got shape {shape_text(weight)}"
         )
     out_features, in_features = weight.shape
     if x.dim() == 0 or x.shape[-1] != in_features:
         raise ValueError(
-            f"x: expected shape (*, {in_features}) to match weight of shape "
+            f"{x_name}: expected shape (*, {in_features}) to match {weight_name} of shape "
             f"({out_features}, {in_features}), got shape {shape_text(x)}"
         )
-    check_same("x", x, "weight", weight)
-    if bias is not None:
-        bias = check_tensor("bias", bias)
-        if bias.shape != (out_features,):
+    check_same(x_name, x, weight_name, weight)
+    _check_bias(bias_name, bias, weight_name, weight)
+
+
+def _check_bias(name: str, bias: object, weight_name: str, weight: Tensor) -> None:
+    if bias is None:
+        return
+    bias = check_tensor(name, bias)
+    if bias.shape != (weight.shape[0],):
+        raise ValueError(
+            f"{name}: expected shape ({weight.shape[0]},) to match {weight_name} of shape "
+            f"{shape_text(weight)}, got shape {shape_text(bias)}"
+        )
+    check_same(name, bias, weight_name, weight)
+
+
+def _consistent(x: Tensor, weights: list[Tensor], biases: list[Tensor | None]) -> bool:
+    """The quick answer for the usual case: all shapes chain, one floating dtype, one device."""
+    try:
+        width, dtype, device = x.shape[-1], x.dtype, x.get_device()
+        if not x.is_floating_point():
+            return False
+        for weight, bias in zip(weights, biases):
+            if weight.dim() != 2 or weight.shape[1] != width or weight.dtype != dtype or weight.get_device() != device:
+                return False
+            width = weight.shape[0]
+            if bias is not None and (bias.shape != (width,) or bias.dtype != dtype or bias.get_device() != device):
+                return False
+    except (AttributeError, IndexError, TypeError):
+        return False
+    return True
+
+
+def check_stack(x: object, weights: list[Tensor], biases: list[Tensor | None]) -> None:
+    """Check a stack of layers: each layer's input width is the previous layer's output width."""
+    if isinstance(x, Tensor) and _consistent(x, weights, biases):
+        return
+    check_linear(x, weights[0], biases[0], ("x", "weights[0]", "biases[0]"))
+    for l in range(1, len(weights)):
+        previous, name = weights[l - 1], f"weights[{l}]"
+        weight = check_tensor(name, weights[l])
+        if weight.dim() != 2 or weight.shape[1] != previous.shape[0]:
             raise ValueError(
-                f"bias: expected shape ({out_features},) to match weight of shape "
-                f"({out_features}, {in_features}), got shape {shape_text(bias)}"
+                f"{name}: expected shape (n, {previous.shape[0]}) to follow weights[{l - 1}] of shape "
+                f"{shape_text(previous)}, got shape {shape_text(weight)}"
             )
-        check_same("bias", bias, "weight", weight)
+        check_same(name, weight, "weights[0]", weights[0])
+        _check_bias(f"biases[{l}]", biases[l], name, weight)
 
 
 def check_dim(name: str, x: Tensor, dim: int) -> None:

@@ -11,10 +11,11 @@ from collections.abc import Callable
 from typing import Any
 
 from torch import Tensor
-from torch.autograd import Function
+
+from .autograd import _Function
 
 
-class CostFunction(Function):
+class CostFunction(_Function):
     """C = (1/n) Σₖ C(aₖ, yₖ); backward ∂C/∂a = (1/n) ∇ₐC(aₖ, yₖ). Targets get no gradient."""
 
     generate_vmap_rule = True

@@ -9,6 +9,7 @@ Conventions (PyTorch's, Nielsen's ``wˡ`` as ``[out, in]``): rows are examples,
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from .activations import Activation
@@ -16,6 +17,8 @@ from .activations import Activation
 
 def linear_forward(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """z = x Wᵀ + b, for ``x`` of shape ``(*, in)``."""
+    if bias is not None and x.dim() == 2:
+        return torch.addmm(bias, x, weight.t())
     z = x @ weight.t()
     return z if bias is None else z + bias
 
@@ -42,10 +45,11 @@ def linear_backward(
         # ∂C/∂aˡ⁻¹ = δ W   (the (Wˡ)ᵀ δˡ of BP2, rows = examples)
         grad_x = delta @ weight
     if needs[1] or needs[2]:
-        delta_rows = delta.reshape(-1, delta.shape[-1])
+        delta_rows = delta if delta.dim() == 2 else delta.reshape(-1, delta.shape[-1])
         if needs[1]:
+            x_rows = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
             # BP4: ∂C/∂W = δᵀ aˡ⁻¹, summed over the examples
-            grad_weight = delta_rows.t() @ x.reshape(-1, x.shape[-1])
+            grad_weight = delta_rows.t() @ x_rows
         if needs[2]:
             # BP3: ∂C/∂b = δ, summed over the examples
             grad_bias = delta_rows.sum(0)
@@ -81,3 +85,69 @@ def dense_backward(
     if extra_delta is not None:
         delta = delta + extra_delta
     return delta, *linear_backward(delta, x, weight, needs)
+
+
+def mlp_forward(
+    x: Tensor, weights: list[Tensor], biases: list[Tensor | None], activations: list[Activation]
+) -> tuple[list[Tensor], list[Tensor]]:
+    """The forward pass of a stack of dense layers: a⁰ = x, aˡ = σˡ(aˡ⁻¹ Wˡᵀ + bˡ).
+
+    Returns:
+        ``([a⁰, a¹, …, aᴸ], [z¹, …, zᴸ])``.
+    """
+    a, z = [x], []
+    for weight, bias, activation in zip(weights, biases, activations):
+        a_l, z_l = dense_forward(a[-1], weight, bias, activation)
+        a.append(a_l)
+        z.append(z_l)
+    return a, z
+
+
+def mlp_backward(
+    grad_output: Tensor | None,
+    inputs: list[Tensor | None],
+    weights: list[Tensor | None],
+    activations: list[Activation],
+    saved: list[Tensor | None],
+    needs: list[tuple[bool, bool, bool]],
+    extra_grad_a: list[Tensor | None] | None = None,
+    extra_delta: list[Tensor | None] | None = None,
+) -> tuple[list[Tensor | None], Tensor | None, list[Tensor | None], list[Tensor | None]]:
+    """The δ-recursion through a stack of dense layers, from the last layer down.
+
+    δᴸ = ∂C/∂aᴸ ⊙ σ′(zᴸ) (BP1); for each layer l, ∂C/∂bˡ (BP3) and ∂C/∂Wˡ (BP4) from δˡ; then
+    δˡ⁻¹ = (δˡ Wˡ) ⊙ σ′(zˡ⁻¹) (BP2). Each step is :func:`dense_backward`.
+
+    Args:
+        grad_output: ∂C/∂aᴸ, shape ``(*, out)``.
+        inputs: each layer's input aˡ⁻¹ (``None`` where its ∂C/∂W is not needed).
+        weights: each layer's W (``None`` where its input's gradient is not needed).
+        activations, saved: each layer's σ and what ``σ.save(z, a)`` kept.
+        needs: per layer, whether ∂C/∂aˡ⁻¹, ∂C/∂Wˡ, ∂C/∂bˡ are wanted.
+        extra_grad_a, extra_delta: per layer, gradients reaching its output aˡ or its zˡ
+            directly (only in a double backward through saved tensors), added where they belong.
+
+    Returns:
+        ``(deltas, grad_x, grad_weights, grad_biases)``: δˡ per layer (``None`` where no
+        gradient reached the layer), ∂C/∂x, and the parameter gradients per layer.
+    """
+    layers = len(weights)
+    deltas: list[Tensor | None] = [None] * layers
+    grad_weights: list[Tensor | None] = [None] * layers
+    grad_biases: list[Tensor | None] = [None] * layers
+    grad_a = grad_output
+    for l in reversed(range(layers)):
+        if extra_grad_a is not None and extra_grad_a[l] is not None:
+            grad_a = extra_grad_a[l] if grad_a is None else grad_a + extra_grad_a[l]
+        extra = extra_delta[l] if extra_delta is not None else None
+        if grad_a is None and extra is None:
+            continue
+        if grad_a is None:
+            delta = extra
+            grad_a, grad_weights[l], grad_biases[l] = linear_backward(delta, inputs[l], weights[l], needs[l])
+        else:
+            delta, grad_a, grad_weights[l], grad_biases[l] = dense_backward(
+                grad_a, inputs[l], weights[l], activations[l], saved[l], needs[l], extra
+            )
+        deltas[l] = delta
+    return deltas, grad_a, grad_weights, grad_biases
