@@ -10,6 +10,7 @@ from __future__ import annotations
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -229,7 +230,7 @@ class MLP(torch.nn.Module):
         )
 
     def forward(self, input: Tensor) -> Tensor:
-        layers = list(self.layers)
+        layers = cast(list[Dense], list(self.layers))
         if any(layer._forward_hooks or layer._forward_pre_hooks for layer in layers):
             # hooks on a single layer need that layer's own call
             a = input
@@ -246,7 +247,7 @@ class MLP(torch.nn.Module):
         )
 
     def _call_layer_delta_hooks(self, index: int, delta: Tensor) -> None:
-        self.layers[index]._call_delta_hooks(delta)
+        cast(Dense, self.layers[index])._call_delta_hooks(delta)
 
 
 _TWINS: dict[type[torch.nn.Module], type[torch.nn.Module]] = {

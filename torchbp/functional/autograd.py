@@ -156,7 +156,8 @@ class MLPFunction(_Function):
         z = [next(rest) if act.saves == "z" else None for act in activations]
         needs = ctx.needs_input_grad
         upstream = needs[0]  # does anything below layer l want a gradient?
-        plan, slots, unique = [], [], {}  # unique: id(tensor) -> (slot, tensor)
+        plan, slots = [], []
+        unique: dict[int, tuple[int, Tensor]] = {}  # id(tensor) -> (slot, tensor)
 
         def keep(tensor: Tensor | None) -> int | None:
             if tensor is None:

@@ -25,16 +25,16 @@ def linear_forward(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
 
 def linear_backward(
     delta: Tensor,
-    x: Tensor,
-    weight: Tensor,
+    x: Tensor | None,
+    weight: Tensor | None,
     needs: tuple[bool, bool, bool],
 ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
     """Gradients of z = x Wᵀ + b from δ = ∂C/∂z, each computed only where ``needs`` says so.
 
     Args:
         delta: δ, shape ``(*, out)``.
-        x: the layer's input aˡ⁻¹, shape ``(*, in)``.
-        weight: W, shape ``(out, in)``.
+        x: the layer's input aˡ⁻¹, shape ``(*, in)`` (may be ``None`` when ∂C/∂W is not needed).
+        weight: W, shape ``(out, in)`` (may be ``None`` when ∂C/∂x is not needed).
         needs: whether ∂C/∂x, ∂C/∂W, ∂C/∂b are wanted.
 
     Returns:
@@ -42,11 +42,13 @@ def linear_backward(
     """
     grad_x = grad_weight = grad_bias = None
     if needs[0]:
+        assert weight is not None, "∂C/∂x needs W"
         # ∂C/∂aˡ⁻¹ = δ W   (the (Wˡ)ᵀ δˡ of BP2, rows = examples)
         grad_x = delta @ weight
     if needs[1] or needs[2]:
         delta_rows = delta if delta.dim() == 2 else delta.reshape(-1, delta.shape[-1])
         if needs[1]:
+            assert x is not None, "∂C/∂W needs the layer's input"
             x_rows = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
             # BP4: ∂C/∂W = δᵀ aˡ⁻¹, summed over the examples
             grad_weight = delta_rows.t() @ x_rows
@@ -64,8 +66,8 @@ def dense_forward(x: Tensor, weight: Tensor, bias: Tensor | None, activation: Ac
 
 def dense_backward(
     grad_a: Tensor,
-    x: Tensor,
-    weight: Tensor,
+    x: Tensor | None,
+    weight: Tensor | None,
     activation: Activation,
     saved: Tensor | None,
     needs: tuple[bool, bool, bool],
@@ -137,12 +139,13 @@ def mlp_backward(
     grad_biases: list[Tensor | None] = [None] * layers
     grad_a = grad_output
     for l in reversed(range(layers)):
-        if extra_grad_a is not None and extra_grad_a[l] is not None:
-            grad_a = extra_grad_a[l] if grad_a is None else grad_a + extra_grad_a[l]
+        reaching = extra_grad_a[l] if extra_grad_a is not None else None
+        if reaching is not None:
+            grad_a = reaching if grad_a is None else grad_a + reaching
         extra = extra_delta[l] if extra_delta is not None else None
-        if grad_a is None and extra is None:
-            continue
         if grad_a is None:
+            if extra is None:
+                continue
             delta = extra
             grad_a, grad_weights[l], grad_biases[l] = linear_backward(delta, inputs[l], weights[l], needs[l])
         else:
