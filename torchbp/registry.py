@@ -101,10 +101,10 @@ def create_rule(
 
     ``params`` is what ``torch.optim`` takes (tensors or param-group dicts), or a model: then
     weight decay skips its one-dimensional parameters (biases, normalisation weights), as
-    timm's optimizer factory does.
+    timm's optimizer factory does (one group when there is no weight decay at all).
 
     >>> import torch
-    >>> rule = create_rule("sgd", torch.nn.Linear(2, 1), lr=0.1)
+    >>> rule = create_rule("sgd", torch.nn.Linear(2, 1), lr=0.1, weight_decay=1e-4)
     >>> [len(group["params"]) for group in rule.param_groups]
     [1, 1]
     """
@@ -118,7 +118,8 @@ def create_rule(
         )
         raise TypeError(f"rule {name!r}: unknown hyperparameter(s) {', '.join(unknown)}; accepted: {listed}")
     if isinstance(params, torch.nn.Module):
-        params = _param_groups(params, "weight_decay" in accepted)
+        decay = hyperparameters.get("weight_decay", accepted.get("weight_decay", 0.0))
+        params = _param_groups(params, decay not in (0, 0.0, inspect.Parameter.empty))
     return spec.optimizer(params, **hyperparameters)
 
 

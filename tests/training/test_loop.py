@@ -204,3 +204,45 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path: Path) -> No
     assert _without_time(resumed) == _without_time(straight)
     for key, value in straight_model.state_dict().items():
         assert torch.equal(resumed_model.state_dict()[key], value)
+
+
+@pytest.mark.parametrize(
+    "activation, cost, rule, options",
+    [
+        ("sigmoid", "quadratic", "sgd", {"lr": 3.0}),
+        ("relu", "cross_entropy", "adam", {"lr": 0.01}),
+        ("tanh", "mse", "sgd", {"lr": 0.5, "momentum": 0.9, "weight_decay": 1e-3}),
+    ],
+)
+def test_graph_free_training_gives_the_autograd_numbers_bit_for_bit(
+    digits: tuple, activation: str, cost: str, rule: str, options: dict
+) -> None:
+    train, val = digits
+    results = []
+    for graph_free in (True, False):
+        torch.manual_seed(0)
+        output = "identity" if cost == "cross_entropy" else None
+        model = torchbp.nn.MLP([64, 30, 10], activation=activation, output_activation=output)
+        history = torchbp.fit(
+            model,
+            train,
+            val_data=val,
+            cost=cost,
+            rule=rule,
+            epochs=2,
+            seed=0,
+            verbose=False,
+            graph_free=graph_free,
+            **options,
+        )
+        results.append((_without_time(history), model.state_dict()))
+    (history_fast, weights_fast), (history_autograd, weights_autograd) = results
+    assert history_fast == history_autograd
+    for key, value in weights_autograd.items():
+        assert torch.equal(weights_fast[key], value)
+
+
+def test_graph_free_needs_a_torchbp_mlp(digits: tuple) -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(64, 10), torch.nn.Sigmoid())
+    with pytest.raises(ValueError, match="graph_free=True needs a torchbp.nn.MLP"):
+        torchbp.fit(model, digits[0], graph_free=True, verbose=False)
