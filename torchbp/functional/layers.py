@@ -9,6 +9,8 @@ Conventions (PyTorch's, Nielsen's ``wˡ`` as ``[out, in]``): rows are examples,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -90,7 +92,7 @@ def dense_backward(
 
 
 def mlp_forward(
-    x: Tensor, weights: list[Tensor], biases: list[Tensor | None], activations: list[Activation]
+    x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor | None], activations: Sequence[Activation]
 ) -> tuple[list[Tensor], list[Tensor]]:
     """The forward pass of a stack of dense layers: a⁰ = x, aˡ = σˡ(aˡ⁻¹ Wˡᵀ + bˡ).
 
@@ -107,13 +109,13 @@ def mlp_forward(
 
 def mlp_backward(
     grad_output: Tensor | None,
-    inputs: list[Tensor | None],
-    weights: list[Tensor | None],
-    activations: list[Activation],
-    saved: list[Tensor | None],
-    needs: list[tuple[bool, bool, bool]],
-    extra_grad_a: list[Tensor | None] | None = None,
-    extra_delta: list[Tensor | None] | None = None,
+    inputs: Sequence[Tensor | None],
+    weights: Sequence[Tensor | None],
+    activations: Sequence[Activation],
+    saved: Sequence[Tensor | None],
+    needs: Sequence[tuple[bool, bool, bool]],
+    extra_grad_a: Sequence[Tensor | None] | None = None,
+    extra_delta: Sequence[Tensor | None] | None = None,
 ) -> tuple[list[Tensor | None], Tensor | None, list[Tensor | None], list[Tensor | None]]:
     """The δ-recursion through a stack of dense layers, from the last layer down.
 

@@ -12,12 +12,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from ..nn import MLP
 from ..plugins import get_plugin_manager
 from ..registry import Cost, create_rule, get_cost
 from .checkpoints import load_checkpoint, save_checkpoint
@@ -274,7 +275,7 @@ def fit(
                 update_rule.zero_grad(set_to_none=True)
                 if use_graph_free:
                     if not targets.is_floating_point():
-                        targets = targets_for(cost_module, inputs.new_empty(0, model.sizes[-1]), targets)
+                        targets = targets_for(cost_module, inputs.new_empty(0, cast(MLP, model).sizes[-1]), targets)
                     loss = graph_free_step(model, inputs, targets, cost_module, update_rule)  # type: ignore[arg-type]
                 else:
                     output = model(inputs)
