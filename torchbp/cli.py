@@ -153,6 +153,20 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from .benchmark import benchmark, format_report, write_json
+
+    try:
+        report = benchmark(args.device, args.repeats, args.quick, not args.no_end_to_end)
+    except ValueError as error:
+        print(f"torchbp bench: error: {error}", file=sys.stderr)
+        return 2
+    print(format_report(report))
+    if args.json:
+        write_json(report, args.json)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="torchbp", description="Explicit backpropagation in PyTorch: plugins, training, benchmarks."
@@ -192,6 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-log", action="store_true", help="write no run directory")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     train.set_defaults(run=_train)
+
+    bench = commands.add_parser("bench", help="time torchbp against torch.nn + torch.optim and NumPy")
+    bench.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    bench.add_argument("--repeats", type=int, default=10, help="alternating timings per contender (default 10)")
+    bench.add_argument("--quick", action="store_true", help="tiny cases only (a smoke test)")
+    bench.add_argument("--no-end-to-end", action="store_true", help="skip the 30-epoch digits comparison")
+    bench.add_argument("--json", help="also write the report as JSON to this file")
+    bench.set_defaults(run=_bench)
     return parser
 
 

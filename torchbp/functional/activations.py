@@ -112,8 +112,9 @@ def tanh() -> Activation:
 
 
 def relu() -> Activation:
-    """σ(z) = max(z, 0);  σ′ = 1 where z > 0, else 0 (saved as a boolean mask)."""
-    return Elementwise("relu", torch.relu, "mask", sigma_prime=lambda mask: mask)
+    """σ(z) = max(z, 0);  σ′ = 1 where z > 0, else 0: read as ``saved > 0`` from the boolean
+    mask a > 0, or from a itself where a is kept anyway (the next layer's input)."""
+    return Elementwise("relu", torch.relu, "mask", sigma_prime=lambda saved: saved > 0)
 
 
 def leaky_relu(negative_slope: float = 0.01) -> Activation:

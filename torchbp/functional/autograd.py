@@ -167,14 +167,19 @@ class MLPFunction(_Function):
         for l in range(layers):
             needs_weight, needs_bias = needs[3 + 2 * l], needs[4 + 2 * l]
             plan.append((upstream, needs_weight, needs_bias))
+            upstream = upstream or needs_weight or needs_bias
+        for l, (needs_input, needs_weight, _) in enumerate(plan):
+            activation = activations[l]
+            # a mask a > 0 can be read off aˡ itself: the next layer's input, or the output, which
+            # the cost keeps anyway (and torch.nn.ReLU saves too)
+            reuse_a = activation.saves == "mask" and (l + 1 == layers or plan[l + 1][1])
             slots.append(
                 (
                     keep(a[l] if needs_weight else None),  # aˡ⁻¹ for BP4
-                    keep(params[2 * l] if upstream else None),  # Wˡ for BP2
-                    keep(activations[l].save(z[l], a[l + 1])),  # what σ′ reads
+                    keep(params[2 * l] if needs_input else None),  # Wˡ for BP2
+                    keep(a[l + 1] if reuse_a else activation.save(z[l], a[l + 1])),  # what σ′ reads
                 )
             )
-            upstream = upstream or needs_weight or needs_bias
         ctx.slots = slots
         ctx.plan, ctx.activations, ctx.on_delta = plan, activations, on_delta
         ctx.set_materialize_grads(False)
