@@ -116,11 +116,12 @@ class NumpyNet:
 
 
 def _saved_bytes(step: Step) -> int:
-    """Bytes the autograd graph of one step keeps for backward (each storage counted once)."""
-    seen: dict[tuple[int, int], int] = {}
+    """Bytes the autograd graph of one step keeps for backward (a tensor saved twice counted once)."""
+    seen: dict[tuple[int, int, tuple[int, ...]], int] = {}
 
     def pack(tensor: Tensor) -> Tensor:
-        seen[(tensor.untyped_storage().data_ptr(), tensor.untyped_storage().nbytes())] = tensor.untyped_storage().nbytes()
+        size = tensor.numel() * tensor.element_size()
+        seen[(tensor.data_ptr(), size, tuple(tensor.stride()))] = size
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
@@ -203,7 +204,9 @@ def run_case(case: Case, device: torch.device, repeats: int, target_seconds: flo
     return result
 
 
-def _roofline(model: MLP, x: Tensor, device: torch.device, steps: int, repeats: int, medians: dict[str, float]) -> dict[str, Any]:
+def _roofline(
+    model: MLP, x: Tensor, device: torch.device, steps: int, repeats: int, medians: dict[str, float]
+) -> dict[str, Any]:
     """The time of each layer's three matrix products alone (forward, ∂x, ∂W), and the step's over it."""
     inputs, a = [], x
     with torch.no_grad():
@@ -362,7 +365,9 @@ def format_report(report: dict[str, Any]) -> str:
         if "roofline" in result:
             roof = result["roofline"]
             over = ", ".join(f"{k} {v:.2f}×" for k, v in roof["step_over_matmul"].items())
-            lines.append(f"\nroofline {result['case']}: matrix products alone {roof['matmul_us']:.1f} µs; step / that: {over}")
+            lines.append(
+                f"\nroofline {result['case']}: matrix products alone {roof['matmul_us']:.1f} µs; step / that: {over}"
+            )
         if "peak_cuda_bytes" in result:
             lines.append(f"peak CUDA bytes {result['case']}: {result['peak_cuda_bytes']}")
     if "digits_end_to_end" in report:

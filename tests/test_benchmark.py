@@ -1,0 +1,52 @@
+"""The benchmark runs (at tiny size) and reports what it promises; no timing is asserted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import torchbp
+from torchbp.benchmark import NumpyNet, QUICK_CASES, format_report
+from torchbp.cli import main
+
+
+def test_quick_benchmark_reports_every_contender(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--quick", "--repeats", "2", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["machine"]["torch"] == torch.__version__ and report["machine"]["threads"] >= 1
+    assert [case["case"] for case in report["cases"]] == [case.name for case in QUICK_CASES]
+    for case in report["cases"]:
+        assert set(case["median_us"]) == {"native", "torchbp", "graph-free", "numpy"}
+        assert all(value > 0 for value in case["median_us"].values())
+        assert case["ratio_to_native"]["native"] == 1.0
+        assert case["saved_bytes"]["torchbp"] <= case["saved_bytes"]["native"]
+    assert "step_over_matmul" in report["cases"][-1]["roofline"]
+    table = capsys.readouterr().out
+    assert table == format_report(report) + "\n"
+    assert "| 3-2-1 (seeds) |" in table
+
+
+def test_numpy_contender_does_the_same_step() -> None:
+    torch.manual_seed(0)
+    model = torchbp.nn.MLP([3, 2, 1], bias=False).double()
+    net = NumpyNet(model, "sigmoid")
+    x, y = torch.rand(4, 3, dtype=torch.float64), torch.rand(4, 1, dtype=torch.float64)
+    rule = torchbp.create_rule("sgd", model.parameters(), lr=0.5)
+    cost = net.step(x.numpy(), y.numpy(), 0.5)
+    loss = torchbp.get_cost("quadratic")(model(x), y)
+    loss.backward()
+    rule.step()
+    assert cost == pytest.approx(loss.item(), rel=1e-12)
+    for ours, theirs in zip(model.layers, net.weights):
+        assert ours.weight.detach().numpy() == pytest.approx(theirs, rel=1e-12)
+
+
+def test_bench_refuses_a_missing_gpu(capsys: pytest.CaptureFixture[str]) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    assert main(["bench", "--quick", "--device", "cuda"]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
