@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import torchbp
-from torchbp.benchmark import NumpyNet, QUICK_CASES, format_report
+from torchbp.benchmark import QUICK_CASES, NumpyNet, format_report
 from torchbp.cli import main
 
 

@@ -77,7 +77,7 @@ def _batch(case: Case, device: torch.device) -> tuple[Tensor, Tensor]:
 def _native_twin(model: MLP) -> torch.nn.Sequential:
     """The same network in torch.nn layers, with a copy of ``model``'s weights."""
     layers: list[torch.nn.Module] = []
-    for dense in model.layers:
+    for dense in model.dense_layers:
         linear = torch.nn.Linear(dense.in_features, dense.out_features, bias=dense.bias is not None)
         linear.to(dense.weight.device)
         with torch.no_grad():
@@ -92,8 +92,8 @@ class NumpyNet:
     """The same equations in NumPy (float32), batched: the textbook's code with rows = examples."""
 
     def __init__(self, model: MLP, activation: str) -> None:
-        self.weights = [d.weight.detach().cpu().numpy().copy() for d in model.layers]
-        self.biases = [None if d.bias is None else d.bias.detach().cpu().numpy().copy() for d in model.layers]
+        self.weights = [d.weight.detach().cpu().numpy().copy() for d in model.dense_layers]
+        self.biases = [None if d.bias is None else d.bias.detach().cpu().numpy().copy() for d in model.dense_layers]
         self.sigmoid = activation == "sigmoid"
 
     def step(self, x: np.ndarray, y: np.ndarray, lr: float) -> float:
@@ -210,13 +210,13 @@ def _roofline(
     """The time of each layer's three matrix products alone (forward, ∂x, ∂W), and the step's over it."""
     inputs, a = [], x
     with torch.no_grad():
-        for dense in model.layers:
+        for dense in model.dense_layers:
             inputs.append(a)
             a = a @ dense.weight.t()
-    deltas = [torch.rand(len(x), dense.out_features, device=device) for dense in model.layers]
+    deltas = [torch.rand(len(x), dense.out_features, device=device) for dense in model.dense_layers]
 
     def products() -> None:
-        for a_in, dense, delta in zip(inputs, model.layers, deltas):
+        for a_in, dense, delta in zip(inputs, model.dense_layers, deltas):
             torch.mm(a_in, dense.weight.t())
             torch.mm(delta, dense.weight)
             torch.mm(delta.t(), a_in)
@@ -267,8 +267,8 @@ def digits_end_to_end(epochs: int = 30, batch_size: int = 10, lr: float = 3.0, r
     def numpy_network() -> float:
         torch.manual_seed(0)
         model = MLP([64, 30, 10])
-        weights = [d.weight.detach().numpy().astype(np.float64) for d in model.layers]
-        biases = [d.bias.detach().numpy().astype(np.float64)[:, None] for d in model.layers]
+        weights = [d.weight.detach().numpy().astype(np.float64) for d in model.dense_layers]
+        biases = [d.bias.detach().numpy().astype(np.float64)[:, None] for d in model.dense_layers if d.bias is not None]
         x_all, y_all = train.inputs.numpy().astype(np.float64), y_train.numpy().astype(np.float64)
         rng = np.random.default_rng(0)
         for _ in range(epochs):

@@ -229,8 +229,13 @@ class MLP(torch.nn.Module):
             for n_in, n_out, act in zip(sizes[:-1], sizes[1:], activations)
         )
 
+    @property
+    def dense_layers(self) -> list[Dense]:
+        """The layers, typed as what they are."""
+        return cast(list[Dense], list(self.layers))
+
     def forward(self, input: Tensor) -> Tensor:
-        layers = cast(list[Dense], list(self.layers))
+        layers = self.dense_layers
         if any(layer._forward_hooks or layer._forward_pre_hooks for layer in layers):
             # hooks on a single layer need that layer's own call
             a = input
@@ -247,7 +252,7 @@ class MLP(torch.nn.Module):
         )
 
     def _call_layer_delta_hooks(self, index: int, delta: Tensor) -> None:
-        cast(Dense, self.layers[index])._call_delta_hooks(delta)
+        self.dense_layers[index]._call_delta_hooks(delta)
 
 
 _TWINS: dict[type[torch.nn.Module], type[torch.nn.Module]] = {

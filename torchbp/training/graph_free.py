@@ -9,13 +9,11 @@ the bookkeeping.
 
 from __future__ import annotations
 
-from typing import cast
-
 import torch
 from torch import Tensor
 
 from ..functional.layers import mlp_backward, mlp_forward
-from ..nn import MLP, Dense
+from ..nn import MLP
 from ..registry import Cost
 
 
@@ -45,7 +43,7 @@ def graph_free_step(model: MLP, inputs: Tensor, targets: Tensor, cost: Cost, rul
     ``backward()`` would from ``None``), calls the layers' delta hooks, then ``rule.step()``.
     Call it under ``torch.no_grad()``: nothing here needs a graph.
     """
-    layers = cast(list[Dense], list(model.layers))
+    layers = model.dense_layers
     weights = [layer.weight for layer in layers]
     biases = [layer.bias for layer in layers]
     activations = [layer.activation for layer in layers]
@@ -57,7 +55,8 @@ def graph_free_step(model: MLP, inputs: Tensor, targets: Tensor, cost: Cost, rul
     loss = cost.value(output, targets).mean()
     # BP1's first factor: ∇ₐC = (1/n) ∇ₐCₖ
     grad_output = cost.gradient(output, targets) / output.shape[0]
-    saved = [act.save(z_l, a_l) for act, z_l, a_l in zip(activations, z, a[1:])]
+    # nothing is kept past this step, so a mask activation reads a > 0 straight off aˡ
+    saved = [a_l if act.saves == "mask" else act.save(z_l, a_l) for act, z_l, a_l in zip(activations, z, a[1:])]
     needs = [
         (l > 0, w.requires_grad, b is not None and b.requires_grad) for l, (w, b) in enumerate(zip(weights, biases))
     ]
