@@ -18,7 +18,9 @@ def test_every_cost_passes_gradcheck(name: str, n: int) -> None:
     cost = torchbp.get_cost(name)
     a, y = cost.spec.sample(n, torch.float64)
     a.requires_grad_()
-    assert gradcheck(lambda a: cost(a, y), (a,))
+    assert gradcheck(
+        lambda a: cost(a, y), (a,), check_forward_ad=True, check_batched_grad=True, check_batched_forward_grad=True
+    )
     assert gradgradcheck(lambda a: cost(a, y), (a,))
 
 

@@ -40,6 +40,9 @@ ACTIVATION_CASES = [
 ]
 ACTIVATION_IDS = [f"{name}{options or ''}" for name, options, *_ in ACTIVATION_CASES]
 
+# gradcheck's full set: reverse mode, forward mode (jvp), and both batched through vmap
+FULL = {"check_forward_ad": True, "check_batched_grad": True, "check_batched_forward_grad": True}
+
 # x shapes: one example, a batch, 3-D input with two leading batch dimensions
 SHAPES = [(1, 3), (5, 3), (2, 4, 3), (3,)]
 
@@ -65,7 +68,7 @@ def test_linear_gradcheck(device: str, shape: tuple[int, ...], contiguous: bool,
     x = _input(shape, torch.float64, device, contiguous)
     weight, bias = _layer(2, 3, torch.float64, device)
     inputs = (x, weight, bias if with_bias else None)
-    assert gradcheck(F.linear, inputs)
+    assert gradcheck(F.linear, inputs, **FULL)
     assert gradgradcheck(F.linear, inputs)
 
 
@@ -75,7 +78,7 @@ def test_linear_gradcheck(device: str, shape: tuple[int, ...], contiguous: bool,
 def test_activation_gradcheck(device: str, case: tuple, shape: tuple[int, ...], contiguous: bool) -> None:
     _, _, function, _ = case
     z = _input(shape, torch.float64, device, contiguous)
-    assert gradcheck(function, (z,))
+    assert gradcheck(function, (z,), **FULL)
     assert gradgradcheck(function, (z,))
 
 
@@ -91,7 +94,7 @@ def test_dense_gradcheck(device: str, case: tuple, shape: tuple[int, ...], conti
     def layer(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         return F.dense(x, weight, bias, activation)
 
-    assert gradcheck(layer, (x, weight, bias))
+    assert gradcheck(layer, (x, weight, bias), **FULL)
     assert gradgradcheck(layer, (x, weight, bias))
 
 
@@ -287,7 +290,7 @@ def test_mlp_gradcheck(device: str, activations: list[str], shape: tuple[int, ..
     def stack(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
         return F.mlp(x, [w1, w2], [b1, None], activations)
 
-    assert gradcheck(stack, (x, w1, b1, w2))
+    assert gradcheck(stack, (x, w1, b1, w2), **FULL)
     assert gradgradcheck(stack, (x, w1, b1, w2))
 
 

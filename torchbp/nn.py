@@ -10,7 +10,6 @@ from __future__ import annotations
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import cast
 
 import torch
 from torch import Tensor
@@ -232,7 +231,8 @@ class MLP(torch.nn.Module):
     @property
     def dense_layers(self) -> list[Dense]:
         """The layers, typed as what they are."""
-        return cast(list[Dense], list(self.layers))
+        layers: list[Dense] = list(self.layers)  # type: ignore[arg-type]
+        return layers
 
     def forward(self, input: Tensor) -> Tensor:
         layers = self.dense_layers

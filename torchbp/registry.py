@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Iterable
 from typing import Any
@@ -26,14 +27,11 @@ class Cost(torch.nn.Module):
         super().__init__()
         self.spec = spec
         self.options = options
-
-    def value(self, a: Tensor, y: Tensor) -> Tensor:
+        # plain callables (not bound methods), which torch.compile traces without a break
+        self.value = functools.partial(spec.value, **options)
         """Cₖ for each example, shape ``(n,)``."""
-        return self.spec.value(a, y, **self.options)
-
-    def gradient(self, a: Tensor, y: Tensor) -> Tensor:
+        self.gradient = functools.partial(spec.gradient, **options)
         """∇ₐCₖ for each example, shaped like ``a`` (not divided by n)."""
-        return self.spec.gradient(a, y, **self.options)
 
     def forward(self, output: Tensor, target: Tensor) -> Tensor:
         a = check_output(output)

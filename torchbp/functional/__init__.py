@@ -19,7 +19,7 @@ from torch import Tensor
 
 from . import activations
 from .activations import ACTIVATIONS, Activation, get_activation
-from .autograd import ActivationFunction, DenseFunction, LinearFunction, MLPFunction
+from .autograd import ActivationFunction, DenseFunction, LinearFunction, MLPFunction, apply
 from .checks import autocast_dtype, check_dim, check_linear, check_stack, check_tensor
 from .cost import cost
 
@@ -76,7 +76,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """
     x, weight, bias = _autocast(x, weight, bias)
     check_linear(x, weight, bias)
-    return LinearFunction.apply(x, weight, bias)
+    return apply(LinearFunction, x, weight, bias)
 
 
 def dense(
@@ -110,7 +110,7 @@ def dense(
     check_linear(x, weight, bias)
     if isinstance(act, activations.Softmax):
         check_dim("activation", x, act.dim)
-    a, _ = DenseFunction.apply(x, weight, bias, act, on_delta)
+    a, _ = apply(DenseFunction, x, weight, bias, act, on_delta)
     return a
 
 
@@ -154,7 +154,7 @@ def mlp(
         biases = [None if b is None else b.to(dtype) for b in biases]
     check_stack(x, weights, biases)
     params = [t for pair in zip(weights, biases) for t in pair]
-    outputs = MLPFunction.apply(x, acts, on_delta, *params)
+    outputs = apply(MLPFunction, x, acts, on_delta, *params)
     return outputs[len(acts) - 1]
 
 
@@ -167,7 +167,7 @@ def activate(z: Tensor, activation: str | Activation, **options: object) -> Tens
     """
     act = get_activation(activation, **options)
     z = check_tensor("input", z)
-    return ActivationFunction.apply(z, act)
+    return apply(ActivationFunction, z, act)
 
 
 _SIGMOID = activations.sigmoid()
@@ -179,17 +179,17 @@ _IDENTITY = activations.identity()
 
 def sigmoid(input: Tensor) -> Tensor:
     """a = 1 / (1 + e⁻ᶻ), any shape; backward δ = g ⊙ a (1 − a)."""
-    return ActivationFunction.apply(check_tensor("input", input), _SIGMOID)
+    return apply(ActivationFunction, check_tensor("input", input), _SIGMOID)
 
 
 def tanh(input: Tensor) -> Tensor:
     """a = tanh z, any shape; backward δ = g ⊙ (1 − a²)."""
-    return ActivationFunction.apply(check_tensor("input", input), _TANH)
+    return apply(ActivationFunction, check_tensor("input", input), _TANH)
 
 
 def relu(input: Tensor) -> Tensor:
     """a = max(z, 0), any shape; backward δ = g where z > 0, else 0."""
-    return ActivationFunction.apply(check_tensor("input", input), _RELU)
+    return apply(ActivationFunction, check_tensor("input", input), _RELU)
 
 
 def leaky_relu(input: Tensor, negative_slope: float = 0.01) -> Tensor:
@@ -214,12 +214,12 @@ def gelu(input: Tensor, approximate: str = "none") -> Tensor:
 
 def silu(input: Tensor) -> Tensor:
     """a = z sigmoid(z); backward δ = g ⊙ s (1 + z (1 − s))."""
-    return ActivationFunction.apply(check_tensor("input", input), _SILU)
+    return apply(ActivationFunction, check_tensor("input", input), _SILU)
 
 
 def identity(input: Tensor) -> Tensor:
     """a = z; backward δ = g."""
-    return ActivationFunction.apply(check_tensor("input", input), _IDENTITY)
+    return apply(ActivationFunction, check_tensor("input", input), _IDENTITY)
 
 
 def softmax(input: Tensor, dim: int) -> Tensor:

@@ -200,8 +200,11 @@ def silu() -> Activation:
 
 
 def identity() -> Activation:
-    """σ(z) = z;  σ′ = 1, so δ = g and nothing is saved."""
-    return Elementwise("identity", lambda z: z, "nothing")
+    """σ(z) = z;  σ′ = 1, so δ = g and nothing is saved.
+
+    a is a copy of z, never z itself: a Function must not hand out its input (or one tensor twice).
+    """
+    return Elementwise("identity", torch.clone, "nothing")
 
 
 def softmax(dim: int = -1) -> Activation:

@@ -12,32 +12,39 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch._functorch.autograd_function import custom_function_call
 from torch._functorch.utils import unwrap_dead_wrappers
-from torch.autograd import Function
+from torch.autograd import Function, forward_ad
 
 from .activations import Activation
-from .layers import dense_backward, dense_forward, linear_backward, linear_forward, mlp_backward, mlp_forward
+from .layers import (
+    dense_backward,
+    dense_forward,
+    linear_backward,
+    linear_forward,
+    linear_jvp,
+    mlp_backward,
+    mlp_forward,
+)
 
 
-class _Function(Function):
-    """``Function`` whose ``apply`` skips binding the arguments to ``forward``'s signature.
+def apply(function: type[Function], *args: Any) -> Any:
+    """``function.apply(*args)``, minus the per-call binding of the arguments to a signature.
 
     ``Function.apply`` runs ``inspect.signature(forward).bind(...)`` on every call of a
     ``setup_context``-style Function (some 30 µs, more than a small layer's arithmetic) only to
-    fill in defaults. torchbp always passes every argument positionally, so the binding is a
-    no-op; the rest is exactly ``Function.apply``: the plain autograd path, or
-    ``custom_function_call`` under torch.func transforms.
+    fill in defaults. torchbp always passes every argument positionally, so the plain autograd
+    path skips it. Under forward-mode AD (``torch.func.jvp``/``jacfwd``, ``forward_ad``) the
+    call goes to the Function's twin with a ``jvp`` (see :func:`with_jvp`); under torch.compile
+    it is the standard call of the Function itself, which Dynamo traces without a break.
     """
+    if torch.compiler.is_compiling():
+        return function.apply(*args)
+    if torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0:
+        return WITH_JVP[function].apply(*args)
+    return super(Function, function).apply(*unwrap_dead_wrappers(args))  # type: ignore[misc]
 
-    @classmethod
-    def apply(cls, *args: Any) -> Any:  # type: ignore[override]
-        if not torch._C._are_functorch_transforms_active():
-            return super(Function, cls).apply(*unwrap_dead_wrappers(args))  # type: ignore[misc]
-        return custom_function_call(cls, *args)
 
-
-class LinearFunction(_Function):
+class LinearFunction(Function):
     """z = x Wᵀ + b, whose backward is :func:`~torchbp.functional.layers.linear_backward`."""
 
     generate_vmap_rule = True
@@ -51,14 +58,20 @@ class LinearFunction(_Function):
         x, weight, _ = inputs
         needs_x, needs_weight = ctx.needs_input_grad[:2]
         ctx.save_for_backward(x if needs_weight else None, weight if needs_x else None)
+        ctx.save_for_forward(x, weight)
 
     @staticmethod
     def backward(ctx: Any, delta: Tensor) -> tuple[Tensor | None, ...]:
         x, weight = ctx.saved_tensors
         return linear_backward(delta, x, weight, ctx.needs_input_grad)
 
+    @staticmethod
+    def tangent(ctx: Any, x_t: Tensor | None, weight_t: Tensor | None, bias_t: Tensor | None) -> Tensor:
+        x, weight = ctx.saved_tensors
+        return linear_jvp(x, weight, x_t, weight_t, bias_t)
 
-class ActivationFunction(_Function):
+
+class ActivationFunction(Function):
     """a = σ(z), whose backward is δ = ∂C/∂a ⊙ σ′(z) (the JVP for softmax)."""
 
     generate_vmap_rule = True
@@ -71,15 +84,24 @@ class ActivationFunction(_Function):
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
         z, activation = inputs
         ctx.activation = activation
-        ctx.save_for_backward(activation.save(z, output))
+        saved = activation.save(z, output)
+        ctx.save_for_backward(saved)
+        ctx.save_for_forward(saved)
 
     @staticmethod
     def backward(ctx: Any, grad_a: Tensor) -> tuple[Tensor | None, None]:
         (saved,) = ctx.saved_tensors
         return ctx.activation.delta(grad_a, saved), None
 
+    @staticmethod
+    def tangent(ctx: Any, z_t: Tensor, _: None) -> Tensor:
+        (saved,) = ctx.saved_tensors
+        # ȧ = σ′(z) ⊙ ż: the Jacobian is symmetric (diagonal, or softmax's diag(a) − a aᵀ),
+        # so the forward product is the same rule as δ
+        return ctx.activation.delta(z_t, saved)
 
-class DenseFunction(_Function):
+
+class DenseFunction(Function):
     """a = σ(x Wᵀ + b) as one node; backward: δ = ∂C/∂a ⊙ σ′(z), then BP2, BP3, BP4.
 
     The forward pass returns ``(a, z)``. ``z`` is handed out only so that what σ′ reads stays
@@ -108,7 +130,9 @@ class DenseFunction(_Function):
         ctx.activation = activation
         ctx.on_delta = on_delta
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(x if needs_weight else None, weight if needs_x else None, activation.save(z, a))
+        saved = activation.save(z, a)
+        ctx.save_for_backward(x if needs_weight else None, weight if needs_x else None, saved)
+        ctx.save_for_forward(x, weight, saved)
 
     @staticmethod
     def backward(ctx: Any, grad_a: Tensor | None, grad_z: Tensor | None) -> tuple[Tensor | None, ...]:
@@ -125,8 +149,17 @@ class DenseFunction(_Function):
             ctx.on_delta(delta.detach())
         return grad_x, grad_weight, grad_bias, None, None
 
+    @staticmethod
+    def tangent(
+        ctx: Any, x_t: Tensor | None, weight_t: Tensor | None, bias_t: Tensor | None, *_: None
+    ) -> tuple[Tensor, Tensor]:
+        x, weight, saved = ctx.saved_tensors
+        z_t = linear_jvp(x, weight, x_t, weight_t, bias_t)
+        # ȧ = σ′(z) ⊙ ż (the same symmetric Jacobian as δ)
+        return ctx.activation.delta(z_t, saved), z_t
 
-class MLPFunction(_Function):
+
+class MLPFunction(Function):
     """A whole stack of dense layers as one node; backward: the δ-recursion in a loop.
 
     ``forward(x, activations, on_delta, W¹, b¹, W², b², …)`` returns ``(a¹, …, aᴸ)`` and then the
@@ -181,6 +214,9 @@ class MLPFunction(_Function):
                 )
             )
         ctx.slots = slots
+        ctx.save_for_forward(
+            *a[:layers], *params[0::2], *(act.save(z_l, a_l) for act, z_l, a_l in zip(activations, z, a[1:]))
+        )
         ctx.plan, ctx.activations, ctx.on_delta = plan, activations, on_delta
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(*(tensor for _, tensor in unique.values()))
@@ -205,3 +241,32 @@ class MLPFunction(_Function):
                     ctx.on_delta(l, delta.detach())
         params = [g for pair in zip(grad_weights, grad_biases) for g in pair]
         return grad_x, None, None, *params
+
+    @staticmethod
+    def tangent(ctx: Any, x_t: Tensor | None, _: None, __: None, *param_t: Tensor | None) -> tuple[Tensor, ...]:
+        layers = len(ctx.activations)
+        saved = ctx.saved_tensors
+        inputs, weights, sigma = saved[:layers], saved[layers : 2 * layers], saved[2 * layers :]
+        a_t, outputs_t, z_ts = x_t, [], []
+        for l, activation in enumerate(ctx.activations):
+            z_t = linear_jvp(inputs[l], weights[l], a_t, param_t[2 * l], param_t[2 * l + 1])
+            # ȧˡ = σ′(zˡ) ⊙ żˡ
+            a_t = activation.delta(z_t, sigma[l])
+            outputs_t.append(a_t)
+            if activation.saves == "z":
+                z_ts.append(z_t)
+        return (*outputs_t, *z_ts)
+
+
+def with_jvp(function: type[Function]) -> type[Function]:
+    """The same Function with its forward-mode rule ``tangent`` exposed as ``jvp``.
+
+    Dynamo refuses to trace a Function that defines ``jvp`` (it breaks the graph there), so the
+    Functions themselves define none and this twin is used only where forward-mode AD runs.
+    """
+    return type(function.__name__, (function,), {"jvp": staticmethod(function.tangent), "__doc__": function.__doc__})  # type: ignore[attr-defined]
+
+
+WITH_JVP: dict[type[Function], type[Function]] = {
+    function: with_jvp(function) for function in (LinearFunction, ActivationFunction, DenseFunction, MLPFunction)
+}

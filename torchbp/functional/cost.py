@@ -11,11 +11,12 @@ from collections.abc import Callable
 from typing import Any
 
 from torch import Tensor
+from torch.autograd import Function
 
-from .autograd import _Function
+from .autograd import WITH_JVP, apply, with_jvp
 
 
-class CostFunction(_Function):
+class CostFunction(Function):
     """C = (1/n) Σₖ C(aₖ, yₖ); backward ∂C/∂a = (1/n) ∇ₐC(aₖ, yₖ). Targets get no gradient."""
 
     generate_vmap_rule = True
@@ -35,6 +36,7 @@ class CostFunction(_Function):
         a, y, _, gradient = inputs
         ctx.gradient = gradient
         ctx.save_for_backward(a, y)
+        ctx.save_for_forward(a, y)
 
     @staticmethod
     def backward(ctx: Any, grad_cost: Tensor) -> tuple[Tensor | None, None, None, None]:
@@ -42,6 +44,15 @@ class CostFunction(_Function):
         n = a.shape[0]
         # BP1's first factor: ∇ₐC = (1/n) ∇ₐCₖ
         return grad_cost * ctx.gradient(a, y) / n, None, None, None
+
+    @staticmethod
+    def tangent(ctx: Any, a_t: Tensor, *_: None) -> Tensor:
+        a, y = ctx.saved_tensors
+        # Ċ = (1/n) Σₖ ⟨∇ₐCₖ, ȧₖ⟩
+        return (ctx.gradient(a, y) * a_t).sum() / a.shape[0]
+
+
+WITH_JVP[CostFunction] = with_jvp(CostFunction)
 
 
 def cost(
@@ -61,4 +72,4 @@ def cost(
     Returns:
         The scalar C.
     """
-    return CostFunction.apply(a, y, value, gradient)
+    return apply(CostFunction, a, y, value, gradient)

@@ -26,6 +26,18 @@ def linear_forward(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     return torch.nn.functional.linear(x, weight, bias)
 
 
+def linear_jvp(x: Tensor, weight: Tensor, x_t: Tensor | None, weight_t: Tensor | None, bias_t: Tensor | None) -> Tensor:
+    """Forward-mode derivative of z = x Wᵀ + b: ż = ẋ Wᵀ + x Ẇᵀ + ḃ (tangents may be ``None``)."""
+    z_t = torch.zeros((*x.shape[:-1], weight.shape[0]), dtype=x.dtype, device=x.device)
+    if x_t is not None:
+        z_t = z_t + x_t @ weight.t()
+    if weight_t is not None:
+        z_t = z_t + x @ weight_t.t()
+    if bias_t is not None:
+        z_t = z_t + bias_t
+    return z_t
+
+
 def linear_backward(
     delta: Tensor,
     x: Tensor | None,
