@@ -1,4 +1,4 @@
-"""The training step of a torchbp ``MLP`` without any autograd graph: the textbook algorithm.
+"""The gradients of a torchbp ``MLP`` without any autograd graph: the textbook algorithm.
 
 Forward pass, ∇ₐC from the cost, the δ-recursion, the update: the very routines the autograd
 Functions call (:func:`~torchbp.functional.layers.mlp_forward`,
@@ -36,12 +36,12 @@ def supports(model: torch.nn.Module) -> bool:
     return not any(global_hooks) and not any(_has_module_hooks(m) for m in modules)
 
 
-def graph_free_step(model: MLP, inputs: Tensor, targets: Tensor, cost: Cost, rule: torch.optim.Optimizer) -> Tensor:
-    """One update of ``model`` on a batch; returns the batch's cost C (a 0-d tensor).
+def graph_free_gradients(model: MLP, inputs: Tensor, targets: Tensor, cost: Cost) -> Tensor:
+    """Forward and backward pass of ``model`` on a batch; returns the batch's cost C (a 0-d tensor).
 
     ``targets`` are already in the form the cost takes. Sets every parameter's ``.grad`` (as
-    ``backward()`` would from ``None``), calls the layers' delta hooks, then ``rule.step()``.
-    Call it under ``torch.no_grad()``: nothing here needs a graph.
+    ``backward()`` would from ``None``) and calls the layers' delta hooks; the caller then
+    steps the update rule. Call it under ``torch.no_grad()``: nothing here needs a graph.
     """
     layers = model.dense_layers
     weights = [layer.weight for layer in layers]
@@ -67,5 +67,4 @@ def graph_free_step(model: MLP, inputs: Tensor, targets: Tensor, cost: Cost, rul
     for parameter, grad in zip((*weights, *biases), (*grad_weights, *grad_biases)):
         if parameter is not None and grad is not None:
             parameter.grad = grad if parameter.grad is None else parameter.grad + grad
-    rule.step()
     return loss

@@ -7,6 +7,7 @@ plugins on them.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Iterator
@@ -15,15 +16,17 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from ..nn import MLP
 from ..plugins import get_plugin_manager
 from ..registry import Cost, create_rule, get_cost
 from .checkpoints import load_checkpoint, save_checkpoint
 from .config import CONFIG, dump_config
-from .graph_free import graph_free_step, supports
+from .graph_free import graph_free_gradients, supports
 
 TrainData = tuple[Tensor, Tensor] | Dataset | DataLoader
 
@@ -39,6 +42,7 @@ class Run:
         device: where training happens.
         epochs, steps_per_epoch, start_epoch: the plan (``start_epoch`` > 0 after a resume).
         verbose: whether console output is wanted.
+        rank, world_size: this process and how many train together (1 without torchrun).
         state: a scratch dict for plugins, one key per plugin.
     """
 
@@ -52,6 +56,8 @@ class Run:
     steps_per_epoch: int
     start_epoch: int = 0
     verbose: bool = True
+    rank: int = 0
+    world_size: int = 1
     state: dict[str, Any] = field(default_factory=dict)
 
 
@@ -71,28 +77,58 @@ def new_run_directory(logdir: str | Path, name: str) -> Path:
     return directory
 
 
-def _batches(data: TrainData, batch_size: int, seed: int, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
-    """The epoch's mini-batches; their order depends only on (seed, epoch), so a resumed run repeats it."""
+def _batches(
+    data: TrainData, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """The epoch's mini-batches; their order depends only on (seed, epoch), so a resumed run repeats it.
+
+    With several processes each takes every ``world``-th example of the epoch's order (its shard;
+    the remainder is dropped so that all shards take the same number of steps).
+    """
     if isinstance(data, DataLoader):
         yield from data
         return
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     if isinstance(data, TensorDataset) and len(data.tensors) == 2:
         data = (data.tensors[0], data.tensors[1])
+    size = len(data[0]) if isinstance(data, tuple) else len(data)  # type: ignore[arg-type]
+    order = torch.randperm(size, generator=generator)
+    if world > 1:
+        order = order[: size - size % world][rank::world]
     if isinstance(data, tuple):
-        order = torch.randperm(len(data[0]), generator=generator)
         inputs, targets = data[0][order], data[1][order]
         for start in range(0, len(order), batch_size):
             yield inputs[start : start + batch_size], targets[start : start + batch_size]
         return
-    yield from DataLoader(data, batch_size=batch_size, shuffle=True, generator=generator)
+    yield from DataLoader(Subset(data, order.tolist()), batch_size=batch_size)
 
 
-def _steps_per_epoch(data: TrainData, batch_size: int) -> int:
+def _steps_per_epoch(data: TrainData, batch_size: int, world: int = 1) -> int:
     if isinstance(data, DataLoader):
         return len(data)
     size = len(data[0]) if isinstance(data, tuple) else len(data)  # type: ignore[arg-type]
-    return -(-size // batch_size)
+    return -(-(size // world) // batch_size)
+
+
+def _process_group(device: torch.device) -> tuple[int, int, bool]:
+    """(rank, world size, whether this call started the group): under torchrun, join the others."""
+    if not dist.is_available():
+        return 0, 1, False
+    started = False
+    if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        started = True
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), started
+    return 0, 1, False
+
+
+def _average_gradients(model: torch.nn.Module, world: int) -> None:
+    """What DistributedDataParallel does for the autograd path: ∂C/∂θ averaged over the processes."""
+    for parameter in model.parameters():
+        if parameter.grad is not None:
+            dist.all_reduce(parameter.grad)
+            parameter.grad /= world
 
 
 def _check_train_data(name: str, data: Any) -> None:
@@ -197,6 +233,9 @@ def fit(
         seed: seeds the shuffling and torch's RNG; ``None`` draws one (recorded in the config).
         device: ``"cpu"``, ``"cuda"``, ``"auto"``, or ``None`` for the model's own device.
         resume: a run directory to continue from its last checkpoint, with its own settings.
+            Under ``torchrun`` every process trains on its shard of each epoch (gradients
+            averaged across processes, as DistributedDataParallel does) and process 0 alone
+            prints, logs and writes checkpoints.
         config: extra settings recorded in ``config.toml`` (the command line passes its own).
         verbose: print a progress bar and a summary line per epoch.
         graph_free: train a torchbp ``MLP`` without an autograd graph (the same numbers, faster);
@@ -218,6 +257,8 @@ def fit(
         seed = random.SystemRandom().randrange(2**31)
     device = _device(device, model)
     model.to(device)
+    rank, world, started_group = _process_group(device)
+    verbose = verbose and rank == 0
     if graph_free and not supports(model):
         raise ValueError("graph_free=True needs a torchbp.nn.MLP without module hooks; got " + type(model).__name__)
     use_graph_free = supports(model) if graph_free is None else graph_free
@@ -248,7 +289,9 @@ def fit(
         directory: Path | None = Path(resume)  # type: ignore[arg-type]
     else:
         torch.manual_seed(seed)
-        directory = new_run_directory(logdir, name) if logdir is not None else None
+        directory = new_run_directory(logdir, name) if logdir is not None and rank == 0 else None
+    if rank != 0:
+        directory = None
     if directory is not None:
         (directory / CONFIG).write_text(dump_config(settings))
     run = Run(
@@ -259,10 +302,13 @@ def fit(
         directory,
         device,
         epochs,
-        _steps_per_epoch(train_data, batch_size),
+        _steps_per_epoch(train_data, batch_size, world),
         start_epoch,
         verbose,
+        rank,
+        world,
     )
+    network = DistributedDataParallel(model) if world > 1 and not use_graph_free else model
     hooks = get_plugin_manager().hook
     hooks.torchbp_train_start(run=run)
     for epoch in range(start_epoch, epochs):
@@ -270,22 +316,28 @@ def fit(
         model.train()
         total, count = torch.zeros((), device=device, dtype=torch.float64), 0
         with torch.set_grad_enabled(not use_graph_free):
-            for step, (inputs, targets) in enumerate(_batches(train_data, batch_size, seed, epoch)):
+            for step, (inputs, targets) in enumerate(_batches(train_data, batch_size, seed, epoch, rank, world)):
                 inputs, targets = inputs.to(device), targets.to(device)
                 update_rule.zero_grad(set_to_none=True)
                 if use_graph_free:
                     if not targets.is_floating_point():
                         targets = targets_for(cost_module, inputs.new_empty(0, cast(MLP, model).sizes[-1]), targets)
-                    loss = graph_free_step(model, inputs, targets, cost_module, update_rule)  # type: ignore[arg-type]
+                    loss = graph_free_gradients(model, inputs, targets, cost_module)  # type: ignore[arg-type]
+                    if world > 1:
+                        _average_gradients(model, world)
                 else:
-                    output = model(inputs)
+                    output = network(inputs)
                     loss = cost_module(output, targets_for(cost_module, output, targets))
                     loss.backward()
-                    update_rule.step()
+                update_rule.step()
                 loss = loss.detach()
                 total.add_(loss, alpha=len(inputs))
                 count += len(inputs)
                 hooks.torchbp_step_end(run=run, epoch=epoch, step=step, loss=loss)
+        if world > 1:
+            totals = torch.stack([total, torch.tensor(float(count), dtype=total.dtype, device=device)])
+            dist.all_reduce(totals)
+            total, count = totals[0], int(totals[1].item())
         metrics: dict[str, float] = {
             "epoch": epoch + 1,
             "train_loss": total.item() / max(count, 1),
@@ -309,4 +361,6 @@ def fit(
             )
         hooks.torchbp_epoch_end(run=run, epoch=epoch, metrics=metrics)
     hooks.torchbp_train_end(run=run, history=history)
+    if started_group:
+        dist.destroy_process_group()
     return history
