@@ -40,9 +40,10 @@ __all__ = [
 class Linear(torch.nn.Linear):
     """z = x Wᵀ + b, like ``torch.nn.Linear``; input ``(*, in_features)``, output ``(*, out_features)``.
 
-    >>> layer = Linear(3, 2)
-    >>> sorted(layer.state_dict())
-    ['bias', 'weight']
+    Examples:
+        >>> layer = Linear(3, 2)
+        >>> sorted(layer.state_dict())
+        ['bias', 'weight']
     """
 
     def forward(self, input: Tensor) -> Tensor:
@@ -138,8 +139,9 @@ class Dense(torch.nn.Module):
             :class:`~torchbp.functional.Activation`, e.g.
             ``get_activation("leaky_relu", negative_slope=0.2)``.
 
-    >>> Dense(3, 2, "tanh")
-    Dense(in_features=3, out_features=2, activation=tanh(), bias=True)
+    Examples:
+        >>> Dense(3, 2, "tanh")
+        Dense(in_features=3, out_features=2, activation=tanh(), bias=True)
     """
 
     def __init__(
@@ -203,8 +205,9 @@ class MLP(torch.nn.Module):
 
     Input ``(*, sizes[0])``, output ``(*, sizes[-1])``; parameters ``layers.<l>.weight`` / ``.bias``.
 
-    >>> MLP([3, 2, 1]).layers[0].weight.shape
-    torch.Size([2, 3])
+    Examples:
+        >>> MLP([3, 2, 1]).layers[0].weight.shape
+        torch.Size([2, 3])
     """
 
     def __init__(
@@ -314,9 +317,10 @@ def convert(model: torch.nn.Module) -> torch.nn.Module:
     layer shared between two places stays shared. Returns ``model`` (or its twin, if ``model``
     itself is a supported layer).
 
-    >>> model = convert(torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Sigmoid()))
-    >>> [type(m).__module__ for m in model]
-    ['torchbp.nn', 'torchbp.nn']
+    Examples:
+        >>> model = convert(torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Sigmoid()))
+        >>> [type(m).__module__ for m in model]
+        ['torchbp.nn', 'torchbp.nn']
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")

@@ -50,9 +50,10 @@ class Cost(torch.nn.Module):
 def get_cost(name: str, **options: Any) -> Cost:
     """The registered cost ``name`` with its options, as a callable module.
 
-    >>> import torch
-    >>> get_cost("quadratic")(torch.tensor([[1.0, 2.0]]), torch.tensor([[0.0, 0.0]]))
-    tensor(2.5000)
+    Examples:
+        >>> import torch
+        >>> get_cost("quadratic")(torch.tensor([[1.0, 2.0]]), torch.tensor([[0.0, 0.0]]))
+        tensor(2.5000)
     """
     spec = lookup("cost", name).spec
     assert isinstance(spec, CostSpec)
@@ -101,10 +102,11 @@ def create_rule(
     weight decay skips its one-dimensional parameters (biases, normalisation weights), as
     timm's optimizer factory does (one group when there is no weight decay at all).
 
-    >>> import torch
-    >>> rule = create_rule("sgd", torch.nn.Linear(2, 1), lr=0.1, weight_decay=1e-4)
-    >>> [len(group["params"]) for group in rule.param_groups]
-    [1, 1]
+    Examples:
+        >>> import torch
+        >>> rule = create_rule("sgd", torch.nn.Linear(2, 1), lr=0.1, weight_decay=1e-4)
+        >>> [len(group["params"]) for group in rule.param_groups]
+        [1, 1]
     """
     spec = lookup("rule", name).spec
     assert isinstance(spec, RuleSpec)

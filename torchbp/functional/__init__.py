@@ -70,9 +70,10 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     Returns:
         z, shape ``(*, out_features)``.
 
-    >>> import torch
-    >>> linear(torch.ones(2, 3), torch.ones(4, 3), torch.zeros(4)).shape
-    torch.Size([2, 4])
+    Examples:
+        >>> import torch
+        >>> linear(torch.ones(2, 3), torch.ones(4, 3), torch.zeros(4)).shape
+        torch.Size([2, 4])
     """
     x, weight, bias = _autocast(x, weight, bias)
     check_linear(x, weight, bias)
@@ -101,9 +102,10 @@ def dense(
     Returns:
         aˡ, shape ``(*, out_features)``.
 
-    >>> import torch
-    >>> dense(torch.zeros(1, 3), torch.ones(2, 3), torch.zeros(2), "sigmoid")
-    tensor([[0.5000, 0.5000]])
+    Examples:
+        >>> import torch
+        >>> dense(torch.zeros(1, 3), torch.ones(2, 3), torch.zeros(2), "sigmoid")
+        tensor([[0.5000, 0.5000]])
     """
     act = get_activation(activation)
     x, weight, bias = _autocast(x, weight, bias)
@@ -136,10 +138,10 @@ def mlp(
     Returns:
         aᴸ, shape ``(*, n_L)``.
 
-    >>> import torch
-    >>> mlp(torch.zeros(2, 3), [torch.ones(4, 3), torch.ones(1, 4)], [None, None], ["relu", "identity"])
-    tensor([[0.],
-            [0.]])
+    Examples:
+        >>> import torch
+        >>> mlp(torch.zeros(2, 3), [torch.ones(4, 3), torch.ones(1, 4)], [None, None], ["relu", "identity"]).shape
+        torch.Size([2, 1])
     """
     if not (len(weights) == len(biases) == len(activations)) or not weights:
         raise ValueError(
@@ -161,9 +163,10 @@ def mlp(
 def activate(z: Tensor, activation: str | Activation, **options: object) -> Tensor:
     """a = σ(z) for any registered activation, with the explicit backward δ = g ⊙ σ′(z).
 
-    >>> import torch
-    >>> activate(torch.tensor([-1.0, 2.0]), "leaky_relu", negative_slope=0.5)
-    tensor([-0.5000,  2.0000])
+    Examples:
+        >>> import torch
+        >>> activate(torch.tensor([-1.0, 2.0]), "leaky_relu", negative_slope=0.5)
+        tensor([-0.5000,  2.0000])
     """
     act = get_activation(activation, **options)
     z = check_tensor("input", z)
@@ -225,9 +228,10 @@ def identity(input: Tensor) -> Tensor:
 def softmax(input: Tensor, dim: int) -> Tensor:
     """a = softmax(z) along ``dim``; backward is the JVP δz = a ⊙ (g − Σ g ⊙ a).
 
-    >>> import torch
-    >>> softmax(torch.zeros(1, 4), dim=1)
-    tensor([[0.2500, 0.2500, 0.2500, 0.2500]])
+    Examples:
+        >>> import torch
+        >>> softmax(torch.zeros(1, 4), dim=1)
+        tensor([[0.2500, 0.2500, 0.2500, 0.2500]])
     """
     input = check_tensor("input", input)
     check_dim("softmax", input, dim)

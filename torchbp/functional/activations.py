@@ -234,8 +234,9 @@ def _rebuild(name: str, options: dict[str, object]) -> Activation:
 def get_activation(spec: str | Activation, **options: object) -> Activation:
     """Look up an activation by name (with its options), or pass an :class:`Activation` through.
 
-    >>> get_activation("leaky_relu", negative_slope=0.2)
-    leaky_relu(negative_slope=0.2)
+    Examples:
+        >>> get_activation("leaky_relu", negative_slope=0.2)
+        leaky_relu(negative_slope=0.2)
     """
     if isinstance(spec, Activation):
         if options:

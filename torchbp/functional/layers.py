@@ -139,10 +139,12 @@ def mlp_backward(
         grad_output: ∂C/∂aᴸ, shape ``(*, out)``.
         inputs: each layer's input aˡ⁻¹ (``None`` where its ∂C/∂W is not needed).
         weights: each layer's W (``None`` where its input's gradient is not needed).
-        activations, saved: each layer's σ and what ``σ.save(z, a)`` kept.
+        activations: each layer's σ.
+        saved: what each layer's ``σ.save(z, a)`` kept.
         needs: per layer, whether ∂C/∂aˡ⁻¹, ∂C/∂Wˡ, ∂C/∂bˡ are wanted.
-        extra_grad_a, extra_delta: per layer, gradients reaching its output aˡ or its zˡ
-            directly (only in a double backward through saved tensors), added where they belong.
+        extra_grad_a: per layer, a gradient reaching its output aˡ directly (only in a double
+            backward through saved tensors), added to ∂C/∂aˡ.
+        extra_delta: per layer, a gradient reaching its zˡ directly, added to δˡ.
 
     Returns:
         ``(deltas, grad_x, grad_weights, grad_biases)``: δˡ per layer (``None`` where no

@@ -224,9 +224,11 @@ def fit(
         model: any ``nn.Module`` mapping inputs ``(n, *)`` to outputs ``(n, k)``.
         train_data: an ``(inputs, targets)`` pair of tensors, a ``Dataset`` or a ``DataLoader``.
             Integer class targets are one-hot encoded for costs that need vectors (quadratic, mse…).
-        cost, rule: registered names (see ``torchbp plugins``); ``cost_options`` and
-            ``**rule_options`` are passed to them.
-        lr, epochs, batch_size: the update rule's learning rate, passes over the data, examples per step.
+        cost: a registered cost (see ``torchbp plugins``), built with ``cost_options``.
+        rule: a registered update rule, built with ``lr`` and ``**rule_options``.
+        lr: the update rule's learning rate.
+        epochs: passes over the training data.
+        batch_size: examples per step.
         val_data: evaluated after every epoch (loss, and accuracy for class targets).
         logdir: where run directories go (``logdir/name/version_N``: TensorBoard events,
             ``config.toml``, ``checkpoint.pt``); ``None`` logs and saves nothing.
@@ -237,6 +239,9 @@ def fit(
             averaged across processes, as DistributedDataParallel does) and process 0 alone
             prints, logs and writes checkpoints.
         config: extra settings recorded in ``config.toml`` (the command line passes its own).
+        name: the run's name, the middle part of ``logdir/name/version_N``.
+        cost_options: keyword options of the cost.
+        rule_options: hyperparameters of the update rule besides ``lr``.
         verbose: print a progress bar and a summary line per epoch.
         graph_free: train a torchbp ``MLP`` without an autograd graph (the same numbers, faster);
             ``None`` does so whenever the model allows it, ``False`` always goes through autograd.
