@@ -27,6 +27,11 @@ from .layers import (
 )
 
 
+def forward_mode() -> bool:
+    """Whether forward-mode AD may be running: a ``forward_ad`` level or a torch.func transform."""
+    return forward_ad._current_level >= 0 or torch._C._are_functorch_transforms_active()
+
+
 def apply(function: type[Function], *args: Any) -> Any:
     """``function.apply(*args)``, minus the per-call binding of the arguments to a signature.
 
@@ -39,7 +44,7 @@ def apply(function: type[Function], *args: Any) -> Any:
     """
     if torch.compiler.is_compiling():
         return function.apply(*args)
-    if torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0:
+    if forward_mode():
         return WITH_JVP[function].apply(*args)
     return super(Function, function).apply(*unwrap_dead_wrappers(args))  # type: ignore[misc]
 
@@ -58,7 +63,8 @@ class LinearFunction(Function):
         x, weight, _ = inputs
         needs_x, needs_weight = ctx.needs_input_grad[:2]
         ctx.save_for_backward(x if needs_weight else None, weight if needs_x else None)
-        ctx.save_for_forward(x, weight)
+        if forward_mode():
+            ctx.save_for_forward(x, weight)
 
     @staticmethod
     def backward(ctx: Any, delta: Tensor) -> tuple[Tensor | None, ...]:
@@ -86,7 +92,8 @@ class ActivationFunction(Function):
         ctx.activation = activation
         saved = activation.save(z, output)
         ctx.save_for_backward(saved)
-        ctx.save_for_forward(saved)
+        if forward_mode():
+            ctx.save_for_forward(saved)
 
     @staticmethod
     def backward(ctx: Any, grad_a: Tensor) -> tuple[Tensor | None, None]:
@@ -132,7 +139,8 @@ class DenseFunction(Function):
         ctx.set_materialize_grads(False)
         saved = activation.save(z, a)
         ctx.save_for_backward(x if needs_weight else None, weight if needs_x else None, saved)
-        ctx.save_for_forward(x, weight, saved)
+        if forward_mode():
+            ctx.save_for_forward(x, weight, saved)
 
     @staticmethod
     def backward(ctx: Any, grad_a: Tensor | None, grad_z: Tensor | None) -> tuple[Tensor | None, ...]:
@@ -214,9 +222,9 @@ class MLPFunction(Function):
                 )
             )
         ctx.slots = slots
-        ctx.save_for_forward(
-            *a[:layers], *params[0::2], *(act.save(z_l, a_l) for act, z_l, a_l in zip(activations, z, a[1:]))
-        )
+        if forward_mode():
+            saved = (act.save(z_l, a_l) for act, z_l, a_l in zip(activations, z, a[1:]))
+            ctx.save_for_forward(*a[:layers], *params[0::2], *saved)
         ctx.plan, ctx.activations, ctx.on_delta = plan, activations, on_delta
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(*(tensor for _, tensor in unique.values()))

@@ -106,6 +106,8 @@ def check_dim(name: str, x: Tensor, dim: int) -> None:
 
 def autocast_dtype(x: Tensor) -> torch.dtype | None:
     """The dtype autocast asks for on ``x``'s device, or ``None`` where autocast is off."""
+    if not torch._C._is_any_autocast_enabled():
+        return None
     device_type = x.device.type
     if torch.is_autocast_enabled(device_type):
         return torch.get_autocast_dtype(device_type)

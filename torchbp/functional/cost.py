@@ -13,7 +13,7 @@ from typing import Any
 from torch import Tensor
 from torch.autograd import Function
 
-from .autograd import WITH_JVP, apply, with_jvp
+from .autograd import WITH_JVP, apply, forward_mode, with_jvp
 
 
 class CostFunction(Function):
@@ -36,7 +36,8 @@ class CostFunction(Function):
         a, y, _, gradient = inputs
         ctx.gradient = gradient
         ctx.save_for_backward(a, y)
-        ctx.save_for_forward(a, y)
+        if forward_mode():
+            ctx.save_for_forward(a, y)
 
     @staticmethod
     def backward(ctx: Any, grad_cost: Tensor) -> tuple[Tensor | None, None, None, None]:
