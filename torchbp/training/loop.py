@@ -367,5 +367,6 @@ def fit(
         hooks.torchbp_epoch_end(run=run, epoch=epoch, metrics=metrics)
     hooks.torchbp_train_end(run=run, history=history)
     if started_group:
+        dist.barrier()  # every process done (and process 0's files written) before any leaves
         dist.destroy_process_group()
     return history
