@@ -72,10 +72,11 @@ def torchbp_epoch_end(run: Any, epoch: int, metrics: dict[str, float]) -> None:
 
 
 def _tensorboard_command() -> str:
-    """``tensorboard``, by the path of the one installed beside this Python when that is not on PATH."""
+    """``tensorboard``, or the path of the one beside this Python when its environment is not active."""
     beside = Path(sys.executable).parent / "tensorboard"
+    active = os.environ.get("VIRTUAL_ENV") == sys.prefix or sys.prefix == sys.base_prefix
     on_path = shutil.which("tensorboard")
-    if not beside.exists() or (on_path is not None and Path(on_path).resolve() == beside.resolve()):
+    if not beside.exists() or (active and on_path is not None and Path(on_path).resolve() == beside.resolve()):
         return "tensorboard"
     relative = os.path.relpath(beside)
     return relative if not relative.startswith("..") else str(beside)
