@@ -103,6 +103,15 @@ def _batches(
     yield from DataLoader(Subset(data, order.tolist()), batch_size=batch_size)
 
 
+def _in_order(data: TrainData, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """The data in its own order, in batches (for evaluation)."""
+    if isinstance(data, tuple):
+        for start in range(0, len(data[0]), batch_size):
+            yield data[0][start : start + batch_size], data[1][start : start + batch_size]
+        return
+    yield from data if isinstance(data, DataLoader) else DataLoader(data, batch_size=batch_size)
+
+
 def _steps_per_epoch(data: TrainData, batch_size: int, world: int = 1) -> int:
     if isinstance(data, DataLoader):
         return len(data)
@@ -159,7 +168,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     total, correct, count = 0.0, 0, 0
-    for inputs, targets in _batches(data, batch_size, 0, 0):
+    for inputs, targets in _in_order(data, batch_size):
         inputs, targets = inputs.to(device), targets.to(device)
         output = model(inputs)
         total += cost(output, targets_for(cost, output, targets)).item() * len(inputs)
