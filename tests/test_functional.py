@@ -116,25 +116,33 @@ def test_activation_matches_pytorch(device: str, dtype: torch.dtype, case: tuple
     torch.testing.assert_close(z_ours.grad, z_theirs.grad, **_tolerance(dtype))
 
 
+def _against_linear(layer, oracle, x: torch.Tensor, linear: torch.nn.Linear) -> None:
+    """``layer(x, W, b)`` against ``oracle(linear(x))``: outputs and all three gradients."""
+    weight = linear.weight.detach().clone().requires_grad_()
+    bias = linear.bias.detach().clone().requires_grad_()
+    x_ours, x_theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ours, theirs = layer(x_ours, weight, bias), oracle(linear(x_theirs))
+    grad = torch.randn_like(theirs)
+    ours.backward(grad)
+    theirs.backward(grad)
+    tolerance = _tolerance(x.dtype)
+    torch.testing.assert_close(ours, theirs, **tolerance)
+    torch.testing.assert_close(x_ours.grad, x_theirs.grad, **tolerance)
+    torch.testing.assert_close(weight.grad, linear.weight.grad, **tolerance)
+    torch.testing.assert_close(bias.grad, linear.bias.grad, **tolerance)
+
+
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("case", ACTIVATION_CASES, ids=ACTIVATION_IDS)
 def test_dense_matches_linear_then_activation(device: str, dtype: torch.dtype, shape: tuple, case: tuple) -> None:
     name, options, _, oracle = case
-    x = torch.randn(shape, dtype=dtype, device=device)
-    linear = torch.nn.Linear(3, 2, dtype=dtype, device=device)
-    weight = linear.weight.detach().clone().requires_grad_()
-    bias = linear.bias.detach().clone().requires_grad_()
-    x_ours, x_theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
-    a_ours = F.dense(x_ours, weight, bias, F.get_activation(name, **options))
-    a_theirs = oracle(linear(x_theirs))
-    grad = torch.randn_like(a_theirs)
-    a_ours.backward(grad)
-    a_theirs.backward(grad)
-    tolerance = _tolerance(dtype)
-    torch.testing.assert_close(a_ours, a_theirs, **tolerance)
-    torch.testing.assert_close(x_ours.grad, x_theirs.grad, **tolerance)
-    torch.testing.assert_close(weight.grad, linear.weight.grad, **tolerance)
-    torch.testing.assert_close(bias.grad, linear.bias.grad, **tolerance)
+    activation = F.get_activation(name, **options)
+    _against_linear(
+        lambda x, weight, bias: F.dense(x, weight, bias, activation),
+        oracle,
+        torch.randn(shape, dtype=dtype, device=device),
+        torch.nn.Linear(3, 2, dtype=dtype, device=device),
+    )
 
 
 @pytest.mark.parametrize("low_precision", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])
@@ -154,20 +162,12 @@ def test_linear_and_dense_in_low_precision(device: str, low_precision: torch.dty
 
 
 def test_linear_matches_pytorch(device: str, dtype: torch.dtype) -> None:
-    linear = torch.nn.Linear(3, 4, dtype=dtype, device=device)
-    x = torch.randn(2, 5, 3, dtype=dtype, device=device)
-    x_ours, x_theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
-    weight = linear.weight.detach().clone().requires_grad_()
-    bias = linear.bias.detach().clone().requires_grad_()
-    z_ours, z_theirs = F.linear(x_ours, weight, bias), linear(x_theirs)
-    grad = torch.randn_like(z_theirs)
-    z_ours.backward(grad)
-    z_theirs.backward(grad)
-    tolerance = _tolerance(dtype)
-    torch.testing.assert_close(z_ours, z_theirs, **tolerance)
-    torch.testing.assert_close(x_ours.grad, x_theirs.grad, **tolerance)
-    torch.testing.assert_close(weight.grad, linear.weight.grad, **tolerance)
-    torch.testing.assert_close(bias.grad, linear.bias.grad, **tolerance)
+    _against_linear(
+        F.linear,
+        lambda z: z,
+        torch.randn(2, 5, 3, dtype=dtype, device=device),
+        torch.nn.Linear(3, 4, dtype=dtype, device=device),
+    )
 
 
 @pytest.mark.parametrize(
