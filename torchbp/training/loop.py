@@ -153,11 +153,12 @@ def _check_train_data(name: str, data: Any) -> None:
         )
 
 
-def targets_for(cost: Cost, output: Tensor, targets: Tensor) -> Tensor:
-    """Integer class targets one-hot encoded for costs that compare outputs with vectors."""
+def targets_for(cost: Cost, targets: Tensor, classes: int, dtype: torch.dtype) -> Tensor:
+    """Integer class targets one-hot encoded (``classes`` wide, in ``dtype``) for costs that
+    compare outputs with vectors; other targets as they are."""
     if targets.is_floating_point() or cost.spec.class_targets:
         return targets
-    return torch.nn.functional.one_hot(targets.long(), output.shape[-1]).to(output.dtype)
+    return torch.nn.functional.one_hot(targets.long(), classes).to(dtype)
 
 
 @torch.no_grad()
@@ -171,7 +172,7 @@ def evaluate(
     for inputs, targets in _in_order(data, batch_size):
         inputs, targets = inputs.to(device), targets.to(device)
         output = model(inputs)
-        total += cost(output, targets_for(cost, output, targets)).item() * len(inputs)
+        total += cost(output, targets_for(cost, targets, output.shape[-1], output.dtype)).item() * len(inputs)
         if not targets.is_floating_point():
             correct += int((output.argmax(-1) == targets).sum())
         count += len(inputs)
@@ -189,9 +190,9 @@ def _encoded(model: torch.nn.Module, cost: Cost, inputs: Tensor, targets: Tensor
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        width = model(inputs[:1]).shape[-1]
+        output = model(inputs[:1])
     model.train(was_training)
-    return inputs, targets_for(cost, inputs.new_empty(0, width), targets)
+    return inputs, targets_for(cost, targets, output.shape[-1], output.dtype)
 
 
 def _device(device: str | torch.device | None, model: torch.nn.Module) -> torch.device:
@@ -300,12 +301,10 @@ def fit(
         torch.set_rng_state(checkpoint["rng"])
         history = list(checkpoint["history"])
         start_epoch = int(checkpoint["epoch"]) + 1
-        directory: Path | None = Path(resume)  # type: ignore[arg-type]
+        directory: Path | None = Path(resume) if rank == 0 else None  # type: ignore[arg-type]
     else:
         torch.manual_seed(seed)
         directory = new_run_directory(logdir, name) if logdir is not None and rank == 0 else None
-    if rank != 0:
-        directory = None
     if directory is not None:
         (directory / CONFIG).write_text(dump_config(settings))
     run = Run(
@@ -334,14 +333,13 @@ def fit(
                 inputs, targets = inputs.to(device), targets.to(device)
                 update_rule.zero_grad(set_to_none=True)
                 if use_graph_free:
-                    if not targets.is_floating_point():
-                        targets = targets_for(cost_module, inputs.new_empty(0, cast(MLP, model).sizes[-1]), targets)
+                    targets = targets_for(cost_module, targets, cast(MLP, model).sizes[-1], inputs.dtype)
                     loss = graph_free_gradients(model, inputs, targets, cost_module)  # type: ignore[arg-type]
                     if world > 1:
                         _average_gradients(model, world)
                 else:
                     output = network(inputs)
-                    loss = cost_module(output, targets_for(cost_module, output, targets))
+                    loss = cost_module(output, targets_for(cost_module, targets, output.shape[-1], output.dtype))
                     loss.backward()
                 update_rule.step()
                 loss = loss.detach()
