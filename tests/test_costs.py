@@ -34,6 +34,27 @@ def test_every_gradient_matches_autograd_of_its_value(name: str) -> None:
     torch.testing.assert_close(explicit, expected, rtol=1e-12, atol=1e-12)
 
 
+OPTION_CASES = [(name, {}) for name in COST_NAMES] + [
+    ("quadratic", {"halved": False}),
+    ("cross_entropy", {"label_smoothing": 0.1}),
+]
+
+
+@pytest.mark.parametrize(("name", "options"), OPTION_CASES, ids=[f"{n}{o or ''}" for n, o in OPTION_CASES])
+@pytest.mark.parametrize("n", [1, 7])
+def test_every_fast_mean_is_the_mean_of_the_values(name: str, options: dict, n: int) -> None:
+    cost = torchbp.get_cost(name, **options)
+    if cost.spec.mean is None:
+        pytest.skip(f"{name} gives no mean of its own")
+    samples = [cost.spec.sample(n, torch.float64)]
+    if cost.spec.class_targets:  # class probabilities as well as indices
+        samples.append((samples[0][0], torch.softmax(torch.randn_like(samples[0][0]), 1)))
+    for a, y in samples:
+        expected = cost.value(a, y).mean()
+        torch.testing.assert_close(cost.mean(a, y), expected, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(cost(a, y), expected, rtol=1e-12, atol=1e-14)
+
+
 @pytest.mark.parametrize("name", COST_NAMES)
 def test_every_cost_is_described(name: str) -> None:
     (entry,) = torchbp.list_costs(name)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import copy
-import os
 import shutil
-import socket
 import subprocess
 import sys
 import zipfile
@@ -163,15 +161,9 @@ def test_autocast_cuda_behaves_like_torch_nn(dtype: torch.dtype) -> None:
 # distributed
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ddp_worker(rank: int, world: int, port: int, x: torch.Tensor, y: torch.Tensor, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+def _ddp_worker(rank: int, world: int, rendezvous: str, x: torch.Tensor, y: torch.Tensor, out: str) -> None:
+    # a file rendezvous: no port to pick, so no race with other processes for it
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
     torch.manual_seed(0)
     model = torch.nn.parallel.DistributedDataParallel(tnn.MLP([3, 5, 2]).double())
     shard = slice(rank * len(x) // world, (rank + 1) * len(x) // world)
@@ -184,7 +176,7 @@ def _ddp_worker(rank: int, world: int, port: int, x: torch.Tensor, y: torch.Tens
 def test_ddp_gradients_equal_one_process_on_the_whole_batch(tmp_path: Path) -> None:
     x, y = torch.randn(8, 3, dtype=torch.float64), torch.rand(8, 2, dtype=torch.float64)
     out = str(tmp_path / "grads.pt")
-    mp.spawn(_ddp_worker, args=(2, _free_port(), x, y, out), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "rendezvous"), x, y, out), nprocs=2, join=True)
     torch.manual_seed(0)
     single = tnn.MLP([3, 5, 2]).double()
     torchbp.get_cost("quadratic")(single(x), y).backward()

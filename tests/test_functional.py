@@ -254,6 +254,20 @@ def test_every_activation_is_covered() -> None:
     assert {name for name, *_ in ACTIVATION_CASES} == set(F.ACTIVATIONS)
 
 
+@pytest.mark.parametrize("name", ["sigmoid", "tanh", "relu"])
+def test_fused_kernel_is_the_written_product(device: str, dtype: torch.dtype, name: str) -> None:
+    activation = F.get_activation(name)
+    assert activation.fused is not None
+    z = torch.randn(6, 5, dtype=dtype, device=device)
+    z[0, 0] = 0.0  # relu's kink: σ′(0) = 0, as torch.relu's backward
+    grad = torch.randn_like(z)
+    kept = [activation.save(z, activation(z))]
+    if activation.saves == "mask":
+        kept.append(activation(z))  # relu may read the mask off a itself
+    for saved in kept:
+        torch.testing.assert_close(activation.fused(grad, saved), grad * activation.sigma_prime(saved))
+
+
 @pytest.mark.parametrize("case", ACTIVATION_CASES, ids=ACTIVATION_IDS)
 @pytest.mark.parametrize("low_precision", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])
 def test_activation_in_low_precision(device: str, case: tuple, low_precision: torch.dtype) -> None:

@@ -45,7 +45,13 @@ def _check_regression(a: Tensor, y: Tensor, **_: object) -> None:
 
 # quadratic: Cₖ = ½ ‖aₖ − yₖ‖²  (halved=False: ‖aₖ − yₖ‖²)
 def _quadratic(a: Tensor, y: Tensor, halved: bool = True) -> Tensor:
-    return _per_example((a - y) ** 2, mean=False) * (0.5 if halved else 1.0)
+    squares = _per_example((a - y).square(), mean=False)
+    return squares / 2 if halved else squares
+
+
+def _quadratic_mean(a: Tensor, y: Tensor, halved: bool = True) -> Tensor:
+    # C = (1/n) Σₖ ½ ‖aₖ − yₖ‖²: one sum over every element
+    return (a - y).square().sum() / (2 * a.shape[0] if halved else a.shape[0])
 
 
 def _quadratic_gradient(a: Tensor, y: Tensor, halved: bool = True) -> Tensor:
@@ -55,7 +61,12 @@ def _quadratic_gradient(a: Tensor, y: Tensor, halved: bool = True) -> Tensor:
 
 # mse: Cₖ = mean over the example's m elements of (aₖ − yₖ)², so C = F.mse_loss(a, y)
 def _mse(a: Tensor, y: Tensor) -> Tensor:
-    return _per_example((a - y) ** 2, mean=True)
+    return _per_example((a - y).square(), mean=True)
+
+
+def _mse_mean(a: Tensor, y: Tensor) -> Tensor:
+    # every example has the same m elements, so the mean of the means is the mean of all
+    return (a - y).square().mean()
 
 
 def _mse_gradient(a: Tensor, y: Tensor) -> Tensor:
@@ -73,6 +84,11 @@ def _smoothed(z: Tensor, y: Tensor, label_smoothing: float) -> Tensor:
 
 def _cross_entropy(z: Tensor, y: Tensor, label_smoothing: float = 0.0) -> Tensor:
     return -(_smoothed(z, y, label_smoothing) * torch.log_softmax(z, 1)).sum(1)
+
+
+def _cross_entropy_mean(z: Tensor, y: Tensor, label_smoothing: float = 0.0) -> Tensor:
+    target = y if y.is_floating_point() else y.long()
+    return torch.nn.functional.cross_entropy(z, target, label_smoothing=label_smoothing)
 
 
 def _cross_entropy_gradient(z: Tensor, y: Tensor, label_smoothing: float = 0.0) -> Tensor:
@@ -97,6 +113,10 @@ def _binary_cross_entropy(a: Tensor, y: Tensor) -> Tensor:
     return _per_example(-(y * log_a + (1 - y) * log_not_a), mean=True)
 
 
+def _binary_cross_entropy_mean(a: Tensor, y: Tensor) -> Tensor:
+    return torch.nn.functional.binary_cross_entropy(a, y)
+
+
 def _binary_cross_entropy_gradient(a: Tensor, y: Tensor) -> Tensor:
     # ∇ₐCₖ = (a − y) / (a (1 − a)) / m
     return (a - y) / (a * (1 - a)).clamp_min(_EPSILON) / _per_example_size(a)
@@ -112,6 +132,10 @@ def _check_binary(a: Tensor, y: Tensor) -> None:
 def _binary_cross_entropy_with_logits(z: Tensor, y: Tensor) -> Tensor:
     softplus = z.clamp_min(0) + torch.log1p(torch.exp(-z.abs()))
     return _per_example(softplus - y * z, mean=True)
+
+
+def _binary_cross_entropy_with_logits_mean(z: Tensor, y: Tensor) -> Tensor:
+    return torch.nn.functional.binary_cross_entropy_with_logits(z, y)
 
 
 def _binary_cross_entropy_with_logits_gradient(z: Tensor, y: Tensor) -> Tensor:
@@ -133,6 +157,7 @@ COSTS = [
         _regression_sample,
         {"halved": True},
         _check_regression,
+        mean=_quadratic_mean,
     ),
     CostSpec(
         "mse",
@@ -142,6 +167,7 @@ COSTS = [
         _regression_sample,
         {},
         _check_regression,
+        mean=_mse_mean,
     ),
     CostSpec(
         "cross_entropy",
@@ -153,6 +179,7 @@ COSTS = [
         {"label_smoothing": 0.0},
         _check_cross_entropy,
         class_targets=True,
+        mean=_cross_entropy_mean,
     ),
     CostSpec(
         "binary_cross_entropy",
@@ -162,6 +189,7 @@ COSTS = [
         _probability_sample,
         {},
         _check_binary,
+        mean=_binary_cross_entropy_mean,
     ),
     CostSpec(
         "binary_cross_entropy_with_logits",
@@ -172,6 +200,7 @@ COSTS = [
         _binary_logit_sample,
         {},
         _check_binary_logits,
+        mean=_binary_cross_entropy_with_logits_mean,
     ),
 ]
 

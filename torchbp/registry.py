@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from .functional import cost as cost_function
+from .functional.cost import mean_of_values
 from .plugins import PluginEntry, listing, lookup
 from .specs import CostSpec, RuleSpec
 from .targets import check_output
@@ -32,6 +33,12 @@ class Cost(torch.nn.Module):
         """Cₖ for each example, shape ``(n,)``."""
         self.gradient = functools.partial(spec.gradient, **options)
         """∇ₐCₖ for each example, shaped like ``a`` (not divided by n)."""
+        self.mean = (
+            functools.partial(spec.mean, **options)
+            if spec.mean is not None
+            else functools.partial(mean_of_values, self.value)
+        )
+        """C = (1/n) Σₖ Cₖ, a 0-d tensor."""
 
     def forward(self, output: Tensor, target: Tensor) -> Tensor:
         a = check_output(output)
@@ -40,7 +47,7 @@ class Cost(torch.nn.Module):
             y = y.to(a.dtype)
         if self.spec.check is not None:
             self.spec.check(a, y, **self.options)
-        return cost_function(a, y, self.value, self.gradient)
+        return cost_function(a, y, self.value, self.gradient, self.mean)
 
     def extra_repr(self) -> str:
         options = ", ".join(f"{k}={v!r}" for k, v in self.options.items())

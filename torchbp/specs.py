@@ -34,6 +34,10 @@ class CostSpec:
             expected when the targets do not fit the outputs. ``None`` checks nothing.
         class_targets: whether it takes integer class indices as targets. For costs that do
             not, :func:`torchbp.fit` one-hot encodes integer class targets.
+        mean: optional ``mean(a, y, **options) -> C``, the batch mean (1/n) Σₖ Cₖ as a 0-d
+            tensor, for a cost with a faster form of it than ``value(a, y).mean()`` (one reduction
+            over all elements, or PyTorch's own loss kernel). It must equal that mean: torchbp's
+            test suite checks it for every installed cost that gives one.
     """
 
     name: str
@@ -44,6 +48,7 @@ class CostSpec:
     options: Mapping[str, Any] = field(default_factory=dict)
     check: Callable[..., None] | None = None
     class_targets: bool = False
+    mean: Callable[..., Tensor] | None = None
 
 
 @dataclass(frozen=True)

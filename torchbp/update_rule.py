@@ -40,7 +40,16 @@ class UpdateRule(torch.optim.Optimizer):
             if torch.autograd.profiler._is_profiler_enabled:
                 with torch.autograd.profiler.record_function(f"Optimizer.step#{type(self).__name__}.step"):
                     return _hooked_step(func, self, args, kwargs)
-            return _hooked_step(func, self, args, kwargs)
+            if (
+                _global_optimizer_pre_hooks
+                or self._optimizer_step_pre_hooks
+                or self._optimizer_step_post_hooks
+                or _global_optimizer_post_hooks
+            ):
+                return _hooked_step(func, self, args, kwargs)
+            out = func(*args, **kwargs)
+            self._optimizer_step_code()
+            return out
 
         return wrapper
 
@@ -73,28 +82,34 @@ class UpdateRule(torch.optim.Optimizer):
         """Move ``params`` (in place) using ``grads`` and ``states``; called under ``no_grad``."""
         raise NotImplementedError
 
-    @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         """Take one step for every parameter that has a gradient; returns ``closure()``'s loss."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if torch.is_grad_enabled():
+            with torch.no_grad():
+                self._update_groups()
+        else:
+            self._update_groups()
+        return loss
+
+    def _update_groups(self) -> None:
+        """:meth:`update` for each group, over its parameters that have a gradient."""
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
             grads = [p.grad for p in params]
-            if any(g.is_sparse for g in grads):
-                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-            states = []
-            for p in params:
-                state = self.state[p]
+            for grad in grads:
+                if grad.is_sparse:
+                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+            states = [self.state[p] for p in params]
+            for p, state in zip(params, states):
                 if not state:
                     state.update(self.init_state(group, p))
-                states.append(state)
-            self.update(group, params, grads, states)
-        return loss
+            self.update(group, params, grads, states)  # type: ignore[arg-type]
 
 
 def _hooked_step(func: Callable[..., Any], self: Any, args: Any, kwargs: Any) -> Any:

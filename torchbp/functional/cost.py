@@ -7,6 +7,7 @@ the output error δᴸ = ∇ₐC ⊙ σ′(zᴸ) (BP1).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -25,11 +26,11 @@ class CostFunction(Function):
     def forward(
         a: Tensor,
         y: Tensor,
-        value: Callable[[Tensor, Tensor], Tensor],
+        mean: Callable[[Tensor, Tensor], Tensor],
         gradient: Callable[[Tensor, Tensor], Tensor],
     ) -> Tensor:
         # C = (1/n) Σₖ Cₖ
-        return value(a, y).mean()
+        return mean(a, y)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
@@ -56,11 +57,17 @@ class CostFunction(Function):
 WITH_JVP[CostFunction] = with_jvp(CostFunction)
 
 
+def mean_of_values(value: Callable[[Tensor, Tensor], Tensor], a: Tensor, y: Tensor) -> Tensor:
+    """C = (1/n) Σₖ Cₖ from the per-example ``value(a, y)``."""
+    return value(a, y).mean()
+
+
 def cost(
     a: Tensor,
     y: Tensor,
     value: Callable[[Tensor, Tensor], Tensor],
     gradient: Callable[[Tensor, Tensor], Tensor],
+    mean: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> Tensor:
     """The batch-averaged cost C = (1/n) Σₖ value(a, y)ₖ, whose backward is ``gradient(a, y) / n``.
 
@@ -69,8 +76,10 @@ def cost(
         y: the targets.
         value: ``value(a, y) -> (n,)``, the cost of each example.
         gradient: ``gradient(a, y)``, shaped like ``a``: each example's ∇ₐCₖ.
+        mean: ``mean(a, y)``, C itself in a faster form, if there is one (it must equal
+            ``value(a, y).mean()``).
 
     Returns:
         The scalar C.
     """
-    return apply(CostFunction, a, y, value, gradient)
+    return apply(CostFunction, a, y, mean if mean is not None else functools.partial(mean_of_values, value), gradient)

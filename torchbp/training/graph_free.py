@@ -1,6 +1,6 @@
 """The gradients of a torchbp ``MLP`` without any autograd graph: the textbook algorithm.
 
-Forward pass, ∇ₐC from the cost, the δ-recursion, the update: the very routines the autograd
+Forward pass, ∇ₐC from the cost, the δ-recursion, the gradients: the very routines the autograd
 Functions call (:func:`~torchbp.functional.layers.mlp_forward`,
 :func:`~torchbp.functional.layers.mlp_backward`), so the numbers are those of the drop-in loop
 ``rule.zero_grad(); cost(model(x), y).backward(); rule.step()``, bit for bit, at a fraction of
@@ -36,35 +36,64 @@ def supports(model: torch.nn.Module) -> bool:
     return not any(global_hooks) and not any(_has_module_hooks(m) for m in modules)
 
 
-def graph_free_gradients(model: MLP, inputs: Tensor, targets: Tensor, cost: Cost) -> Tensor:
-    """Forward and backward pass of ``model`` on a batch; returns the batch's cost C (a 0-d tensor).
+class GraphFreeStep:
+    """``step(inputs, targets)``: one batch's cost C, with every parameter's ``.grad`` set to ∂C/∂θ.
 
-    ``targets`` are already in the form the cost takes. Sets every parameter's ``.grad`` (as
-    ``backward()`` would from ``None``) and calls the layers' delta hooks; the caller then
-    steps the update rule. Call it under ``torch.no_grad()``: nothing here needs a graph.
+    What ``zero_grad(set_to_none=True)`` then ``cost(model(inputs), targets).backward()`` would
+    leave behind, layers' delta hooks included, but with no autograd graph: the forward pass keeps
+    aˡ (and zˡ where σ′ reads it), and the backward pass is the δ-recursion. The caller then steps
+    its update rule. ``targets`` are already in the form the cost takes.
+
+    The model's layout (its parameters, activations and which parameters want a gradient) is read
+    once, here; build a new step if it changes. Runs under ``torch.no_grad()``.
+
+    ``check_targets`` says whether each call runs the cost's check of the targets against the
+    output; :func:`~torchbp.fit` turns it off once every batch of tensor data has passed it.
     """
-    layers = model.dense_layers
-    weights = [layer.weight for layer in layers]
-    biases = [layer.bias for layer in layers]
-    activations = [layer.activation for layer in layers]
-    a, z = mlp_forward(inputs, weights, biases, activations)
-    output = a[-1]
-    if cost.spec.check is not None:
-        cost.spec.check(output, targets, **cost.options)
-    # C = (1/n) Σₖ Cₖ
-    loss = cost.value(output, targets).mean()
-    # BP1's first factor: ∇ₐC = (1/n) ∇ₐCₖ
-    grad_output = cost.gradient(output, targets) / output.shape[0]
-    # nothing is kept past this step, so a mask activation reads a > 0 straight off aˡ
-    saved = [a_l if act.saves == "mask" else act.save(z_l, a_l) for act, z_l, a_l in zip(activations, z, a[1:])]
-    needs = [
-        (l > 0, w.requires_grad, b is not None and b.requires_grad) for l, (w, b) in enumerate(zip(weights, biases))
-    ]
-    deltas, _, grad_weights, grad_biases = mlp_backward(grad_output, a[:-1], weights, activations, saved, needs)
-    for layer, delta in zip(layers, deltas):
-        if layer._delta_hooks and delta is not None:
-            layer._call_delta_hooks(delta)
-    for parameter, grad in zip((*weights, *biases), (*grad_weights, *grad_biases)):
-        if parameter is not None and grad is not None:
-            parameter.grad = grad if parameter.grad is None else parameter.grad + grad
-    return loss
+
+    def __init__(self, model: MLP, cost: Cost) -> None:
+        if not supports(model):
+            raise ValueError(f"graph-free steps need a torchbp.nn.MLP with no module hooks, got {type(model).__name__}")
+        self.layers = model.dense_layers
+        self.cost = cost
+        self.weights = [layer.weight for layer in self.layers]
+        self.biases = [layer.bias for layer in self.layers]
+        self.activations = [layer.activation for layer in self.layers]
+        self.needs = [
+            (l > 0, w.requires_grad, b is not None and b.requires_grad)
+            for l, (w, b) in enumerate(zip(self.weights, self.biases))
+        ]
+        # what σ′ reads: zˡ or aˡ (nothing is kept past the step, so a mask is read as aˡ > 0)
+        self.reads = [{"z": "z", "a": "a", "mask": "a"}.get(act.saves) for act in self.activations]
+        self.parameters = [*self.weights, *self.biases]
+        self.check_targets = cost.spec.check is not None
+
+    def __call__(self, inputs: Tensor, targets: Tensor) -> Tensor:
+        """Forward and backward pass on a batch ``inputs (n, in)``; returns C (a 0-d tensor)."""
+        if torch.is_grad_enabled():
+            with torch.no_grad():
+                return self(inputs, targets)
+        a, z = mlp_forward(inputs, self.weights, self.biases, self.activations)
+        output, cost = a[-1], self.cost
+        if self.check_targets and cost.spec.check is not None:
+            cost.spec.check(output, targets, **cost.options)
+        # C = (1/n) Σₖ Cₖ
+        loss = cost.mean(output, targets)
+        # BP1's first factor: ∇ₐC = (1/n) ∇ₐCₖ
+        grad_output = cost.gradient(output, targets) / output.shape[0]
+        saved = [z_l if kind == "z" else a_l if kind == "a" else None for kind, z_l, a_l in zip(self.reads, z, a[1:])]
+        deltas, _, grad_weights, grad_biases = mlp_backward(
+            grad_output, a[:-1], self.weights, self.activations, saved, self.needs
+        )
+        for layer, delta in zip(self.layers, deltas):
+            if layer._delta_hooks and delta is not None:
+                layer._call_delta_hooks(delta)
+        for parameter, grad in zip(self.parameters, (*grad_weights, *grad_biases)):
+            if parameter is not None:
+                parameter.grad = grad
+        return loss
+
+
+def graph_free_gradients(model: MLP, inputs: Tensor, targets: Tensor, cost: Cost) -> Tensor:
+    """One :class:`GraphFreeStep` of ``model`` on a batch; returns the batch's cost C (a 0-d tensor)."""
+    return GraphFreeStep(model, cost)(inputs, targets)

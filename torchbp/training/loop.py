@@ -11,6 +11,7 @@ import os
 import random
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -26,7 +27,7 @@ from ..plugins import get_plugin_manager
 from ..registry import Cost, create_rule, get_cost
 from .checkpoints import load_checkpoint, save_checkpoint
 from .config import CONFIG, dump_config
-from .graph_free import graph_free_gradients, supports
+from .graph_free import GraphFreeStep, supports
 
 TrainData = tuple[Tensor, Tensor] | Dataset | DataLoader
 
@@ -96,9 +97,7 @@ def _batches(
     if world > 1:
         order = order[: size - size % world][rank::world]
     if isinstance(data, tuple):
-        inputs, targets = data[0][order], data[1][order]
-        for start in range(0, len(order), batch_size):
-            yield inputs[start : start + batch_size], targets[start : start + batch_size]
+        yield from zip(data[0][order].split(batch_size), data[1][order].split(batch_size))
         return
     yield from DataLoader(Subset(data, order.tolist()), batch_size=batch_size)
 
@@ -195,6 +194,82 @@ def _encoded(model: torch.nn.Module, cost: Cost, inputs: Tensor, targets: Tensor
     return inputs, targets_for(cost, targets, output.shape[-1], output.dtype)
 
 
+def threads_for(model: MLP, batch_size: int, device: torch.device) -> int | None:
+    """One intra-op thread for a CPU ``MLP`` whose every layer is small, else ``None`` (torch's own).
+
+    Below some 2²¹ multiply–adds per product (batch × in × out) a matrix product, split over
+    threads, spends more waking and joining them than it saves (about twice as long as on one
+    thread for 64-30-10 at batch 10, on a 2-core machine); beyond some 2²² threads win.
+    """
+    if device.type != "cpu":
+        return None
+    largest = max(batch_size * n_in * n_out for n_in, n_out in zip(model.sizes[:-1], model.sizes[1:]))
+    return 1 if largest < 2**21 else None
+
+
+@contextmanager
+def intra_op_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set to ``threads`` inside the block (``None``: left alone)."""
+    if threads is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _train_epoch(
+    run: Run,
+    network: torch.nn.Module,
+    graph_free_step: GraphFreeStep | None,
+    data: TrainData,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+) -> tuple[Tensor, int]:
+    """One pass over ``data``, stepping ``run.rule`` after each batch; returns (Σ n·C, n) over the batches.
+
+    Tensor data is already on the device with its targets encoded; other data is moved per batch.
+    """
+    model, rule, cost, device = run.model, run.rule, run.cost, run.device
+    on_device = isinstance(data, tuple)
+    step_end = get_plugin_manager().hook.torchbp_step_end
+    model.train()
+    if graph_free_step is not None:
+        # tensor data: every row's targets were checked in the first epoch
+        graph_free_step.check_targets = not (on_device and epoch > run.start_epoch)
+    losses: list[Tensor] = []  # each batch's C, summed (weighted by batch size) once the epoch is over
+    sizes: list[int] = []
+    with torch.set_grad_enabled(graph_free_step is None):
+        for step, (inputs, targets) in enumerate(_batches(data, batch_size, seed, epoch, run.rank, run.world_size)):
+            if not on_device:
+                inputs, targets = inputs.to(device), targets.to(device)
+            if graph_free_step is not None:
+                if not on_device:
+                    targets = targets_for(cost, targets, cast(MLP, model).sizes[-1], inputs.dtype)
+                # sets every .grad afresh: no zero_grad needed
+                loss = graph_free_step(inputs, targets)
+                if run.world_size > 1:
+                    _average_gradients(model, run.world_size)
+            else:
+                rule.zero_grad(set_to_none=True)
+                output = network(inputs)
+                loss = cost(output, targets_for(cost, targets, output.shape[-1], output.dtype))
+                loss.backward()
+                loss = loss.detach()
+            rule.step()
+            losses.append(loss)
+            sizes.append(inputs.shape[0])
+            step_end(run=run, epoch=epoch, step=step, loss=loss)
+    if not losses:
+        return torch.zeros((), device=device, dtype=torch.float64), 0
+    weights = torch.tensor(sizes, device=device, dtype=torch.float64)
+    return torch.stack(losses).to(torch.float64) @ weights, sum(sizes)
+
+
 def _device(device: str | torch.device | None, model: torch.nn.Module) -> torch.device:
     if device is None:
         parameter = next(model.parameters(), None)
@@ -226,6 +301,7 @@ def fit(
     config: dict[str, Any] | None = None,
     verbose: bool = True,
     graph_free: bool | None = None,
+    threads: int | None = None,
     **rule_options: Any,
 ) -> list[dict[str, float]]:
     """Train ``model`` on ``train_data`` with a registered cost and update rule.
@@ -255,6 +331,10 @@ def fit(
         verbose: print a progress bar and a summary line per epoch.
         graph_free: train a torchbp ``MLP`` without an autograd graph (the same numbers, faster);
             ``None`` does so whenever the model allows it, ``False`` always goes through autograd.
+        threads: torch's intra-op threads while training (restored afterwards). ``None`` keeps
+            torch's setting, except for a torchbp ``MLP`` whose every layer is small (batch ×
+            in × out < 2²¹) on the CPU: that trains on one thread, because handing such small
+            products to other threads costs more than the arithmetic (see :func:`threads_for`).
 
     Returns:
         One dict per epoch: ``epoch``, ``train_loss``, ``lr``, ``seconds`` and, with
@@ -276,7 +356,11 @@ def fit(
     verbose = verbose and rank == 0
     if graph_free and not supports(model):
         raise ValueError("graph_free=True needs a torchbp.nn.MLP without module hooks; got " + type(model).__name__)
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads: expected a positive int or None, got {threads!r}")
     use_graph_free = supports(model) if graph_free is None else graph_free
+    if threads is None and isinstance(model, MLP):
+        threads = threads_for(model, batch_size, device)
     cost_module = get_cost(cost, **(cost_options or {}))
     update_rule = create_rule(rule, model, lr=lr, **rule_options)
     if isinstance(train_data, tuple):
@@ -322,30 +406,13 @@ def fit(
         world,
     )
     network = DistributedDataParallel(model) if world > 1 and not use_graph_free else model
+    graph_free_step = GraphFreeStep(cast(MLP, model), cost_module) if use_graph_free else None
     hooks = get_plugin_manager().hook
     hooks.torchbp_train_start(run=run)
     for epoch in range(start_epoch, epochs):
         started = time.perf_counter()
-        model.train()
-        total, count = torch.zeros((), device=device, dtype=torch.float64), 0
-        with torch.set_grad_enabled(not use_graph_free):
-            for step, (inputs, targets) in enumerate(_batches(train_data, batch_size, seed, epoch, rank, world)):
-                inputs, targets = inputs.to(device), targets.to(device)
-                update_rule.zero_grad(set_to_none=True)
-                if use_graph_free:
-                    targets = targets_for(cost_module, targets, cast(MLP, model).sizes[-1], inputs.dtype)
-                    loss = graph_free_gradients(model, inputs, targets, cost_module)  # type: ignore[arg-type]
-                    if world > 1:
-                        _average_gradients(model, world)
-                else:
-                    output = network(inputs)
-                    loss = cost_module(output, targets_for(cost_module, targets, output.shape[-1], output.dtype))
-                    loss.backward()
-                update_rule.step()
-                loss = loss.detach()
-                total.add_(loss, alpha=len(inputs))
-                count += len(inputs)
-                hooks.torchbp_step_end(run=run, epoch=epoch, step=step, loss=loss)
+        with intra_op_threads(threads):
+            total, count = _train_epoch(run, network, graph_free_step, train_data, batch_size, seed, epoch)
         if world > 1:
             totals = torch.stack([total, torch.tensor(float(count), dtype=total.dtype, device=device)])
             dist.all_reduce(totals)
