@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import torchbp
-from torchbp.benchmark import QUICK_CASES, NumpyNet, format_report
+from torchbp.benchmark import QUICK_CASES, NielsenNetwork, NumpyNet, format_report
 from torchbp.cli import main
 
 
@@ -43,6 +43,22 @@ def test_numpy_contender_does_the_same_step() -> None:
     assert cost == pytest.approx(loss.item(), rel=1e-12)
     for ours, theirs in zip(model.layers, net.weights):
         assert ours.weight.detach().numpy() == pytest.approx(theirs, rel=1e-12)
+
+
+def test_network_py_contender_does_the_same_step() -> None:
+    torch.manual_seed(0)
+    model = torchbp.nn.MLP([4, 3, 2]).double()
+    weights = [d.weight.detach().numpy().copy() for d in model.dense_layers]
+    biases = [d.bias.detach().numpy().copy()[:, None] for d in model.dense_layers]
+    nielsen = NielsenNetwork(weights, biases)
+    x, y = torch.rand(5, 4, dtype=torch.float64), torch.rand(5, 2, dtype=torch.float64)
+    nielsen.update_mini_batch([(xk.numpy()[:, None], yk.numpy()[:, None]) for xk, yk in zip(x, y)], 3.0)
+    rule = torchbp.create_rule("sgd", model.parameters(), lr=3.0)
+    torchbp.get_cost("quadratic")(model(x), y).backward()
+    rule.step()
+    for dense, w, b in zip(model.dense_layers, nielsen.weights, nielsen.biases):
+        assert dense.weight.detach().numpy() == pytest.approx(w, rel=1e-12)
+        assert dense.bias.detach().numpy() == pytest.approx(b[:, 0], rel=1e-12)
 
 
 def test_bench_refuses_a_missing_gpu(capsys: pytest.CaptureFixture[str]) -> None:

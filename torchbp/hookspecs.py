@@ -76,7 +76,9 @@ def torchbp_step_end(run: Any, epoch: int, step: int, loss: Tensor) -> None:
         epoch: the epoch, counting from 0.
         step: the step within the epoch, counting from 0 (``run.steps_per_epoch`` in all).
         loss: the batch's cost, a 0-d tensor on ``run.device`` (call ``.item()`` only if you
-            need the number: on CUDA it waits for the device).
+            need the number: on CUDA it waits for the device). A graph-free step needs no cost
+            value, only ∇ₐC, so ``fit`` computes this one only while some implementation takes
+            a ``loss`` argument: leave it out of yours if you do not read it.
     """
 
 

@@ -161,6 +161,20 @@ def get_plugin_manager() -> pluggy.PluginManager:
     return _get().manager
 
 
+def listen(name: str, listener: object | None) -> None:
+    """Register ``listener`` under ``name``, in place of whatever had that name (``None``: remove it).
+
+    For hooks a built-in plugin answers only while it is active — the progress bar on a terminal,
+    step logging to TensorBoard — so that :func:`torchbp.fit` computes nothing per step for
+    listeners that are not there.
+    """
+    manager = get_plugin_manager()
+    if manager.has_plugin(name):
+        manager.unregister(name=name)
+    if listener is not None:
+        manager.register(listener, name=name)
+
+
 def register_plugin(plugin: object, name: str | None = None) -> str:
     """Register a plugin object (a module, class or instance with ``@torchbp.hookimpl`` functions).
 

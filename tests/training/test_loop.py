@@ -15,6 +15,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import torchbp
 from torchbp.training import CheckpointError, load, load_checkpoint
+from torchbp.training.graph_free import GraphFreeStep
+from torchbp.training.loop import threads_for
 
 
 @pytest.fixture(scope="module")
@@ -246,3 +248,68 @@ def test_graph_free_needs_a_torchbp_mlp(digits: tuple) -> None:
     model = torch.nn.Sequential(torch.nn.Linear(64, 10), torch.nn.Sigmoid())
     with pytest.raises(ValueError, match="graph_free=True needs a torchbp.nn.MLP"):
         torchbp.fit(model, digits[0], graph_free=True, verbose=False)
+
+
+class _ThreadRecorder:
+    def __init__(self) -> None:
+        self.seen: set[int] = set()
+
+    @torchbp.hookimpl
+    def torchbp_step_end(self) -> None:
+        self.seen.add(torch.get_num_threads())
+
+
+@pytest.mark.parametrize(
+    "model, threads, expected",
+    [
+        (torchbp.nn.MLP([64, 30, 10]), None, 1),  # small layers: one thread
+        (torchbp.nn.MLP([64, 30, 10]), 2, 2),  # asked for
+        (torch.nn.Sequential(torch.nn.Linear(64, 10), torch.nn.Sigmoid()), None, None),  # torch's own
+    ],
+    ids=["small-mlp", "asked", "other-module"],
+)
+def test_threads_while_training_and_restored_after(
+    digits: tuple, model: torch.nn.Module, threads: int | None, expected: int | None
+) -> None:
+    before = torch.get_num_threads()
+    recorder = _ThreadRecorder()
+    name = torchbp.register_plugin(recorder, name="thread-recorder")
+    try:
+        torchbp.fit(model, (digits[0][0][:40], digits[0][1][:40]), epochs=1, threads=threads, verbose=False)
+    finally:
+        torchbp.unregister_plugin(name)
+    assert recorder.seen == {before if expected is None else expected}
+    assert torch.get_num_threads() == before
+
+
+def test_threads_for_leaves_large_layers_and_gpus_alone() -> None:
+    small, large = torchbp.nn.MLP([64, 30, 10]), torchbp.nn.MLP([784, 256, 10])
+    assert threads_for(small, 10, torch.device("cpu")) == 1
+    assert threads_for(large, 128, torch.device("cpu")) is None  # 128 × 784 × 256 ≈ 2²⁴.6
+    assert threads_for(small, 10, torch.device("cuda")) is None
+
+
+@pytest.mark.parametrize("threads", [0, -1, 1.5, True])
+def test_bad_thread_counts_are_explained(digits: tuple, threads: object) -> None:
+    with pytest.raises(ValueError, match=f"threads: expected a positive int or None, got {threads!r}"):
+        torchbp.fit(_model(), digits[0], threads=threads, verbose=False)  # type: ignore[arg-type]
+
+
+def test_graph_free_step_sets_the_gradients_afresh_and_checks_targets() -> None:
+    torch.manual_seed(0)
+    model = torchbp.nn.MLP([5, 4, 3], activation="tanh").double()
+    x, y = torch.randn(6, 5, dtype=torch.float64), torch.rand(6, 3, dtype=torch.float64)
+    cost = torchbp.get_cost("quadratic")
+    cost(model(x), y).backward()
+    expected = [p.grad.clone() for p in model.parameters()]
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 7.0)  # stale gradients are replaced, not added to
+    step = GraphFreeStep(model, cost)
+    output = step(x, y)
+    torch.testing.assert_close(output, model(x), rtol=0, atol=0)
+    for p, grad in zip(model.parameters(), expected):
+        torch.testing.assert_close(p.grad, grad, rtol=1e-14, atol=1e-15)
+    with pytest.raises(ValueError, match=r"target: expected shape \(6, 3\)"):
+        step(x, y[:, :2])
+    with pytest.raises(ValueError, match="graph-free steps need a torchbp.nn.MLP with no module hooks, got Sequential"):
+        GraphFreeStep(torch.nn.Sequential(), cost)  # type: ignore[arg-type]

@@ -12,8 +12,10 @@ from typing import Any
 from torch import Tensor
 
 from ..hookspecs import hookimpl
+from ..plugins import listen
 
 _BAR = 24
+_PROGRESS = "torchbp.training.console.progress"
 
 
 def _bar_wanted(run: Any) -> bool:
@@ -22,6 +24,7 @@ def _bar_wanted(run: Any) -> bool:
 
 @hookimpl
 def torchbp_train_start(run: Any) -> None:
+    listen(_PROGRESS, _ProgressBar() if _bar_wanted(run) else None)
     if not run.verbose:
         return
     size = sum(p.numel() for p in run.model.parameters())
@@ -35,26 +38,27 @@ def torchbp_train_start(run: Any) -> None:
     run.state["console"] = {"loss": 0.0, "steps": 0, "shown": 0.0}
 
 
-@hookimpl
-def torchbp_step_end(run: Any, epoch: int, step: int, loss: Tensor) -> None:
-    if not _bar_wanted(run):
-        return
-    state = run.state["console"]
-    if step == 0:
-        state.update(loss=0.0, steps=0)
-    state["loss"] += loss.item()
-    state["steps"] += 1
-    now = time.monotonic()
-    if now - state["shown"] < 0.1 and step + 1 < run.steps_per_epoch:
-        return
-    state["shown"] = now
-    done = (step + 1) / run.steps_per_epoch
-    filled = round(done * _BAR)
-    sys.stderr.write(
-        f"\repoch {epoch + 1}/{run.epochs} [{'#' * filled}{'.' * (_BAR - filled)}] "
-        f"{step + 1}/{run.steps_per_epoch}  loss {state['loss'] / state['steps']:.4f}"
-    )
-    sys.stderr.flush()
+class _ProgressBar:
+    """The bar with the running loss: listens to steps only while it is drawn (verbose, on a terminal)."""
+
+    @hookimpl
+    def torchbp_step_end(self, run: Any, epoch: int, step: int, loss: Tensor) -> None:
+        state = run.state["console"]
+        if step == 0:
+            state.update(loss=0.0, steps=0)
+        state["loss"] += loss.item()
+        state["steps"] += 1
+        now = time.monotonic()
+        if now - state["shown"] < 0.1 and step + 1 < run.steps_per_epoch:
+            return
+        state["shown"] = now
+        done = (step + 1) / run.steps_per_epoch
+        filled = round(done * _BAR)
+        sys.stderr.write(
+            f"\repoch {epoch + 1}/{run.epochs} [{'#' * filled}{'.' * (_BAR - filled)}] "
+            f"{step + 1}/{run.steps_per_epoch}  loss {state['loss'] / state['steps']:.4f}"
+        )
+        sys.stderr.flush()
 
 
 @hookimpl
@@ -84,6 +88,7 @@ def _tensorboard_command() -> str:
 
 @hookimpl
 def torchbp_train_end(run: Any, history: list[dict[str, float]]) -> None:
+    listen(_PROGRESS, None)
     if run.verbose and run.directory is not None:
         print(f"run directory: {run.directory}")
         print(f"watch it in TensorBoard:  {_tensorboard_command()} --logdir {run.directory.parent}")

@@ -37,12 +37,14 @@ def supports(model: torch.nn.Module) -> bool:
 
 
 class GraphFreeStep:
-    """``step(inputs, targets)``: one batch's cost C, with every parameter's ``.grad`` set to ∂C/∂θ.
+    """``step(inputs, targets)``: every parameter's ``.grad`` set to ∂C/∂θ for one batch.
 
     What ``zero_grad(set_to_none=True)`` then ``cost(model(inputs), targets).backward()`` would
     leave behind, layers' delta hooks included, but with no autograd graph: the forward pass keeps
-    aˡ (and zˡ where σ′ reads it), and the backward pass is the δ-recursion. The caller then steps
-    its update rule. ``targets`` are already in the form the cost takes.
+    aˡ (and zˡ where σ′ reads it), and the backward pass is the δ-recursion. It needs ∇ₐC only,
+    never the cost's value: it returns the output aᴸ, from which ``cost.mean(output, targets)``
+    gives C when the caller wants it. The caller then steps its update rule. ``targets`` are
+    already in the form the cost takes.
 
     The model's layout (its parameters, activations and which parameters want a gradient) is read
     once, here; build a new step if it changes. Runs under ``torch.no_grad()``.
@@ -69,7 +71,7 @@ class GraphFreeStep:
         self.check_targets = cost.spec.check is not None
 
     def __call__(self, inputs: Tensor, targets: Tensor) -> Tensor:
-        """Forward and backward pass on a batch ``inputs (n, in)``; returns C (a 0-d tensor)."""
+        """Forward and backward pass on a batch ``inputs (n, in)``; returns the output aᴸ ``(n, out)``."""
         if torch.is_grad_enabled():
             with torch.no_grad():
                 return self(inputs, targets)
@@ -77,8 +79,6 @@ class GraphFreeStep:
         output, cost = a[-1], self.cost
         if self.check_targets and cost.spec.check is not None:
             cost.spec.check(output, targets, **cost.options)
-        # C = (1/n) Σₖ Cₖ
-        loss = cost.mean(output, targets)
         # BP1's first factor: ∇ₐC = (1/n) ∇ₐCₖ
         grad_output = cost.gradient(output, targets) / output.shape[0]
         saved = [z_l if kind == "z" else a_l if kind == "a" else None for kind, z_l, a_l in zip(self.reads, z, a[1:])]
@@ -91,9 +91,4 @@ class GraphFreeStep:
         for parameter, grad in zip(self.parameters, (*grad_weights, *grad_biases)):
             if parameter is not None:
                 parameter.grad = grad
-        return loss
-
-
-def graph_free_gradients(model: MLP, inputs: Tensor, targets: Tensor, cost: Cost) -> Tensor:
-    """One :class:`GraphFreeStep` of ``model`` on a batch; returns the batch's cost C (a 0-d tensor)."""
-    return GraphFreeStep(model, cost)(inputs, targets)
+        return output

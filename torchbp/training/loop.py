@@ -221,6 +221,45 @@ def intra_op_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+class _EpochCost:
+    """Σₖ Cₖ over an epoch's examples, each at the weights of its own step, from the batches' outputs.
+
+    The cost's value is not needed for a step (the gradients need ∇ₐC only), so it is computed
+    here once for many batches together: outputs are kept until some 2²⁰ elements are waiting.
+    """
+
+    def __init__(self, cost: Cost) -> None:
+        self.cost = cost
+        self.outputs: list[Tensor] = []
+        self.targets: list[Tensor] = []
+        self.waiting = 0
+        self.sums: list[Tensor] = []
+        self.count = 0
+
+    def add(self, output: Tensor, targets: Tensor) -> None:
+        self.outputs.append(output.detach())
+        self.targets.append(targets)
+        self.waiting += output.numel()
+        if self.waiting >= 2**20:
+            self.reduce()
+
+    def reduce(self) -> None:
+        if not self.outputs:
+            return
+        output, targets = torch.cat(self.outputs), torch.cat(self.targets)
+        with torch.no_grad():
+            self.sums.append(self.cost(output, targets).to(torch.float64) * output.shape[0])
+        self.count += output.shape[0]
+        self.outputs, self.targets, self.waiting = [], [], 0
+
+    def total(self, device: torch.device) -> tuple[Tensor, int]:
+        """(Σₖ Cₖ, the number of examples)."""
+        self.reduce()
+        if not self.sums:
+            return torch.zeros((), device=device, dtype=torch.float64), 0
+        return torch.stack(self.sums).sum(), self.count
+
+
 def _train_epoch(
     run: Run,
     network: torch.nn.Module,
@@ -230,19 +269,21 @@ def _train_epoch(
     seed: int,
     epoch: int,
 ) -> tuple[Tensor, int]:
-    """One pass over ``data``, stepping ``run.rule`` after each batch; returns (Σ n·C, n) over the batches.
+    """One pass over ``data``, stepping ``run.rule`` after each batch; returns (Σₖ Cₖ, n) over the epoch.
 
     Tensor data is already on the device with its targets encoded; other data is moved per batch.
+    A graph-free step computes its batch's cost only while a step listener takes ``loss``.
     """
     model, rule, cost, device = run.model, run.rule, run.cost, run.device
     on_device = isinstance(data, tuple)
     step_end = get_plugin_manager().hook.torchbp_step_end
+    wants_loss = any("loss" in listener.argnames for listener in step_end.get_hookimpls())
     model.train()
     if graph_free_step is not None:
         # tensor data: every row's targets were checked in the first epoch
         graph_free_step.check_targets = not (on_device and epoch > run.start_epoch)
-    losses: list[Tensor] = []  # each batch's C, summed (weighted by batch size) once the epoch is over
-    sizes: list[int] = []
+    epoch_cost = _EpochCost(cost)
+    loss: Tensor | None = None
     with torch.set_grad_enabled(graph_free_step is None):
         for step, (inputs, targets) in enumerate(_batches(data, batch_size, seed, epoch, run.rank, run.world_size)):
             if not on_device:
@@ -251,23 +292,22 @@ def _train_epoch(
                 if not on_device:
                     targets = targets_for(cost, targets, cast(MLP, model).sizes[-1], inputs.dtype)
                 # sets every .grad afresh: no zero_grad needed
-                loss = graph_free_step(inputs, targets)
+                output = graph_free_step(inputs, targets)
+                if wants_loss:
+                    loss = cost.mean(output, targets)
                 if run.world_size > 1:
                     _average_gradients(model, run.world_size)
             else:
                 rule.zero_grad(set_to_none=True)
                 output = network(inputs)
-                loss = cost(output, targets_for(cost, targets, output.shape[-1], output.dtype))
+                targets = targets_for(cost, targets, output.shape[-1], output.dtype)
+                loss = cost(output, targets)
                 loss.backward()
                 loss = loss.detach()
             rule.step()
-            losses.append(loss)
-            sizes.append(inputs.shape[0])
+            epoch_cost.add(output, targets)
             step_end(run=run, epoch=epoch, step=step, loss=loss)
-    if not losses:
-        return torch.zeros((), device=device, dtype=torch.float64), 0
-    weights = torch.tensor(sizes, device=device, dtype=torch.float64)
-    return torch.stack(losses).to(torch.float64) @ weights, sum(sizes)
+    return epoch_cost.total(device)
 
 
 def _device(device: str | torch.device | None, model: torch.nn.Module) -> torch.device:

@@ -16,6 +16,9 @@ from torch import Tensor
 
 from ..hookspecs import hookimpl
 from ..nn import Dense
+from ..plugins import listen
+
+_STEPS = "torchbp.training.tensorboard.steps"
 
 
 def _layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
@@ -76,6 +79,7 @@ def _layout(layers: list[str]) -> dict[str, Any]:
 
 @hookimpl
 def torchbp_train_start(run: Any) -> None:
+    listen(_STEPS, _StepLoss() if run.directory is not None else None)
     if run.directory is None:
         return
     from torch.utils.tensorboard import SummaryWriter
@@ -93,9 +97,11 @@ def torchbp_train_start(run: Any) -> None:
     }
 
 
-@hookimpl
-def torchbp_step_end(run: Any, epoch: int, step: int, loss: Tensor) -> None:
-    if "tensorboard" in run.state:
+class _StepLoss:
+    """``loss/train_step``: listens to steps only while a run is logged."""
+
+    @hookimpl
+    def torchbp_step_end(self, run: Any, epoch: int, step: int, loss: Tensor) -> None:
         writer = run.state["tensorboard"]["writer"]
         writer.add_scalar("loss/train_step", loss.item(), epoch * run.steps_per_epoch + step)
 
@@ -133,6 +139,7 @@ def _hparam(value: Any) -> Any:
 
 @hookimpl
 def torchbp_train_end(run: Any, history: list[dict[str, float]]) -> None:
+    listen(_STEPS, None)
     state = run.state.pop("tensorboard", None)
     if state is None:
         return
