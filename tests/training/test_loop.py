@@ -313,3 +313,38 @@ def test_graph_free_step_sets_the_gradients_afresh_and_checks_targets() -> None:
         step(x, y[:, :2])
     with pytest.raises(ValueError, match="graph-free steps need a torchbp.nn.MLP with no module hooks, got Sequential"):
         GraphFreeStep(torch.nn.Sequential(), cost)  # type: ignore[arg-type]
+
+
+class _LossRecorder:
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+        self.listening: list[bool] = []
+
+    @torchbp.hookimpl
+    def torchbp_step_end(self, loss: torch.Tensor) -> None:
+        assert loss.dim() == 0
+        self.losses.append(loss.item())
+        self.listening.append(torchbp.get_plugin_manager().has_plugin("torchbp.training.tensorboard.steps"))
+
+
+@pytest.mark.parametrize("graph_free", [True, False], ids=["graph-free", "autograd"])
+def test_step_losses_reach_listeners_and_add_up_to_the_epoch_loss(
+    tmp_path: Path, digits: tuple, graph_free: bool
+) -> None:
+    recorder = _LossRecorder()
+    name = torchbp.register_plugin(recorder, name="loss-recorder")
+    try:
+        history = torchbp.fit(
+            _model(),
+            (digits[0][0][:100], digits[0][1][:100]),
+            epochs=1,
+            batch_size=25,
+            logdir=tmp_path,
+            graph_free=graph_free,
+            verbose=False,
+        )
+    finally:
+        torchbp.unregister_plugin(name)
+    assert len(recorder.losses) == 4 and all(recorder.listening)  # TensorBoard's step logger, while logging
+    assert history[0]["train_loss"] == pytest.approx(sum(recorder.losses) / 4, rel=1e-6)
+    assert not torchbp.get_plugin_manager().has_plugin("torchbp.training.tensorboard.steps")
