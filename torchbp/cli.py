@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tomllib
 from collections.abc import Sequence
@@ -219,7 +220,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    code = args.run(args)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # one of several torchrun processes, its work done and its files closed: it leaves without
+        # the interpreter's teardown, where gloo's threads now and then abort the process (SIGABRT,
+        # "terminate called without an active exception") and torchrun reports the run as failed
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":
