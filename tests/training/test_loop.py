@@ -244,6 +244,21 @@ def test_graph_free_training_gives_the_autograd_numbers_bit_for_bit(
         assert torch.equal(weights_fast[key], value)
 
 
+def test_targets_of_another_float_dtype_train_like_the_output_dtype() -> None:
+    torch.manual_seed(0)
+    x, y = torch.rand(40, 4), torch.rand(40, 2, dtype=torch.float64)
+    runs = []
+    for graph_free, targets in ((True, y), (False, y), (True, y.float())):
+        torch.manual_seed(1)
+        model = torchbp.nn.MLP([4, 3, 2])
+        history = torchbp.fit(model, (x, targets), epochs=2, seed=0, graph_free=graph_free, verbose=False)
+        runs.append((_without_time(history), model.state_dict()))
+    for history, weights in runs[1:]:
+        assert history == runs[0][0]
+        for key, value in weights.items():
+            assert torch.equal(value, runs[0][1][key])
+
+
 def test_graph_free_needs_a_torchbp_mlp(digits: tuple) -> None:
     model = torch.nn.Sequential(torch.nn.Linear(64, 10), torch.nn.Sigmoid())
     with pytest.raises(ValueError, match="graph_free=True needs a torchbp.nn.MLP"):

@@ -153,9 +153,13 @@ def _check_train_data(name: str, data: Any) -> None:
 
 
 def targets_for(cost: Cost, targets: Tensor, classes: int, dtype: torch.dtype) -> Tensor:
-    """Integer class targets one-hot encoded (``classes`` wide, in ``dtype``) for costs that
-    compare outputs with vectors; other targets as they are."""
-    if targets.is_floating_point() or cost.spec.class_targets:
+    """Targets in the form the cost takes, for outputs of ``dtype``: floating-point targets in that
+    dtype (as :class:`~torchbp.registry.Cost` casts them; the graph-free step has no such cast),
+    integer class targets one-hot encoded (``classes`` wide) for costs that compare outputs with
+    vectors, and as they are for costs that take class indices."""
+    if targets.is_floating_point():
+        return targets.to(dtype)
+    if cost.spec.class_targets:
         return targets
     return torch.nn.functional.one_hot(targets.long(), classes).to(dtype)
 
@@ -183,8 +187,8 @@ def evaluate(
 
 
 def _encoded(model: torch.nn.Module, cost: Cost, inputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-    """Tensor data with its class targets encoded once, as :func:`targets_for` would per batch."""
-    if targets.is_floating_point() or cost.spec.class_targets or len(inputs) == 0:
+    """Tensor data with its targets put in the cost's form once, as :func:`targets_for` would per batch."""
+    if (cost.spec.class_targets and not targets.is_floating_point()) or len(inputs) == 0:
         return inputs, targets
     was_training = model.training
     model.eval()
