@@ -322,7 +322,7 @@ def digits_end_to_end(epochs: int = 30, batch_size: int = 10, lr: float = 3.0, r
     def numpy_accuracy(weights: list[np.ndarray], biases: list[np.ndarray]) -> float:
         a = val.inputs.numpy().astype(np.float64).T
         for w, b in zip(weights, biases):
-            a = 1 / (1 + np.exp(-(w @ a + b)))
+            a = _sigmoid(w @ a + b)
         return float((a.argmax(0) == val.targets.numpy()).mean())
 
     def network_py() -> float:
