@@ -336,6 +336,30 @@ def test_mlp_reports_each_layers_delta() -> None:
     torch.testing.assert_close(seen[1].sum(0), b2.grad)
 
 
+def test_mlp_keeps_a_relu_mask_only_where_no_activation_is_kept(device: str) -> None:
+    # W² frozen: a¹ is not needed for BP4, so σ′ of the hidden relu reads a boolean mask
+    x = torch.randn(5, 3, dtype=torch.float64, device=device)
+    w1, b1 = _layer(4, 3, torch.float64, device)
+    w2 = torch.randn(2, 4, dtype=torch.float64, device=device)
+    saved: list[torch.Tensor] = []
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        saved.append(tensor)
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        output = F.mlp(x, [w1, w2], [b1, None], ["relu", "relu"])
+    assert [t.dtype for t in saved] == [torch.float64, torch.bool, torch.float64, torch.float64]
+    assert saved[0] is x and saved[2] is w2 and saved[3] is output  # x for BP4, W² for BP2, a² for σ′
+    output.square().sum().backward()
+    grads = [w1.grad, b1.grad]
+    for p in (w1, b1):
+        p.grad = None
+    torch_F.relu(torch_F.linear(torch_F.relu(torch_F.linear(x, w1, b1)), w2)).square().sum().backward()
+    torch.testing.assert_close(grads, [w1.grad, b1.grad], rtol=0, atol=0)
+    assert gradcheck(lambda x, w1, b1: F.mlp(x, [w1, w2], [b1, None], ["relu", "relu"]), (x, w1, b1))
+
+
 @pytest.mark.parametrize(
     "weights, words",
     [

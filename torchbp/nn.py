@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor
@@ -158,7 +158,10 @@ class Dense(torch.nn.Module):
         self.out_features = out_features
         self.activation = F.get_activation(activation)
         self.weight = torch.nn.Parameter(torch.empty(out_features, in_features, device=device, dtype=dtype))
-        self.bias = torch.nn.Parameter(torch.empty(out_features, device=device, dtype=dtype)) if bias else None
+        if bias:
+            self.bias = torch.nn.Parameter(torch.empty(out_features, device=device, dtype=dtype))
+        else:
+            self.register_parameter("bias", None)  # as torch.nn.Linear does
         self._delta_hooks: OrderedDict[int, Callable[[torch.nn.Module, Tensor], None]] = OrderedDict()
         self.reset_parameters()
 
@@ -238,21 +241,27 @@ class MLP(torch.nn.Module):
         return layers
 
     def forward(self, input: Tensor) -> Tensor:
-        layers = self.dense_layers
-        if any(layer._forward_hooks or layer._forward_pre_hooks for layer in layers):
+        # the layers' tensors straight from the module dicts: at the sizes where the stack is
+        # overhead-bound, ``Module.__getattr__`` on every layer costs as much as an addmm
+        weights: list[Tensor] = []
+        biases: list[Tensor | None] = []
+        activations: list[str | Activation] = []
+        hooked = delta_hooked = False
+        layers: Iterable[Dense] = self._modules["layers"]._modules.values()  # type: ignore[union-attr,assignment]
+        for layer in layers:
+            weights.append(layer._parameters["weight"])  # type: ignore[arg-type]
+            biases.append(layer._parameters["bias"])
+            activations.append(layer.activation)
+            hooked = hooked or bool(layer._forward_hooks or layer._forward_pre_hooks)
+            delta_hooked = delta_hooked or bool(layer._delta_hooks)
+        if hooked:
             # hooks on a single layer need that layer's own call
             a = input
-            for layer in layers:
-                a = layer(a)
+            for module in self.layers:
+                a = module(a)
             return a
-        on_delta = self._call_layer_delta_hooks if any(layer._delta_hooks for layer in layers) else None
-        return F.mlp(
-            input,
-            [layer.weight for layer in layers],
-            [layer.bias for layer in layers],
-            [layer.activation for layer in layers],
-            on_delta,
-        )
+        on_delta = self._call_layer_delta_hooks if delta_hooked else None
+        return F.mlp(input, weights, biases, activations, on_delta)
 
     def _call_layer_delta_hooks(self, index: int, delta: Tensor) -> None:
         self.dense_layers[index]._call_delta_hooks(delta)

@@ -148,7 +148,7 @@ def mlp(
             f"weights, biases, activations: expected one of each per layer, got {len(weights)}, "
             f"{len(biases)} and {len(activations)}"
         )
-    acts = [get_activation(activation) for activation in activations]
+    acts = [act if isinstance(act, Activation) else get_activation(act) for act in activations]
     dtype = autocast_dtype(x) if isinstance(x, Tensor) else None
     if dtype is not None:
         x = x.to(dtype)
@@ -156,8 +156,7 @@ def mlp(
         biases = [None if b is None else b.to(dtype) for b in biases]
     check_stack(x, weights, biases)
     params = [t for pair in zip(weights, biases) for t in pair]
-    outputs = apply(MLPFunction, x, acts, on_delta, *params)
-    return outputs[len(acts) - 1]
+    return apply(MLPFunction, x, acts, on_delta, *params)[len(acts) - 1]
 
 
 def activate(z: Tensor, activation: str | Activation, **options: object) -> Tensor:

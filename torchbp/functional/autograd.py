@@ -7,12 +7,14 @@ double backward (``gradgradcheck``, Hessian-vector products) works through them 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
-from torch._functorch.utils import unwrap_dead_wrappers
+from torch._C._functorch import unwrap_if_dead
 from torch.autograd import Function, forward_ad
 
 from .activations import Activation
@@ -46,7 +48,8 @@ def apply(function: type[Function], *args: Any) -> Any:
         return function.apply(*args)
     if forward_mode():
         return WITH_JVP[function].apply(*args)
-    return super(Function, function).apply(*unwrap_dead_wrappers(args))  # type: ignore[misc]
+    # as Function.apply does, a tensor left over from a finished torch.func transform is unwrapped
+    return super(Function, function).apply(*[unwrap_if_dead(a) if isinstance(a, Tensor) else a for a in args])  # type: ignore[misc]
 
 
 class LinearFunction(Function):
@@ -167,6 +170,69 @@ class DenseFunction(Function):
         return ctx.activation.delta(z_t, saved), z_t
 
 
+@dataclass(frozen=True)
+class Layout:
+    """What an :class:`MLPFunction` node keeps for its backward pass.
+
+    It depends only on which inputs want a gradient and on what each σ′ reads, so a training
+    loop, which repeats one pattern, works it out once (:func:`mlp_layout`).
+
+    Attributes:
+        plan: per layer, whether ∂C/∂aˡ⁻¹, ∂C/∂Wˡ and ∂C/∂bˡ are wanted.
+        sources: the tensors to save, each once: ``i >= 0`` is entry ``i`` of
+            ``(x, W¹, b¹, …, Wᴸ, bᴸ, a¹, …, aᴸ, z…)``; ``~l`` is ``σˡ.save(zˡ, aˡ)`` computed
+            afresh (relu's mask).
+        inputs, weights, reads: per layer, the position among the saved tensors, counted from 1,
+            of aˡ⁻¹ (for BP4), Wˡ (for BP2) and what σ′ reads; 0 where the backward pass needs none.
+        outputs: per layer, the position of aˡ in ``(x, W¹, b¹, …)`` above.
+        z_grads: per layer, the position among the node's output gradients of zˡ's, or 0.
+    """
+
+    plan: tuple[tuple[bool, bool, bool], ...]
+    sources: tuple[int, ...]
+    inputs: tuple[int, ...]
+    weights: tuple[int, ...]
+    reads: tuple[int, ...]
+    outputs: tuple[int, ...]
+    z_grads: tuple[int, ...]
+
+
+@functools.lru_cache(maxsize=256)
+def mlp_layout(needs: tuple[bool, ...], saves: tuple[str, ...]) -> Layout:
+    """The :class:`Layout` of an L-layer node from its ``needs_input_grad`` and each σ's ``saves``."""
+    layers = len(saves)
+    a_at = [0, *(1 + 2 * layers + l for l in range(layers))]  # a⁰ = x
+    upstream = needs[0]  # does anything below layer l want a gradient?
+    plan = []
+    for l in range(layers):
+        needs_weight, needs_bias = needs[3 + 2 * l], needs[4 + 2 * l]
+        plan.append((upstream, needs_weight, needs_bias))
+        upstream = upstream or needs_weight or needs_bias
+    sources: dict[int, int] = {}
+
+    def keep(source: int) -> int:
+        return sources.setdefault(source, len(sources) + 1)
+
+    inputs, weights, reads, z_grads = [], [], [], []
+    zs = 0  # the zˡ handed out so far
+    for l, ((needs_input, needs_weight, _), kind) in enumerate(zip(plan, saves)):
+        inputs.append(keep(a_at[l]) if needs_weight else 0)  # aˡ⁻¹ for BP4
+        weights.append(keep(1 + 2 * l) if needs_input else 0)  # Wˡ for BP2
+        z_grads.append(layers + zs if kind == "z" else 0)
+        if kind == "z":
+            reads.append(keep(1 + 3 * layers + zs))
+            zs += 1
+        elif kind == "a" or (kind == "mask" and (l + 1 == layers or plan[l + 1][1])):
+            # a mask a > 0 is read off aˡ itself where aˡ is kept anyway: the next layer's input,
+            # or the output, which the cost keeps (and torch.nn.ReLU saves too)
+            reads.append(keep(a_at[l + 1]))
+        else:
+            reads.append(keep(~l) if kind == "mask" else 0)
+    return Layout(
+        tuple(plan), tuple(sources), tuple(inputs), tuple(weights), tuple(reads), tuple(a_at[1:]), tuple(z_grads)
+    )
+
+
 class MLPFunction(Function):
     """A whole stack of dense layers as one node; backward: the δ-recursion in a loop.
 
@@ -174,7 +240,7 @@ class MLPFunction(Function):
     zˡ of the layers whose σ′ reads z. They are handed out, as in :class:`DenseFunction`, so
     that every saved tensor stays in the graph and a double backward is exact; callers keep aᴸ.
     Each tensor is saved once even where it plays two parts (aˡ is the input of layer l+1 and,
-    for sigmoid, what σ′ reads).
+    for sigmoid, what σ′ reads); :class:`Layout` says which.
     """
 
     generate_vmap_rule = True
@@ -186,69 +252,47 @@ class MLPFunction(Function):
         on_delta: Callable[[int, Tensor], None] | None,
         *params: Tensor | None,
     ) -> tuple[Tensor, ...]:
-        a, z = mlp_forward(x, list(params[0::2]), list(params[1::2]), activations)  # type: ignore[arg-type]
+        a, z = mlp_forward(x, params[0::2], params[1::2], activations)  # type: ignore[arg-type]
         return (*a[1:], *(z_l for z_l, act in zip(z, activations) if act.saves == "z"))
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
-        x, activations, on_delta, *params = inputs
-        layers = len(activations)
-        a, rest = [x, *output[:layers]], iter(output[layers:])
-        z = [next(rest) if act.saves == "z" else None for act in activations]
-        needs = ctx.needs_input_grad
-        upstream = needs[0]  # does anything below layer l want a gradient?
-        plan, slots = [], []
-        unique: dict[int, tuple[int, Tensor]] = {}  # id(tensor) -> (slot, tensor)
-
-        def keep(tensor: Tensor | None) -> int | None:
-            if tensor is None:
-                return None
-            return unique.setdefault(id(tensor), (len(unique), tensor))[0]
-
-        for l in range(layers):
-            needs_weight, needs_bias = needs[3 + 2 * l], needs[4 + 2 * l]
-            plan.append((upstream, needs_weight, needs_bias))
-            upstream = upstream or needs_weight or needs_bias
-        for l, (needs_input, needs_weight, _) in enumerate(plan):
-            activation = activations[l]
-            # a mask a > 0 can be read off aˡ itself: the next layer's input, or the output, which
-            # the cost keeps anyway (and torch.nn.ReLU saves too)
-            reuse_a = activation.saves == "mask" and (l + 1 == layers or plan[l + 1][1])
-            slots.append(
-                (
-                    keep(a[l] if needs_weight else None),  # aˡ⁻¹ for BP4
-                    keep(params[2 * l] if needs_input else None),  # Wˡ for BP2
-                    keep(a[l + 1] if reuse_a else activation.save(z[l], a[l + 1])),  # what σ′ reads
-                )
-            )
-        ctx.slots = slots
-        if forward_mode():
-            saved = (act.save(z_l, a_l) for act, z_l, a_l in zip(activations, z, a[1:]))
-            ctx.save_for_forward(*a[:layers], *params[0::2], *saved)
-        ctx.plan, ctx.activations, ctx.on_delta = plan, activations, on_delta
+        activations, on_delta = inputs[1], inputs[2]
+        layout = mlp_layout(ctx.needs_input_grad, tuple([act.saves for act in activations]))
+        values = (inputs[0], *inputs[3:], *output)
+        ctx.layout, ctx.activations, ctx.on_delta = layout, activations, on_delta
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(*(tensor for _, tensor in unique.values()))
+        ctx.save_for_backward(
+            *[values[i] if i >= 0 else activations[~i].save(None, values[layout.outputs[~i]]) for i in layout.sources]
+        )
+        if forward_mode():
+            layers = len(activations)
+            z = iter(output[layers:])
+            saved = (act.save(next(z) if act.saves == "z" else None, a_l) for act, a_l in zip(activations, output))
+            ctx.save_for_forward(inputs[0], *output[: layers - 1], *inputs[3::2], *saved)
 
     @staticmethod
     def backward(ctx: Any, *grads: Tensor | None) -> tuple[Tensor | None, ...]:
-        layers = len(ctx.activations)
-        tensors = ctx.saved_tensors
-
-        def slot(i: int | None) -> Tensor | None:
-            return None if i is None else tensors[i]
-
-        inputs, weights, saved = ([slot(s[k]) for s in ctx.slots] for k in range(3))
-        grad_a, rest = grads[:layers], iter(grads[layers:])
-        grad_z = [next(rest) if act.saves == "z" else None for act in ctx.activations]
+        layout, activations = ctx.layout, ctx.activations
+        layers = len(activations)
+        tensors = (None, *ctx.saved_tensors)  # a layout's position 0 is "not saved"
+        # gradients reaching a¹ … aᴸ⁻¹ or some zˡ directly: only in a double backward through what was saved
+        reaching = grads if any(g is not None for g in grads[: layers - 1] + grads[layers:]) else None
         deltas, grad_x, grad_weights, grad_biases = mlp_backward(
-            grad_a[-1], inputs, weights, ctx.activations, saved, ctx.plan, [*grad_a[:-1], None], grad_z
+            grads[layers - 1],
+            [tensors[i] for i in layout.inputs],
+            [tensors[i] for i in layout.weights],
+            activations,
+            [tensors[i] for i in layout.reads],
+            layout.plan,
+            None if reaching is None else [*reaching[: layers - 1], None],
+            None if reaching is None else [reaching[i] if i else None for i in layout.z_grads],
         )
         if ctx.on_delta is not None:
             for l, delta in enumerate(deltas):
                 if delta is not None:
                     ctx.on_delta(l, delta.detach())
-        params = [g for pair in zip(grad_weights, grad_biases) for g in pair]
-        return grad_x, None, None, *params
+        return grad_x, None, None, *[g for pair in zip(grad_weights, grad_biases) for g in pair]
 
     @staticmethod
     def tangent(ctx: Any, x_t: Tensor | None, _: None, __: None, *param_t: Tensor | None) -> tuple[Tensor, ...]:

@@ -64,13 +64,14 @@ def _check_bias(name: str, bias: object, weight_name: str, weight: Tensor) -> No
 def _consistent(x: Tensor, weights: list[Tensor], biases: list[Tensor | None]) -> bool:
     """The quick answer for the usual case: all shapes chain, one floating dtype, one device."""
     try:
-        width, dtype, device = x.shape[-1], x.dtype, x.get_device()
         if not x.is_floating_point():
             return False
+        width, dtype, device = x.shape[-1], x.dtype, x.get_device()
         for weight, bias in zip(weights, biases):
-            if weight.dim() != 2 or weight.shape[1] != width or weight.dtype != dtype or weight.get_device() != device:
+            shape = weight.shape
+            if len(shape) != 2 or shape[1] != width or weight.dtype != dtype or weight.get_device() != device:
                 return False
-            width = weight.shape[0]
+            width = shape[0]
             if bias is not None and (bias.shape != (width,) or bias.dtype != dtype or bias.get_device() != device):
                 return False
     except (AttributeError, IndexError, TypeError):
