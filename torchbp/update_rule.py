@@ -114,9 +114,10 @@ class UpdateRule(torch.optim.Optimizer):
             if not params:
                 continue
             states = [self.state[p] for p in params]
-            for p, state in zip(params, states):
-                if not state:
-                    state.update(self.init_state(group, p))
+            if type(self).init_state is not UpdateRule.init_state:  # a rule that keeps state
+                for p, state in zip(params, states):
+                    if not state:
+                        state.update(self.init_state(group, p))
             self.update(group, params, grads, states)
 
 
