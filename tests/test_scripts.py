@@ -1,12 +1,15 @@
-"""The scripts a newcomer runs: the worked example and the XOR demo."""
+"""The scripts: the worked example, the XOR demo and the drop-in overhead report."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import subprocess
 import sys
 from pathlib import Path
+
+import torch
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
@@ -43,3 +46,27 @@ def test_xor_demo_loss_falls() -> None:
     assert result.returncode == 0, result.stderr
     costs = [float(line.split()[-1]) for line in result.stdout.splitlines() if line.startswith("step")]
     assert len(costs) == 11 and costs[-1] < costs[0] / 10
+
+
+def test_overhead_contenders_take_the_same_step() -> None:
+    spec = importlib.util.spec_from_file_location("overhead", SCRIPTS / "overhead.py")
+    assert spec is not None and spec.loader is not None
+    overhead = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(overhead)
+    contenders, models = overhead.steps(lr=0.5)
+    for parts in contenders.values():
+        for _ in range(3):
+            for part in parts:
+                part()
+    native = [p.detach() for p in models["native"].parameters()]
+    for name in ("torchbp", "hand-specialised"):
+        for ours, theirs in zip(models[name].parameters(), native):
+            torch.testing.assert_close(ours.detach(), theirs, rtol=1e-5, atol=1e-6)
+    assert models["torchbp"].layers[0].weight.grad is not None
+
+
+def test_overhead_report_runs() -> None:
+    result = _run(str(SCRIPTS / "overhead.py"), "--steps", "4", "--repeats", "1", "--threads", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line.split()[0] for line in result.stdout.splitlines()[2:]]
+    assert rows == ["native", "torchbp", "hand-specialised"]
