@@ -250,7 +250,7 @@ class MLP(torch.nn.Module):
         layers: Iterable[Dense] = self._modules["layers"]._modules.values()  # type: ignore[union-attr,assignment]
         for layer in layers:
             weights.append(layer._parameters["weight"])  # type: ignore[arg-type]
-            biases.append(layer._parameters["bias"])
+            biases.append(layer._parameters.get("bias"))
             activations.append(layer.activation)
             hooked = hooked or bool(layer._forward_hooks or layer._forward_pre_hooks)
             delta_hooked = delta_hooked or bool(layer._delta_hooks)
