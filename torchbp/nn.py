@@ -242,7 +242,7 @@ class MLP(torch.nn.Module):
 
     def forward(self, input: Tensor) -> Tensor:
         # the layers' tensors straight from the module dicts: at the sizes where the stack is
-        # overhead-bound, ``Module.__getattr__`` on every layer costs as much as an addmm
+        # overhead-bound, a ``Module.__getattr__`` lookup per tensor adds up to an addmm's time
         weights: list[Tensor] = []
         biases: list[Tensor | None] = []
         activations: list[str | Activation] = []
