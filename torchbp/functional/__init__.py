@@ -14,7 +14,9 @@ with rows = examples, so in code ∂C/∂W = δᵀ x and ∂C/∂x = δ W.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
+import torch
 from torch import Tensor
 
 from . import activations
@@ -45,18 +47,20 @@ __all__ = [
 ]
 
 
+_T = TypeVar("_T", Tensor, Tensor | None)
+
+
+def _cast(t: _T, dtype: torch.dtype) -> _T:
+    """``t`` in autocast's ``dtype`` if it is a floating-point tensor, as ``torch.nn.functional.linear`` casts."""
+    return t.to(dtype) if isinstance(t, Tensor) and t.is_floating_point() else t
+
+
 def _autocast(x: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Under autocast, cast a layer's floating-point arguments as ``torch.nn.functional.linear`` does."""
-    if not isinstance(x, Tensor):
-        return x, weight, bias
-    dtype = autocast_dtype(x)
+    """Under autocast, a layer's floating-point arguments in the dtype autocast asks for."""
+    dtype = autocast_dtype(x) if isinstance(x, Tensor) else None
     if dtype is None:
         return x, weight, bias
-
-    def cast(t: Tensor) -> Tensor:
-        return t.to(dtype) if isinstance(t, Tensor) and t.is_floating_point() else t
-
-    return cast(x), cast(weight), None if bias is None else cast(bias)
+    return _cast(x, dtype), _cast(weight, dtype), _cast(bias, dtype)
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -151,9 +155,9 @@ def mlp(
     acts = [act if isinstance(act, Activation) else get_activation(act) for act in activations]
     dtype = autocast_dtype(x) if isinstance(x, Tensor) else None
     if dtype is not None:
-        x = x.to(dtype)
-        weights = [w.to(dtype) for w in weights]
-        biases = [None if b is None else b.to(dtype) for b in biases]
+        x = _cast(x, dtype)
+        weights = [_cast(w, dtype) for w in weights]
+        biases = [_cast(b, dtype) for b in biases]
     check_stack(x, weights, biases)
     params = [t for pair in zip(weights, biases) for t in pair]
     return apply(MLPFunction, x, acts, on_delta, *params)[len(acts) - 1]
