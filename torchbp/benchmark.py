@@ -100,7 +100,7 @@ class NumpyNet:
         a, activations = x, [x]
         for w, b in zip(self.weights, self.biases):
             z = a @ w.T + (b if b is not None else 0)
-            a = 1 / (1 + np.exp(-z)) if self.sigmoid else np.maximum(z, 0)
+            a = _sigmoid(z) if self.sigmoid else np.maximum(z, 0)
             activations.append(a)
         n = len(x)
         cost = 0.5 * float(((a - y) ** 2).sum()) / n
@@ -349,7 +349,7 @@ def digits_end_to_end(epochs: int = 30, batch_size: int = 10, lr: float = 3.0, r
                 for i in batch:  # still one example at a time, but σ′ = a(1 − a) and sums in place
                     a, activations = x_all[i][:, None], [x_all[i][:, None]]
                     for w, b in zip(weights, biases):
-                        a = 1 / (1 + np.exp(-(w @ a + b)))
+                        a = _sigmoid(w @ a + b)
                         activations.append(a)
                     delta = (a - y_all[i][:, None]) * a * (1 - a)
                     for l in range(len(weights) - 1, -1, -1):
