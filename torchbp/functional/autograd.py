@@ -7,7 +7,6 @@ double backward (``gradgradcheck``, Hessian-vector products) works through them 
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -197,9 +196,23 @@ class Layout:
     z_grads: tuple[int, ...]
 
 
-@functools.lru_cache(maxsize=256)
+_LAYOUTS: dict[tuple[tuple[bool, ...], tuple[str, ...]], Layout] = {}
+
+
 def mlp_layout(needs: tuple[bool, ...], saves: tuple[str, ...]) -> Layout:
-    """The :class:`Layout` of an L-layer node from its ``needs_input_grad`` and each σ's ``saves``."""
+    """The :class:`Layout` of an L-layer node from its ``needs_input_grad`` and each σ's ``saves``.
+
+    Worked out once per pattern and kept: the patterns are few (a model's own, with or without
+    gradients for its input), and a plain dict, unlike ``functools.lru_cache``, is traced by
+    ``torch.compile`` without a warning.
+    """
+    layout = _LAYOUTS.get((needs, saves))
+    if layout is None:
+        layout = _LAYOUTS[needs, saves] = _work_out_layout(needs, saves)
+    return layout
+
+
+def _work_out_layout(needs: tuple[bool, ...], saves: tuple[str, ...]) -> Layout:
     layers = len(saves)
     a_at = [0, *(1 + 2 * layers + l for l in range(layers))]  # a⁰ = x
     upstream = needs[0]  # does anything below layer l want a gradient?
