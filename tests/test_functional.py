@@ -8,6 +8,7 @@ import torch.nn.functional as torch_F
 from torch.autograd import gradcheck, gradgradcheck
 
 import torchbp.functional as F
+from torchbp.functional.autograd import _LAYOUTS, _MAX_LAYOUTS, mlp_layout
 
 # (name, options, torchbp function, PyTorch oracle)
 ACTIVATION_CASES = [
@@ -358,6 +359,17 @@ def test_mlp_keeps_a_relu_mask_only_where_no_activation_is_kept(device: str) -> 
     torch_F.relu(torch_F.linear(torch_F.relu(torch_F.linear(x, w1, b1)), w2)).square().sum().backward()
     torch.testing.assert_close(grads, [w1.grad, b1.grad], rtol=0, atol=0)
     assert gradcheck(lambda x, w1, b1: F.mlp(x, [w1, w2], [b1, None], ["relu", "relu"]), (x, w1, b1))
+
+
+def test_mlp_layouts_are_kept_once_each_and_never_more_than_the_bound() -> None:
+    needs = (True, False, False, True, True)
+    first = mlp_layout(needs, ("a",))
+    assert mlp_layout(needs, ("a",)) is first
+    patterns = [(True, False, False, *[True] * (2 * layers)) for layers in range(1, _MAX_LAYOUTS + 50)]
+    for pattern in patterns:
+        layers = (len(pattern) - 3) // 2
+        assert mlp_layout(pattern, ("z",) * layers).plan == ((True, True, True),) * layers
+        assert len(_LAYOUTS) <= _MAX_LAYOUTS
 
 
 @pytest.mark.parametrize(

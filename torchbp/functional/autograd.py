@@ -197,6 +197,7 @@ class Layout:
 
 
 _LAYOUTS: dict[tuple[tuple[bool, ...], tuple[str, ...]], Layout] = {}
+_MAX_LAYOUTS = 256  # patterns kept at most
 
 
 def mlp_layout(needs: tuple[bool, ...], saves: tuple[str, ...]) -> Layout:
@@ -204,10 +205,13 @@ def mlp_layout(needs: tuple[bool, ...], saves: tuple[str, ...]) -> Layout:
 
     Worked out once per pattern and kept: the patterns are few (a model's own, with or without
     gradients for its input), and a plain dict, unlike ``functools.lru_cache``, is traced by
-    ``torch.compile`` without a warning.
+    ``torch.compile`` without a warning. A process that meets more than ``_MAX_LAYOUTS``
+    patterns starts the cache afresh, so it never grows without bound.
     """
     layout = _LAYOUTS.get((needs, saves))
     if layout is None:
+        if len(_LAYOUTS) >= _MAX_LAYOUTS:
+            _LAYOUTS.clear()
         layout = _LAYOUTS[needs, saves] = _work_out_layout(needs, saves)
     return layout
 
