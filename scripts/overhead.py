@@ -28,7 +28,7 @@ from torch import Tensor
 from torch.autograd import Function
 
 from torchbp.benchmark import CASES, _batch, _native_twin
-from torchbp.functional.autograd import apply
+from torchbp.functional.internals import plain_apply
 from torchbp.nn import MLP
 from torchbp.registry import create_rule, get_cost
 
@@ -112,8 +112,8 @@ def steps(lr: float = 0.1) -> tuple[dict[str, list[Callable[[], Any]]], dict[str
         ],
         "hand-specialised": [
             hand_zero,
-            lambda: keep("a", apply(TwoLayerSigmoid, x, *params)[1]),
-            lambda: keep("c", apply(HalfSquaredError, held.pop("a"), y)),
+            lambda: keep("a", plain_apply(TwoLayerSigmoid, (x, *params))[1]),
+            lambda: keep("c", plain_apply(HalfSquaredError, (held.pop("a"), y))),
             lambda: held.pop("c").backward(),
             hand_update,
         ],

@@ -340,6 +340,6 @@ def test_pip_builds_a_typed_wheel(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     (wheel,) = tmp_path.glob("torchbp-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "torchbp/py.typed" in names and "torchbp/functional/autograd.py" in names
+    assert "torchbp/py.typed" in names and "torchbp/functional/factory.py" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "torchbp = torchbp.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

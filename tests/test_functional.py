@@ -8,7 +8,7 @@ import torch.nn.functional as torch_F
 from torch.autograd import gradcheck, gradgradcheck
 
 import torchbp.functional as F
-from torchbp.functional.autograd import _LAYOUTS, _MAX_LAYOUTS, mlp_layout
+from torchbp.functional.mlp_node import _LAYOUTS, _MAX_LAYOUTS, mlp_layout
 
 # (name, options, torchbp function, PyTorch oracle)
 ACTIVATION_CASES = [
@@ -262,7 +262,7 @@ def test_fused_kernel_is_the_written_product(device: str, dtype: torch.dtype, na
     z = torch.randn(6, 5, dtype=dtype, device=device)
     z[0, 0] = 0.0  # relu's kink: σ′(0) = 0, as torch.relu's backward
     grad = torch.randn_like(z)
-    kept = [activation.save(z, activation(z))]
+    kept = [activation.read(z, activation(z))]
     if activation.saves == "mask":
         kept.append(activation(z))  # relu may read the mask off a itself
     for saved in kept:

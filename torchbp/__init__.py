@@ -13,7 +13,7 @@ from .plugins import (
     unregister_plugin,
 )
 from .registry import Cost, create_rule, get_cost, list_costs, list_rules
-from .specs import CostSpec, RuleSpec
+from .specs import CostSpec, LayerSpec, RuleSpec
 from .training import fit
 from .update_rule import UpdateRule
 
@@ -25,6 +25,7 @@ except PackageNotFoundError:  # a source tree that was never installed
 __all__ = [
     "Cost",
     "CostSpec",
+    "LayerSpec",
     "PluginEntry",
     "PluginError",
     "PluginWarning",

@@ -20,7 +20,7 @@ from typing import Any
 import pluggy
 from torch import Tensor
 
-from .specs import CostSpec, RuleSpec
+from .specs import CostSpec, LayerSpec, RuleSpec
 
 hookspec = pluggy.HookspecMarker("torchbp")
 hookimpl = pluggy.HookimplMarker("torchbp")
@@ -50,6 +50,24 @@ def torchbp_rules() -> list[RuleSpec]:
 
     Returns:
         A list of :class:`~torchbp.RuleSpec`.
+    """
+
+
+@hookspec
+def torchbp_layers() -> list[LayerSpec]:
+    """Return the explicit-δ layers this plugin provides.
+
+    Called when torchbp first converts a model or lists layers. Each :class:`~torchbp.LayerSpec`
+    pairs a ``torch.nn`` class with its twin, a subclass whose backward is written out (usually
+    through a :class:`torchbp.derivatives.Derivatives` object and
+    :func:`torchbp.functional.apply_layer`). :func:`torchbp.nn.convert` then replaces every
+    module of that exact class with the twin, and the test suite checks the layer (gradcheck,
+    gradgradcheck, forward AD over the derivatives' ``samples()``; outputs and gradients against
+    the ``torch.nn`` original over ``examples``). A ``torch.nn`` class may have one twin only:
+    a second provider makes converting it an error naming both.
+
+    Returns:
+        A list of :class:`~torchbp.LayerSpec`.
     """
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import pluggy
 
 from . import hookspecs
-from .specs import CostSpec, RuleSpec
+from .specs import CostSpec, LayerSpec, RuleSpec
 
 ENTRY_POINT_GROUP = "torchbp"
 
@@ -42,14 +42,15 @@ class PluginEntry:
 
     Attributes:
         name: the name to look it up by.
-        kind: ``"cost"`` or ``"rule"``.
+        kind: ``"cost"``, ``"rule"`` or ``"layer"``.
         description: its one-line description.
         plugin: the name of the plugin that provides it (the entry point's name for an
             installed distribution).
         distribution: the distribution that ships the plugin, or ``None`` for one registered
             from Python.
         version: that distribution's version, or ``None``.
-        spec: the :class:`~torchbp.CostSpec` or :class:`~torchbp.RuleSpec` itself.
+        spec: the :class:`~torchbp.CostSpec`, :class:`~torchbp.RuleSpec` or
+            :class:`~torchbp.LayerSpec` itself.
     """
 
     name: str
@@ -58,11 +59,22 @@ class PluginEntry:
     plugin: str
     distribution: str | None
     version: str | None
-    spec: CostSpec | RuleSpec
+    spec: CostSpec | RuleSpec | LayerSpec
 
 
-_KINDS = {"cost": ("torchbp_costs", CostSpec), "rule": ("torchbp_rules", RuleSpec)}
-_BUILTINS = ("torchbp.costs", "torchbp.rules", "torchbp.training.console", "torchbp.training.tensorboard")
+_KINDS = {
+    "cost": ("torchbp_costs", CostSpec),
+    "rule": ("torchbp_rules", RuleSpec),
+    "layer": ("torchbp_layers", LayerSpec),
+}
+_BUILTINS = (
+    "torchbp.costs",
+    "torchbp.rules",
+    "torchbp.nn.linear",
+    "torchbp.nn.activation",
+    "torchbp.training.console",
+    "torchbp.training.tensorboard",
+)
 
 
 class _Plugins:
@@ -212,7 +224,7 @@ def unregister_plugin(plugin: object | str) -> None:
 
 
 def lookup(kind: str, name: str) -> PluginEntry:
-    """The entry registered as ``name`` (``kind`` ``"cost"`` or ``"rule"``), or an error that teaches."""
+    """The entry registered as ``name`` (``kind`` ``"cost"``, ``"rule"`` or ``"layer"``), or an error that teaches."""
     unique, conflicts = _get().collect(kind)
     if name in conflicts:
         providers = " and ".join(_provider(entry) for entry in conflicts[name])

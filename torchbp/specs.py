@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .derivatives.base import Derivatives
+
 
 @dataclass(frozen=True)
 class CostSpec:
@@ -65,3 +67,30 @@ class RuleSpec:
     name: str
     description: str
     optimizer: type[torch.optim.Optimizer]
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """An explicit-δ layer: the ``torch.nn`` module it stands in for, and its twin.
+
+    Attributes:
+        name: the name it is listed under, e.g. ``"Conv2d"``.
+        description: one line saying what it computes and how its backward goes.
+        module: the ``torch.nn`` class that :func:`torchbp.nn.convert` replaces (that exact
+            class; user subclasses stay as they are).
+        twin: the replacement, a subclass of ``module`` that adds no state of its own: same
+            constructor, parameters, buffers, ``state_dict`` and ``repr``.
+        derivatives: the layer's equations (:class:`torchbp.derivatives.Derivatives`); torchbp's
+            test suite runs gradcheck, gradgradcheck and forward-mode AD over its ``samples()``.
+        examples: ``examples(dtype) -> [(module, input), …]``: ``torch.nn`` modules of class
+            ``module`` with a valid input each. The test suite converts a copy of each and checks
+            outputs, gradients and buffers against the original, and that no native backward
+            node is left in the graph.
+    """
+
+    name: str
+    description: str
+    module: type[torch.nn.Module]
+    twin: type[torch.nn.Module]
+    derivatives: type[Derivatives] | None = None
+    examples: Callable[[torch.dtype], list[tuple[torch.nn.Module, Tensor]]] | None = None

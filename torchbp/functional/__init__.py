@@ -19,11 +19,13 @@ from typing import TypeVar
 import torch
 from torch import Tensor
 
-from . import activations
-from .activations import ACTIVATIONS, Activation, get_activation
-from .autograd import ActivationFunction, DenseFunction, LinearFunction, MLPFunction, apply
+from ..derivatives import activations
+from ..derivatives.activations import ACTIVATIONS, Activation, get_activation
+from ..derivatives.linear import Linear
 from .checks import autocast_dtype, check_dim, check_linear, check_stack, check_tensor
 from .cost import cost
+from .factory import apply, apply_layer
+from .mlp_node import DENSE_WITH_JVP, MLP_WITH_JVP, DenseFunction, MLPFunction
 
 __all__ = [
     "ACTIVATIONS",
@@ -63,13 +65,19 @@ def _autocast(x: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, T
     return _cast(x, dtype), _cast(weight, dtype), _cast(bias, dtype)
 
 
-def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+_LINEAR = Linear()
+
+
+def linear(
+    x: Tensor, weight: Tensor, bias: Tensor | None = None, on_delta: Callable[[Tensor], None] | None = None
+) -> Tensor:
     """z = x Wᵀ + b, with the explicit backward ∂C/∂x = δ W, ∂C/∂W = δᵀ x, ∂C/∂b = Σ δ.
 
     Args:
         x: input, shape ``(*, in_features)``.
         weight: W, shape ``(out_features, in_features)`` (``torch.nn.Linear``'s convention).
         bias: b, shape ``(out_features,)``, or ``None``.
+        on_delta: called with δ = ∂C/∂z, shape ``(*, out_features)``, during the backward pass.
 
     Returns:
         z, shape ``(*, out_features)``.
@@ -81,7 +89,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """
     x, weight, bias = _autocast(x, weight, bias)
     check_linear(x, weight, bias)
-    return apply(LinearFunction, x, weight, bias)
+    return apply_layer(_LINEAR, x, (weight, bias), on_delta)
 
 
 def dense(
@@ -116,7 +124,7 @@ def dense(
     check_linear(x, weight, bias)
     if isinstance(act, activations.Softmax):
         check_dim("activation", x, act.dim)
-    a, _ = apply(DenseFunction, x, weight, bias, act, on_delta)
+    a, _ = apply(DenseFunction, DENSE_WITH_JVP, x, weight, bias, act, on_delta)
     return a
 
 
@@ -160,7 +168,7 @@ def mlp(
         biases = [_cast(b, dtype) for b in biases]
     check_stack(x, weights, biases)
     params = [t for pair in zip(weights, biases) for t in pair]
-    return apply(MLPFunction, x, acts, on_delta, *params)[len(acts) - 1]
+    return apply(MLPFunction, MLP_WITH_JVP, x, acts, on_delta, *params)[len(acts) - 1]
 
 
 def activate(z: Tensor, activation: str | Activation, **options: object) -> Tensor:
@@ -173,7 +181,7 @@ def activate(z: Tensor, activation: str | Activation, **options: object) -> Tens
     """
     act = get_activation(activation, **options)
     z = check_tensor("input", z)
-    return apply(ActivationFunction, z, act)
+    return apply_layer(act, z)
 
 
 _SIGMOID = activations.sigmoid()
@@ -185,17 +193,17 @@ _IDENTITY = activations.identity()
 
 def sigmoid(input: Tensor) -> Tensor:
     """a = 1 / (1 + e⁻ᶻ), any shape; backward δ = g ⊙ a (1 − a)."""
-    return apply(ActivationFunction, check_tensor("input", input), _SIGMOID)
+    return apply_layer(_SIGMOID, check_tensor("input", input))
 
 
 def tanh(input: Tensor) -> Tensor:
     """a = tanh z, any shape; backward δ = g ⊙ (1 − a²)."""
-    return apply(ActivationFunction, check_tensor("input", input), _TANH)
+    return apply_layer(_TANH, check_tensor("input", input))
 
 
 def relu(input: Tensor) -> Tensor:
     """a = max(z, 0), any shape; backward δ = g where z > 0, else 0."""
-    return apply(ActivationFunction, check_tensor("input", input), _RELU)
+    return apply_layer(_RELU, check_tensor("input", input))
 
 
 def leaky_relu(input: Tensor, negative_slope: float = 0.01) -> Tensor:
@@ -220,12 +228,12 @@ def gelu(input: Tensor, approximate: str = "none") -> Tensor:
 
 def silu(input: Tensor) -> Tensor:
     """a = z sigmoid(z); backward δ = g ⊙ s (1 + z (1 − s))."""
-    return apply(ActivationFunction, check_tensor("input", input), _SILU)
+    return apply_layer(_SILU, check_tensor("input", input))
 
 
 def identity(input: Tensor) -> Tensor:
     """a = z; backward δ = g."""
-    return apply(ActivationFunction, check_tensor("input", input), _IDENTITY)
+    return apply_layer(_IDENTITY, check_tensor("input", input))
 
 
 def softmax(input: Tensor, dim: int) -> Tensor:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .internals import any_autocast
+
 
 def shape_text(t: Tensor) -> str:
     """A tensor's shape as ``(4, 3)``, for error messages."""
@@ -107,7 +109,7 @@ def check_dim(name: str, x: Tensor, dim: int) -> None:
 
 def autocast_dtype(x: Tensor) -> torch.dtype | None:
     """The dtype autocast asks for on ``x``'s device, or ``None`` where autocast is off."""
-    if not torch._C._is_any_autocast_enabled():
+    if not any_autocast():
         return None
     device_type = x.device.type
     if torch.is_autocast_enabled(device_type):

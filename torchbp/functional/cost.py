@@ -14,7 +14,8 @@ from typing import Any
 from torch import Tensor
 from torch.autograd import Function
 
-from .autograd import WITH_JVP, apply, forward_mode, with_jvp
+from .factory import apply, twin_with_jvp
+from .internals import forward_mode
 
 
 class CostFunction(Function):
@@ -54,7 +55,7 @@ class CostFunction(Function):
         return (ctx.gradient(a, y) * a_t).sum() / a.shape[0]
 
 
-WITH_JVP[CostFunction] = with_jvp(CostFunction)
+COST_WITH_JVP = twin_with_jvp(CostFunction)
 
 
 def mean_of_values(value: Callable[[Tensor, Tensor], Tensor], a: Tensor, y: Tensor) -> Tensor:
@@ -82,4 +83,11 @@ def cost(
     Returns:
         The scalar C.
     """
-    return apply(CostFunction, a, y, mean if mean is not None else functools.partial(mean_of_values, value), gradient)
+    return apply(
+        CostFunction,
+        COST_WITH_JVP,
+        a,
+        y,
+        mean if mean is not None else functools.partial(mean_of_values, value),
+        gradient,
+    )

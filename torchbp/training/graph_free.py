@@ -1,8 +1,8 @@
 """The gradients of a torchbp ``MLP`` without any autograd graph: the textbook algorithm.
 
 Forward pass, ∇ₐC from the cost, the δ-recursion, the gradients: the very routines the autograd
-Functions call (:func:`~torchbp.functional.layers.mlp_forward`,
-:func:`~torchbp.functional.layers.mlp_backward`), so the numbers are those of the drop-in loop
+Functions call (:func:`~torchbp.derivatives.dense.mlp_forward`,
+:func:`~torchbp.derivatives.dense.mlp_backward`), so the numbers are those of the drop-in loop
 ``rule.zero_grad(); cost(model(x), y).backward(); rule.step()``, bit for bit, at a fraction of
 the bookkeeping.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..functional.layers import mlp_backward, mlp_forward
+from ..derivatives.dense import mlp_backward, mlp_forward
 from ..nn import MLP
 from ..registry import Cost
 

@@ -26,17 +26,28 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, cast
+from typing import Any, ClassVar, Literal, NamedTuple, cast
 
 import torch
 from torch import Tensor
 
+from .base import Derivatives, Sample
+
 Saved = Literal["z", "a", "mask", "nothing"]
 
 
+class ActivationSaved(NamedTuple):
+    """The one tensor σ′ reads: z, a, the mask a > 0, or ``None``."""
+
+    read: Tensor | None
+
+
 @dataclass(frozen=True)
-class Activation:
+class Activation(Derivatives):
     """An activation function σ and the rule that turns an incoming gradient into δ.
+
+    As a layer (``torchbp.nn.ReLU`` …) its input is z and its output a = σ(z); its input VJP is
+    δ = ∂C/∂a ⊙ σ′(z), the "⊙ σ′(zˡ)" of BP1 and BP2.
 
     Attributes:
         name: the registered name, e.g. ``"sigmoid"``.
@@ -44,6 +55,9 @@ class Activation:
         saves: what the backward pass reads: the pre-activation ``"z"``, the output ``"a"``,
             the boolean ``"mask"`` a > 0 (z > 0 for relu), or ``"nothing"``.
     """
+
+    kind: ClassVar[str] = "activation"
+    Saved: ClassVar[type[ActivationSaved]] = ActivationSaved
 
     name: str
     sigma: Callable[[Tensor], Tensor]
@@ -53,7 +67,48 @@ class Activation:
     def __call__(self, z: Tensor) -> Tensor:
         return self.sigma(z)
 
-    def save(self, z: Tensor, a: Tensor) -> Tensor | None:
+    def forward(self, x: Tensor, *params: Tensor | None) -> tuple[Tensor, tuple[Tensor, ...]]:
+        return self.sigma(x), ()
+
+    def save(
+        self,
+        x: Tensor,
+        params: tuple[Tensor | None, ...],
+        z: Tensor,
+        buffers: tuple[Tensor, ...],
+        needs: tuple[bool, ...],
+    ) -> ActivationSaved:
+        # as a layer, the input x is the pre-activation z and the output z is a = σ(z)
+        return ActivationSaved(self.read(x, z))
+
+    def input_vjp(self, delta: Tensor, saved: Any) -> Tensor:
+        return self.delta(delta, saved.read)
+
+    def jvp(self, saved: Any, x_t: Tensor | None, *params_t: Tensor | None) -> Tensor:
+        assert x_t is not None
+        # ȧ = σ′(z) ⊙ ż: the Jacobian is symmetric (diagonal, or softmax's diag(a) − a aᵀ),
+        # so the forward product is the same rule as δ
+        return self.delta(x_t, saved.read)
+
+    @classmethod
+    def samples(cls, dtype: torch.dtype, device: torch.device | str) -> list[Sample]:
+        def make(*shape: int) -> Tensor:
+            return torch.randn(shape, dtype=dtype, device=device)
+
+        cases = [
+            Sample(f"{activation!r}", activation, make(5, 3))
+            for activation in (get_activation(name) for name in ACTIVATIONS)
+        ]
+        cases += [
+            Sample("leaky_relu slope 0.2, image batch", leaky_relu(0.2), make(2, 3, 4, 4)),
+            Sample("elu α 0.7, transposed", elu(0.7), make(3, 5).t()),
+            Sample("softplus β 2 threshold 3", softplus(2.0, 3.0), make(4, 3)),
+            Sample("gelu tanh, one value", gelu("tanh"), make(1)),
+            Sample("softmax dim 1 of 3", softmax(1), make(2, 4, 3)),
+        ]
+        return cases
+
+    def read(self, z: Tensor | None, a: Tensor) -> Tensor | None:
         """The one tensor that :meth:`delta` needs, chosen from ``z`` and ``a = σ(z)``."""
         if self.saves == "z":
             return z
@@ -64,16 +119,19 @@ class Activation:
         return None
 
     def delta(self, grad: Tensor, saved: Tensor | None) -> Tensor:
-        """δ = ∂C/∂z from ``grad`` = ∂C/∂a and the tensor returned by :meth:`save`."""
+        """δ = ∂C/∂z from ``grad`` = ∂C/∂a and the tensor returned by :meth:`read`."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
         return f"{self.name}({args})"
 
-    def __reduce__(self) -> tuple[object, ...]:
-        # Pickle (and deepcopy) by name and options: σ and σ′ are rebuilt from the table.
-        return _rebuild, (self.name, dict(self.options))
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # A built-in pickles (and deep-copies) by name and options, σ and σ′ rebuilt from the
+        # table; a custom activation, field by field (its σ must then be picklable)
+        if self.name in ACTIVATIONS and _rebuild(self.name, dict(self.options)).saves == self.saves:
+            return _rebuild, (self.name, dict(self.options))
+        return super().__reduce_ex__(protocol)
 
 
 @dataclass(frozen=True, repr=False)

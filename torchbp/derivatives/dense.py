@@ -1,76 +1,18 @@
-"""The plain forward and backward maths of a layer, with no autograd in them.
+"""Dense layers a = σ(x Wᵀ + b) and stacks of them: the δ-recursion as plain maths, no autograd.
 
-These routines are the one source of truth for a layer's equations. The autograd Functions in
-:mod:`torchbp.functional.autograd` call them, and so does any graph-free training step.
-
-Conventions (PyTorch's, Nielsen's ``wˡ`` as ``[out, in]``): rows are examples,
-``x`` is ``(*, in)``, ``weight`` is ``(out, in)``, ``bias`` is ``(out,)``, ``z`` and ``a`` are ``(*, out)``.
+The fused dense and MLP nodes (:mod:`torchbp.functional.mlp_node`) and the graph-free training
+step call these routines, so all three compute the same numbers. Conventions as in
+:mod:`torchbp.derivatives.linear`: rows are examples, ``z`` and ``a`` are ``(*, out)``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor
 
 from .activations import Activation
-
-
-def linear_forward(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """z = x Wᵀ + b, for ``x`` of shape ``(*, in)``.
-
-    The forward product is PyTorch's fused ``linear`` kernel (one call for x Wᵀ + b); what
-    torchbp writes out is the backward pass.
-    """
-    return torch.nn.functional.linear(x, weight, bias)
-
-
-def linear_jvp(x: Tensor, weight: Tensor, x_t: Tensor | None, weight_t: Tensor | None, bias_t: Tensor | None) -> Tensor:
-    """Forward-mode derivative of z = x Wᵀ + b: ż = ẋ Wᵀ + x Ẇᵀ + ḃ (tangents may be ``None``)."""
-    z_t = torch.zeros((*x.shape[:-1], weight.shape[0]), dtype=x.dtype, device=x.device)
-    if x_t is not None:
-        z_t = z_t + x_t @ weight.t()
-    if weight_t is not None:
-        z_t = z_t + x @ weight_t.t()
-    if bias_t is not None:
-        z_t = z_t + bias_t
-    return z_t
-
-
-def linear_backward(
-    delta: Tensor,
-    x: Tensor | None,
-    weight: Tensor | None,
-    needs: tuple[bool, bool, bool],
-) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
-    """Gradients of z = x Wᵀ + b from δ = ∂C/∂z, each computed only where ``needs`` says so.
-
-    Args:
-        delta: δ, shape ``(*, out)``.
-        x: the layer's input aˡ⁻¹, shape ``(*, in)`` (may be ``None`` when ∂C/∂W is not needed).
-        weight: W, shape ``(out, in)`` (may be ``None`` when ∂C/∂x is not needed).
-        needs: whether ∂C/∂x, ∂C/∂W, ∂C/∂b are wanted.
-
-    Returns:
-        ``(grad_x (*, in), grad_weight (out, in), grad_bias (out,))``, ``None`` where not needed.
-    """
-    grad_x = grad_weight = grad_bias = None
-    if needs[0]:
-        assert weight is not None, "∂C/∂x needs W"
-        # ∂C/∂aˡ⁻¹ = δ W   (the (Wˡ)ᵀ δˡ of BP2, rows = examples)
-        grad_x = delta @ weight
-    if needs[1] or needs[2]:
-        delta_rows = delta if delta.dim() == 2 else delta.reshape(-1, delta.shape[-1])
-        if needs[1]:
-            assert x is not None, "∂C/∂W needs the layer's input"
-            x_rows = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
-            # BP4: ∂C/∂W = δᵀ aˡ⁻¹, summed over the examples
-            grad_weight = delta_rows.t() @ x_rows
-        if needs[2]:
-            # BP3: ∂C/∂b = δ, summed over the examples
-            grad_bias = delta_rows.sum(0)
-    return grad_x, grad_weight, grad_bias
+from .linear import linear_backward, linear_forward
 
 
 def dense_forward(x: Tensor, weight: Tensor, bias: Tensor | None, activation: Activation) -> tuple[Tensor, Tensor]:
@@ -90,7 +32,7 @@ def dense_backward(
 ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
     """Gradients of a = σ(x Wᵀ + b) from ∂C/∂a: first δ = ∂C/∂a ⊙ σ′(z), then :func:`linear_backward`.
 
-    ``saved`` is what ``activation.save(z, a)`` returned in the forward pass; ``extra_delta`` is
+    ``saved`` is what ``activation.read(z, a)`` returned in the forward pass; ``extra_delta`` is
     a gradient that reached z directly (only in a double backward), added to δ.
 
     Returns:
@@ -140,7 +82,7 @@ def mlp_backward(
         inputs: each layer's input aˡ⁻¹ (``None`` where its ∂C/∂W is not needed).
         weights: each layer's W (``None`` where its input's gradient is not needed).
         activations: each layer's σ.
-        saved: what each layer's ``σ.save(z, a)`` kept.
+        saved: what each layer's ``σ.read(z, a)`` kept.
         needs: per layer, whether ∂C/∂aˡ⁻¹, ∂C/∂Wˡ, ∂C/∂bˡ are wanted.
         extra_grad_a: per layer, a gradient reaching its output aˡ directly (only in a double
             backward through saved tensors), added to ∂C/∂aˡ.

@@ -1,8 +1,10 @@
-"""The autograd Functions: each ``backward`` is the δ-recursion, written out.
+"""The fused nodes: a dense layer σ(x Wᵀ + b), and a whole stack of them, each as one autograd node.
 
-All Functions use the ``setup_context`` form with ``generate_vmap_rule = True`` so that they
-compose with :mod:`torch.func`. Their backward passes are made of differentiable torch ops, so
-double backward (``gradgradcheck``, Hessian-vector products) works through them too.
+These are torchbp's fast paths for MLPs, fenced off here: one node for many layers, and a layout
+of saved tensors worked out once per pattern. Their maths is :mod:`torchbp.derivatives.dense`'s;
+both use the ``setup_context`` form with ``generate_vmap_rule = True`` so that they compose with
+:mod:`torch.func`, and their backward passes are made of differentiable torch ops, so double
+backward works through them too.
 """
 
 from __future__ import annotations
@@ -11,103 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import Tensor
-from torch._C._functorch import unwrap_if_dead
-from torch.autograd import Function, forward_ad
+from torch.autograd import Function
 
-from .activations import Activation
-from .layers import (
-    dense_backward,
-    dense_forward,
-    linear_backward,
-    linear_forward,
-    linear_jvp,
-    mlp_backward,
-    mlp_forward,
-)
-
-
-def forward_mode() -> bool:
-    """Whether forward-mode AD may be running: a ``forward_ad`` level or a torch.func transform."""
-    return forward_ad._current_level >= 0 or torch._C._are_functorch_transforms_active()
-
-
-def apply(function: type[Function], *args: Any) -> Any:
-    """``function.apply(*args)``, minus the per-call binding of the arguments to a signature.
-
-    ``Function.apply`` runs ``inspect.signature(forward).bind(...)`` on every call of a
-    ``setup_context``-style Function (some 30 µs, more than a small layer's arithmetic) only to
-    fill in defaults. torchbp always passes every argument positionally, so the plain autograd
-    path skips it. Under forward-mode AD (``torch.func.jvp``/``jacfwd``, ``forward_ad``) the
-    call goes to the Function's twin with a ``jvp`` (see :func:`with_jvp`); under torch.compile
-    it is the standard call of the Function itself, which Dynamo traces without a break.
-    """
-    if torch.compiler.is_compiling():
-        return function.apply(*args)
-    if forward_mode():
-        return WITH_JVP[function].apply(*args)
-    # as Function.apply does, a tensor left over from a finished torch.func transform is unwrapped
-    return super(Function, function).apply(*[unwrap_if_dead(a) if isinstance(a, Tensor) else a for a in args])  # type: ignore[misc]
-
-
-class LinearFunction(Function):
-    """z = x Wᵀ + b, whose backward is :func:`~torchbp.functional.layers.linear_backward`."""
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        return linear_forward(x, weight, bias)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
-        x, weight, _ = inputs
-        needs_x, needs_weight = ctx.needs_input_grad[:2]
-        ctx.save_for_backward(x if needs_weight else None, weight if needs_x else None)
-        if forward_mode():
-            ctx.save_for_forward(x, weight)
-
-    @staticmethod
-    def backward(ctx: Any, delta: Tensor) -> tuple[Tensor | None, ...]:
-        x, weight = ctx.saved_tensors
-        return linear_backward(delta, x, weight, ctx.needs_input_grad)
-
-    @staticmethod
-    def tangent(ctx: Any, x_t: Tensor | None, weight_t: Tensor | None, bias_t: Tensor | None) -> Tensor:
-        x, weight = ctx.saved_tensors
-        return linear_jvp(x, weight, x_t, weight_t, bias_t)
-
-
-class ActivationFunction(Function):
-    """a = σ(z), whose backward is δ = ∂C/∂a ⊙ σ′(z) (the JVP for softmax)."""
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(z: Tensor, activation: Activation) -> Tensor:
-        return activation(z)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
-        z, activation = inputs
-        ctx.activation = activation
-        saved = activation.save(z, output)
-        ctx.save_for_backward(saved)
-        if forward_mode():
-            ctx.save_for_forward(saved)
-
-    @staticmethod
-    def backward(ctx: Any, grad_a: Tensor) -> tuple[Tensor | None, None]:
-        (saved,) = ctx.saved_tensors
-        return ctx.activation.delta(grad_a, saved), None
-
-    @staticmethod
-    def tangent(ctx: Any, z_t: Tensor, _: None) -> Tensor:
-        (saved,) = ctx.saved_tensors
-        # ȧ = σ′(z) ⊙ ż: the Jacobian is symmetric (diagonal, or softmax's diag(a) − a aᵀ),
-        # so the forward product is the same rule as δ
-        return ctx.activation.delta(z_t, saved)
+from ..derivatives.activations import Activation
+from ..derivatives.dense import dense_backward, dense_forward, mlp_backward, mlp_forward
+from ..derivatives.linear import linear_backward, linear_jvp
+from .factory import twin_with_jvp
+from .internals import forward_mode
 
 
 class DenseFunction(Function):
@@ -139,7 +52,7 @@ class DenseFunction(Function):
         ctx.activation = activation
         ctx.on_delta = on_delta
         ctx.set_materialize_grads(False)
-        saved = activation.save(z, a)
+        saved = activation.read(z, a)
         ctx.save_for_backward(x if needs_weight else None, weight if needs_x else None, saved)
         if forward_mode():
             ctx.save_for_forward(x, weight, saved)
@@ -179,7 +92,7 @@ class Layout:
     Attributes:
         plan: per layer, whether ∂C/∂aˡ⁻¹, ∂C/∂Wˡ and ∂C/∂bˡ are wanted.
         sources: the tensors to save, each once: ``i >= 0`` is entry ``i`` of
-            ``(x, W¹, b¹, …, Wᴸ, bᴸ, a¹, …, aᴸ, z…)``; ``~l`` is ``σˡ.save(zˡ, aˡ)`` computed
+            ``(x, W¹, b¹, …, Wᴸ, bᴸ, a¹, …, aᴸ, z…)``; ``~l`` is ``σˡ.read(zˡ, aˡ)`` computed
             afresh (relu's mask).
         inputs, weights, reads: per layer, the position among the saved tensors, counted from 1,
             of aˡ⁻¹ (for BP4), Wˡ (for BP2) and what σ′ reads; 0 where the backward pass needs none.
@@ -280,12 +193,12 @@ class MLPFunction(Function):
         ctx.layout, ctx.activations, ctx.on_delta = layout, activations, on_delta
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(
-            *[values[i] if i >= 0 else activations[~i].save(None, values[layout.outputs[~i]]) for i in layout.sources]
+            *[values[i] if i >= 0 else activations[~i].read(None, values[layout.outputs[~i]]) for i in layout.sources]
         )
         if forward_mode():
             layers = len(activations)
             z = iter(output[layers:])
-            saved = (act.save(next(z) if act.saves == "z" else None, a_l) for act, a_l in zip(activations, output))
+            saved = (act.read(next(z) if act.saves == "z" else None, a_l) for act, a_l in zip(activations, output))
             ctx.save_for_forward(inputs[0], *output[: layers - 1], *inputs[3::2], *saved)
 
     @staticmethod
@@ -327,15 +240,5 @@ class MLPFunction(Function):
         return (*outputs_t, *z_ts)
 
 
-def with_jvp(function: type[Function]) -> type[Function]:
-    """The same Function with its forward-mode rule ``tangent`` exposed as ``jvp``.
-
-    Dynamo refuses to trace a Function that defines ``jvp`` (it breaks the graph there), so the
-    Functions themselves define none and this twin is used only where forward-mode AD runs.
-    """
-    return type(function.__name__, (function,), {"jvp": staticmethod(function.tangent), "__doc__": function.__doc__})  # type: ignore[attr-defined]
-
-
-WITH_JVP: dict[type[Function], type[Function]] = {
-    function: with_jvp(function) for function in (LinearFunction, ActivationFunction, DenseFunction, MLPFunction)
-}
+DENSE_WITH_JVP = twin_with_jvp(DenseFunction)
+MLP_WITH_JVP = twin_with_jvp(MLPFunction)

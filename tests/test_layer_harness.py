@@ -1,0 +1,134 @@
+"""Every registered explicit-δ layer, torchbp's and any installed plugin's, through one harness.
+
+Over each derivatives object's ``samples()``: gradcheck (reverse, forward and batched through
+vmap), gradgradcheck, in float64. Over each layer's ``examples``: the converted module against
+its ``torch.nn`` original (outputs, input and parameter gradients, buffers), and an autograd
+graph with no native backward node left for a converted op.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+from torch.autograd import gradcheck, gradgradcheck
+
+import torchbp
+from torchbp.derivatives import Derivatives, Sample
+from torchbp.functional import apply_layer
+from torchbp.nn.registry import layer_entries
+from torchbp.specs import LayerSpec
+
+SPECS: list[LayerSpec] = [entry.spec for entry in layer_entries()]  # type: ignore[misc]
+DERIVATIVES: list[type[Derivatives]] = list(dict.fromkeys(s.derivatives for s in SPECS if s.derivatives is not None))
+EXAMPLES = [
+    (spec, index) for spec in SPECS if spec.examples is not None for index in range(len(spec.examples(torch.float64)))
+]
+
+# graph nodes that may stay native after convert: reshapes, views, copies and residual additions
+NATIVE_ALLOWED = {
+    "AccumulateGrad",
+    "ViewBackward0",
+    "UnsafeViewBackward0",
+    "ReshapeAliasBackward0",
+    "AddBackward0",
+    "CloneBackward0",
+    "ToCopyBackward0",
+}
+
+
+def _deterministic(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function`` with torch's RNG reset on every call, so a random layer (dropout) draws one mask."""
+
+    def call(*args: Any) -> Any:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            return function(*args)
+
+    return call
+
+
+def _samples(derivatives: type[Derivatives], device: str) -> list[Sample]:
+    torch.manual_seed(0)
+    return derivatives.samples(torch.float64, device)
+
+
+@pytest.mark.parametrize("derivatives", DERIVATIVES, ids=lambda d: d.__qualname__)
+def test_gradcheck_gradgradcheck_and_forward_ad_over_samples(derivatives: type[Derivatives], device: str) -> None:
+    samples = _samples(derivatives, device)
+    assert samples, f"{derivatives.__qualname__}.samples() gave no case"
+    for sample in samples:
+        x = sample.x.detach().requires_grad_()
+        params = [p.detach().requires_grad_() if p is not None else None for p in sample.params]
+        tensors = [x, *(p for p in params if p is not None)]
+
+        def layer(x: torch.Tensor, *given: torch.Tensor, sample: Sample = sample) -> torch.Tensor:
+            it = iter(given)
+            full = tuple(next(it) if p is not None else None for p in sample.params)
+            return apply_layer(sample.derivatives, x, full)
+
+        function = _deterministic(layer)
+        assert gradcheck(
+            function, tensors, check_forward_ad=True, check_batched_grad=True, check_batched_forward_grad=True
+        ), sample.label
+        assert gradgradcheck(function, tensors), sample.label
+
+
+def _walk(output: torch.Tensor) -> set[str]:
+    names, seen, stack = set(), set(), [output.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(type(node).__name__)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return names
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize(("spec", "index"), EXAMPLES, ids=lambda v: v.name if isinstance(v, LayerSpec) else str(v))
+def test_converted_layer_equals_its_torch_original(spec: LayerSpec, index: int, dtype: torch.dtype) -> None:
+    assert spec.examples is not None
+    torch.manual_seed(0)
+    theirs, x = spec.examples(dtype)[index]
+    ours = torchbp.nn.convert(copy.deepcopy(theirs))
+    assert type(ours) is spec.twin and isinstance(ours, spec.module)
+    assert repr(ours) == repr(theirs)
+    tolerance = {"rtol": 1e-10, "atol": 1e-10} if dtype == torch.float64 else {}
+    for training in (True, False):
+        ours.train(training)
+        theirs.train(training)
+        x_ours, x_theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+        with torch.random.fork_rng(devices=[]):
+            out_ours = ours(x_ours)
+        out_theirs = theirs(x_theirs)
+        torch.testing.assert_close(out_ours, out_theirs, **tolerance)
+        grad = torch.randn_like(out_theirs)
+        out_ours.backward(grad)
+        out_theirs.backward(grad)
+        torch.testing.assert_close(x_ours.grad, x_theirs.grad, **tolerance)
+        for (name, p_ours), p_theirs in zip(ours.named_parameters(), theirs.parameters()):
+            torch.testing.assert_close(p_ours.grad, p_theirs.grad, **tolerance, msg=lambda m, n=name: f"{n}: {m}")
+        for (name, b_ours), b_theirs in zip(ours.named_buffers(), theirs.buffers()):
+            torch.testing.assert_close(b_ours, b_theirs, **tolerance, msg=lambda m, n=name: f"{n}: {m}")
+        if training:
+            left = _walk(out_ours) - NATIVE_ALLOWED
+            assert all(name.endswith("FunctionBackward") for name in left), left
+        ours.zero_grad()
+        theirs.zero_grad()
+
+
+@pytest.mark.parametrize("spec", [s for s in SPECS if s.examples is not None], ids=lambda s: s.name)
+def test_torch_compile_traces_each_layer_without_graph_breaks(spec: LayerSpec) -> None:
+    import torch._dynamo as dynamo
+
+    assert spec.examples is not None
+    module, x = spec.examples(torch.float32)[0]
+    model = torchbp.nn.convert(module)
+    dynamo.reset()
+    explanation = dynamo.explain(lambda x: model(x).sum())(x.requires_grad_())
+    assert explanation.graph_break_count == 0, explanation.break_reasons

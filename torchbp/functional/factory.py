@@ -1,0 +1,129 @@
+"""The one autograd.Function factory: a layer type's :class:`~torchbp.derivatives.Derivatives`
+becomes a :class:`torch.autograd.Function`.
+
+The Function owns, in this one place, the chores every explicit-δ layer shares: saving what the
+derivatives object asks for (only what ``needs_input_grad`` calls for), handing δ to the layer's
+δ hooks, forward-mode AD (through a twin with a ``jvp``), ``torch.func`` (``generate_vmap_rule``)
+and the plain-eager fast path of :func:`apply`. Its backward is the derivatives object's
+equations, nothing else::
+
+    δ = ∂C/∂z                              (arrives from the layer above)
+    ∂C/∂x = derivatives.input_vjp(δ, …)    (BP2's analogue)
+    ∂C/∂θ = derivatives.param_vjps(δ, …)   (BP3's and BP4's analogues)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.autograd import Function
+
+from ..derivatives.base import Derivatives
+from .internals import forward_mode, plain_apply
+
+OnDelta = Callable[[Tensor], None]
+
+
+class LayerFunction(Function):
+    """``forward(derivatives, on_delta, x, *params)`` → ``(z, *buffers)``; backward from δ = ∂C/∂z.
+
+    ``on_delta``, if given, is called with δ (detached) in every backward pass. ``buffers`` are
+    what the forward pass made for the backward (indices, masks, statistics): handed out as
+    non-differentiable outputs, because a Function may only keep its inputs and outputs.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(derivatives: Derivatives, on_delta: OnDelta | None, x: Tensor, *params: Tensor | None) -> Any:
+        z, buffers = derivatives.forward(x, *params)
+        return (z, *buffers)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
+        derivatives, on_delta, x, *params = inputs
+        z, *buffers = output
+        ctx.derivatives, ctx.on_delta, ctx.buffers = derivatives, on_delta, len(buffers)
+        ctx.set_materialize_grads(False)
+        if buffers:
+            ctx.mark_non_differentiable(*buffers)
+        needs = tuple(ctx.needs_input_grad[2:])
+        ctx.save_for_backward(*derivatives.save(x, tuple(params), z, tuple(buffers), needs))
+        if forward_mode():
+            ctx.save_for_forward(*derivatives.save(x, tuple(params), z, tuple(buffers), (True,) * len(needs)))
+
+    @staticmethod
+    def backward(ctx: Any, delta: Tensor | None, *_: Tensor | None) -> tuple[Tensor | None, ...]:
+        derivatives: Derivatives = ctx.derivatives
+        needs = ctx.needs_input_grad[2:]
+        if delta is None:
+            return (None,) * (2 + len(needs))
+        if ctx.on_delta is not None:
+            ctx.on_delta(delta.detach())
+        saved = derivatives.Saved(*ctx.saved_tensors)
+        grad_x = derivatives.input_vjp(delta, saved) if needs[0] else None
+        grad_params = derivatives.param_vjps(delta, saved, needs[1:]) if any(needs[1:]) else (None,) * (len(needs) - 1)
+        return None, None, grad_x, *grad_params
+
+    @staticmethod
+    def tangent(ctx: Any, _: None, __: None, x_t: Tensor | None, *params_t: Tensor | None) -> Any:
+        derivatives: Derivatives = ctx.derivatives
+        z_t = derivatives.jvp(derivatives.Saved(*ctx.saved_tensors), x_t, *params_t)
+        return (z_t, *([None] * ctx.buffers))
+
+
+_FUNCTIONS: dict[type[Derivatives], tuple[type[Function], type[Function]]] = {}
+
+
+def twin_with_jvp(function: type[Function]) -> type[Function]:
+    """The same Function with its forward-mode rule ``tangent`` exposed as ``jvp``.
+
+    Dynamo refuses to trace a Function that defines ``jvp`` (it breaks the graph there), so the
+    Functions themselves define none and this twin is used only where forward-mode AD runs.
+    """
+    return type(function.__name__, (function,), {"jvp": staticmethod(function.tangent), "__doc__": function.__doc__})  # type: ignore[attr-defined]
+
+
+def function_for(derivatives: type[Derivatives]) -> tuple[type[Function], type[Function]]:
+    """The Function of a layer type (named ``<Kind>Function``, so its graph node reads
+    ``<Kind>FunctionBackward``) and its forward-mode twin; made once per type."""
+    functions = _FUNCTIONS.get(derivatives)
+    if functions is None:
+        name = "".join(part.capitalize() for part in derivatives.kind.split("_")) + "Function"
+        function = type(name, (LayerFunction,), {"__doc__": derivatives.__doc__, "__module__": __name__})
+        functions = _FUNCTIONS[derivatives] = (function, twin_with_jvp(function))
+    return functions
+
+
+def apply(function: type[Function], jvp_twin: type[Function], *args: Any) -> Any:
+    """``function.apply(*args)``, minus the per-call binding of the arguments to a signature.
+
+    ``Function.apply`` binds its arguments to ``forward``'s signature on every call (some 30 µs,
+    more than a small layer's arithmetic) only to fill in defaults; torchbp passes every argument
+    positionally, so the plain autograd path skips it. Under forward-mode AD the call goes to
+    the twin with a ``jvp``; under torch.compile it is the standard call, which Dynamo traces.
+    """
+    if torch.compiler.is_compiling():
+        return function.apply(*args)
+    if forward_mode():
+        return jvp_twin.apply(*args)
+    return plain_apply(function, args)
+
+
+def apply_layer(
+    derivatives: Derivatives, x: Tensor, params: tuple[Tensor | None, ...] = (), on_delta: OnDelta | None = None
+) -> Tensor:
+    """z = f(x; θ) of a layer type, through its Function; buffers are dropped."""
+    function, jvp_twin = function_for(type(derivatives))
+    return apply(function, jvp_twin, derivatives, on_delta, x, *params)[0]
+
+
+def apply_layer_with_buffers(
+    derivatives: Derivatives, x: Tensor, params: tuple[Tensor | None, ...] = (), on_delta: OnDelta | None = None
+) -> tuple[Tensor, ...]:
+    """``(z, *buffers)`` of a layer type, for callers that read what the forward pass made (batch statistics)."""
+    function, jvp_twin = function_for(type(derivatives))
+    return apply(function, jvp_twin, derivatives, on_delta, x, *params)  # type: ignore[no-any-return]

@@ -1,0 +1,34 @@
+"""Drop-in ``nn.Module``s whose backward pass is torchbp's explicit δ-recursion.
+
+Each module is a thin wrapper that holds parameters and calls one function of
+:mod:`torchbp.functional`. The twins of ``torch.nn`` layers subclass them, so parameter names,
+shapes, initialisation, ``state_dict`` and ``repr`` are exactly those of ``torch.nn``; every twin
+with parameters has ``register_delta_hook``. :func:`convert` swaps them into any model.
+"""
+
+from .activation import ELU, GELU, Identity, LeakyReLU, ReLU, Sigmoid, SiLU, Softmax, Softplus, Tanh
+from .delta_hooks import DeltaHooks
+from .linear import Dense, Linear
+from .mlp import MLP
+from .registry import Conversion, conversion, convert, revert
+
+__all__ = [
+    "ELU",
+    "GELU",
+    "MLP",
+    "Conversion",
+    "DeltaHooks",
+    "Dense",
+    "Identity",
+    "LeakyReLU",
+    "Linear",
+    "ReLU",
+    "SiLU",
+    "Sigmoid",
+    "Softmax",
+    "Softplus",
+    "Tanh",
+    "conversion",
+    "convert",
+    "revert",
+]

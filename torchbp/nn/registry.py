@@ -1,0 +1,179 @@
+"""The one registry of twins (``torch.nn`` class → torchbp twin), and ``convert`` / ``revert``.
+
+The registry is fed by the ``torchbp_layers`` hook: torchbp's own layers and any plugin's, the
+same way. It is read afresh whenever the set of plugins changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..plugins import PluginEntry, PluginError, listing
+from ..specs import LayerSpec
+
+
+def _specs() -> list[LayerSpec]:
+    specs = []
+    for entry in listing("layer"):
+        assert isinstance(entry.spec, LayerSpec)
+        specs.append(entry.spec)
+    return specs
+
+
+def layer_entries(pattern: str = "*") -> list[PluginEntry]:
+    """Every registered explicit-δ layer whose name matches ``pattern``, with its provider."""
+    return listing("layer", pattern)
+
+
+def twins() -> dict[type[torch.nn.Module], type[torch.nn.Module]]:
+    """``torch.nn`` class → its torchbp twin, over every registered layer.
+
+    Raises :class:`~torchbp.PluginError` when two layers claim one ``torch.nn`` class.
+    """
+    table: dict[type[torch.nn.Module], LayerSpec] = {}
+    for spec in _specs():
+        other = table.get(spec.module)
+        if other is not None:
+            raise PluginError(
+                f"torch.nn.{spec.module.__name__} has two twins, {other.name!r} ({other.twin.__qualname__}) and "
+                f"{spec.name!r} ({spec.twin.__qualname__}); uninstall or unregister one of their plugins"
+            )
+        table[spec.module] = spec
+    return {module: spec.twin for module, spec in table.items()}
+
+
+def _as_class(module: torch.nn.Module, cls: type[torch.nn.Module]) -> torch.nn.Module:
+    """A module of class ``cls`` holding ``module``'s very parameters, buffers, hooks and flags.
+
+    Twins share one layout (torchbp's classes subclass torch's and add no state), so the new
+    module is ``module``'s attributes under the other class; optimizers keep their parameters.
+    """
+    twin = cls.__new__(cls)
+    twin.__dict__.update(
+        {key: value.copy() if isinstance(value, dict) else value for key, value in module.__dict__.items()}
+    )
+    return twin
+
+
+def _replace(
+    module: torch.nn.Module,
+    table: dict[type[torch.nn.Module], type[torch.nn.Module]],
+    done: dict[int, torch.nn.Module],
+) -> torch.nn.Module:
+    if id(module) in done:
+        return done[id(module)]
+    cls = table.get(type(module))
+    if cls is not None:
+        new = _as_class(module, cls)
+    else:
+        new = module
+        for name, child in module.named_children():
+            replaced = _replace(child, table, done)
+            if replaced is not child:
+                setattr(module, name, replaced)
+    done[id(module)] = new
+    return new
+
+
+@dataclass
+class Conversion:
+    """What :func:`convert` left explicit and what stays native, by qualified module name.
+
+    Attributes:
+        converted: ``name → class name`` of the torchbp layers in the model.
+        native: ``name → class name`` of modules that hold parameters or buffers of their own
+            (or are leaves) and are not torchbp's: their backward stays in ATen.
+    """
+
+    converted: dict[str, str] = field(default_factory=dict)
+    native: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        lines = [f"explicit δ: {len(self.converted)} module(s); native: {len(self.native)} module(s)"]
+        lines += [f"  explicit  {name or '(model)'}: {cls}" for name, cls in self.converted.items()]
+        lines += [f"  native    {name or '(model)'}: {cls}" for name, cls in self.native.items()]
+        return "\n".join(lines)
+
+
+def _is_torchbp(module: torch.nn.Module, twin_classes: set[type[torch.nn.Module]]) -> bool:
+    return type(module) in twin_classes or type(module).__module__.startswith("torchbp.")
+
+
+def conversion(model: torch.nn.Module) -> Conversion:
+    """Which modules of ``model`` run an explicit-δ backward and which stay native.
+
+    Containers without state of their own (``Sequential``, ``ModuleList``, a model class whose
+    children do the work) are in neither list.
+
+    Examples:
+        >>> model = convert(torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.LSTM(2, 2)))
+        >>> conversion(model).native
+        {'1': 'LSTM'}
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    twin_classes = set(twins().values())
+    report = Conversion()
+    skip: set[str] = set()
+    for name, module in model.named_modules():
+        if any(name.startswith(prefix + ".") for prefix in skip):
+            continue
+        if _is_torchbp(module, twin_classes):
+            report.converted[name] = type(module).__name__
+            skip.add(name)
+        elif module._parameters or module._buffers or not module._modules:
+            report.native[name] = type(module).__name__
+    return report
+
+
+def convert(model: torch.nn.Module, strict: bool = False) -> torch.nn.Module:
+    """Replace, in place and recursively, each ``torch.nn`` layer that has a torchbp twin.
+
+    The twins are those of every registered layer (``torchbp plugins --kind layer``): exact
+    classes only, user subclasses stay as they are. The twin keeps the same ``Parameter``
+    objects, buffers and hooks, so outputs, gradients and ``state_dict`` are unchanged, and a
+    layer shared between two places stays shared. :func:`conversion` says afterwards what was
+    converted and what stays native.
+
+    Args:
+        model: any ``torch.nn.Module``.
+        strict: raise ``ValueError`` naming every module with parameters that stays native
+            (the model is then left as it was).
+
+    Returns:
+        ``model`` (or its twin, if ``model`` itself is a supported layer).
+
+    Examples:
+        >>> model = convert(torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Sigmoid()))
+        >>> [type(m).__module__ for m in model]
+        ['torchbp.nn.linear', 'torchbp.nn.activation']
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    table = twins()
+    if strict:
+        twin_classes = set(table.values())
+        left = [
+            f"{name or '(model)'} ({type(module).__name__})"
+            for name, module in model.named_modules()
+            if module._parameters and type(module) not in table and not _is_torchbp(module, twin_classes)
+        ]
+        if left:
+            raise ValueError(
+                "convert(strict=True): these modules have parameters and no torchbp twin, so their backward "
+                f"would stay native: {', '.join(left)}; convert without strict, or register a layer plugin for them"
+            )
+    return _replace(model, table, {})
+
+
+def revert(model: torch.nn.Module) -> torch.nn.Module:
+    """Undo :func:`convert`: each torchbp twin becomes its ``torch.nn`` layer again, in place.
+
+    :class:`~torchbp.nn.Dense` and :class:`~torchbp.nn.MLP` have no single ``torch.nn`` twin and
+    are left as they are.
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    return _replace(model, {twin: module for module, twin in twins().items()}, {})
