@@ -33,7 +33,7 @@ from torch import Tensor
 
 from .base import Derivatives, Sample
 
-Saved = Literal["z", "a", "mask", "nothing"]
+Reads = Literal["z", "a", "mask", "nothing"]
 
 
 class ActivationSaved(NamedTuple):
@@ -61,7 +61,7 @@ class Activation(Derivatives):
 
     name: str
     sigma: Callable[[Tensor], Tensor]
-    saves: Saved
+    saves: Reads
     options: dict[str, object] = field(default_factory=dict)
 
     def __call__(self, z: Tensor) -> Tensor:
