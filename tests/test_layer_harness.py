@@ -19,10 +19,9 @@ from torch.autograd import gradcheck, gradgradcheck
 import torchbp
 from torchbp.derivatives import Derivatives, Sample
 from torchbp.functional import apply_layer
-from torchbp.nn.registry import layer_entries
 from torchbp.specs import LayerSpec
 
-SPECS: list[LayerSpec] = [entry.spec for entry in layer_entries()]  # type: ignore[misc]
+SPECS: list[LayerSpec] = [entry.spec for entry in torchbp.list_layers()]  # type: ignore[misc]
 DERIVATIVES: list[type[Derivatives]] = list(dict.fromkeys(s.derivatives for s in SPECS if s.derivatives is not None))
 EXAMPLES = [
     (spec, index) for spec in SPECS if spec.examples is not None for index in range(len(spec.examples(torch.float64)))

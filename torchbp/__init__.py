@@ -12,7 +12,7 @@ from .plugins import (
     register_plugin,
     unregister_plugin,
 )
-from .registry import Cost, create_rule, get_cost, list_costs, list_rules
+from .registry import Cost, create_rule, get_cost, list_costs, list_layers, list_rules
 from .specs import CostSpec, LayerSpec, RuleSpec
 from .training import fit
 from .update_rule import UpdateRule
@@ -39,6 +39,7 @@ __all__ = [
     "get_plugin_manager",
     "hookimpl",
     "list_costs",
+    "list_layers",
     "list_rules",
     "nn",
     "register_plugin",

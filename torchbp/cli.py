@@ -13,16 +13,19 @@ from typing import Any
 import torch
 
 from .nn import MLP
+from .nn.models import lenet
 from .plugins import PluginEntry
-from .registry import list_costs, list_rules, rule_hyperparameters
-from .specs import CostSpec, RuleSpec
+from .registry import list_costs, list_layers, list_rules, rule_hyperparameters
+from .specs import CostSpec, LayerSpec, RuleSpec
 from .training import DATASETS, fit, load
 from .training.checkpoints import CheckpointError
-from .training.config import CONFIG, DEFAULTS, load_config
+from .training.config import CONFIG, DEFAULTS, MODEL_DEFAULTS, MODELS, load_config
 
 
 def _options(entry: PluginEntry) -> str:
     spec = entry.spec
+    if isinstance(spec, LayerSpec):
+        return f"replaces torch.nn.{spec.module.__name__}"
     if isinstance(spec, CostSpec):
         options = dict(spec.options)
     else:
@@ -37,6 +40,8 @@ def _plugins(args: argparse.Namespace) -> int:
         entries += list_costs(args.pattern)
     if args.kind in (None, "rule"):
         entries += list_rules(args.pattern)
+    if args.kind in (None, "layer"):
+        entries += list_layers(args.pattern)
     rows = [
         (
             entry.kind,
@@ -98,9 +103,11 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
         if args.epochs is not None:
             config["epochs"] = args.epochs
         return config
-    config = dict(DEFAULTS)
-    if args.config is not None:
-        config.update(load_config(args.config))
+    given = load_config(args.config) if args.config is not None else {}
+    model = args.model or given.get("model", DEFAULTS["model"])
+    if model not in MODELS:
+        raise ValueError(f"model: expected one of {', '.join(MODELS)}, got {model!r}")
+    config = {**DEFAULTS, **MODEL_DEFAULTS[model], **given}
     for key in DEFAULTS:
         value = getattr(args, key, None)
         if value is not None:
@@ -119,17 +126,9 @@ def _train(args: argparse.Namespace) -> int:
             config["seed"],
         )
         train_data, val_data = data.split(config["val_fraction"], config["seed"])
-        features = data.inputs.shape[1]
-        layers = config["layers"] or [features, 30, data.outputs]
-        if layers[0] != features or layers[-1] != data.outputs:
-            raise ValueError(
-                f"--layers: the {config['dataset']} data needs {features} inputs and {data.outputs} outputs, "
-                f"got {','.join(map(str, layers))}"
-            )
-        config["layers"] = layers
         config["name"] = config["name"] or config["dataset"]
         torch.manual_seed(config["seed"])
-        model = MLP(layers, config["activation"], config["output_activation"] or None)
+        model = _model(config, data.inputs.shape[1], data.outputs)
         fit(
             model,
             (train_data.inputs, train_data.targets),
@@ -154,6 +153,28 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model(config: dict[str, Any], features: int, outputs: int) -> torch.nn.Module:
+    """The model the config names, shaped for data of ``features`` inputs and ``outputs`` outputs."""
+    if config["model"] == "lenet":
+        if config["layers"]:
+            raise ValueError("--layers: sets the widths of --model mlp; lenet's layers are fixed")
+        side = round(features**0.5)
+        if side * side != features:
+            raise ValueError(
+                f"--model lenet: needs square one-channel images, but the {config['dataset']} data has "
+                f"{features} inputs per example, not a square number"
+            )
+        return lenet(side, 1, outputs)
+    layers = config["layers"] or [features, 30, outputs]
+    if layers[0] != features or layers[-1] != outputs:
+        raise ValueError(
+            f"--layers: the {config['dataset']} data needs {features} inputs and {outputs} outputs, "
+            f"got {','.join(map(str, layers))}"
+        )
+    config["layers"] = layers
+    return MLP(layers, config["activation"], config["output_activation"] or None)
+
+
 def _bench(args: argparse.Namespace) -> int:
     from .benchmark import benchmark, format_report, write_json
 
@@ -173,18 +194,24 @@ def build_parser() -> argparse.ArgumentParser:
         prog="torchbp", description="Explicit backpropagation in PyTorch: plugins, training, benchmarks."
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    plugins = commands.add_parser("plugins", help="list registered costs and update rules with their providers")
-    plugins.add_argument("--kind", choices=["cost", "rule"], help="only this kind")
+    plugins = commands.add_parser("plugins", help="list registered costs, update rules and layers with their providers")
+    plugins.add_argument("--kind", choices=["cost", "rule", "layer"], help="only this kind")
     plugins.add_argument("--pattern", default="*", help="shell-style name filter, e.g. 'adam*'")
     plugins.add_argument("-v", "--verbose", action="store_true", help="also print each description")
     plugins.set_defaults(run=_plugins)
 
     train = commands.add_parser(
         "train",
-        help="train an MLP and log it to TensorBoard",
-        description="Train an MLP; with no options: 64-30-10 sigmoid, quadratic cost, SGD η=3 on digits.",
+        help="train an MLP or a LeNet and log it to TensorBoard",
+        description="Train an MLP or a LeNet; with no options: 64-30-10 sigmoid, quadratic cost, SGD η=3 on digits.",
     )
     train.add_argument("--config", help="a TOML file of settings (the keys of a run's config.toml)")
+    train.add_argument(
+        "--model",
+        choices=MODELS,
+        help="mlp (default: --layers, --activation) or lenet (a LeNet-5 CNN; defaults: cross_entropy, SGD "
+        "momentum 0.9, lr 0.05, batch 32, 20 epochs)",
+    )
     train.add_argument("--dataset", choices=DATASETS, help="default: digits")
     train.add_argument("--data-dir", help="mnist: the directory of its IDX files")
     train.add_argument("--data-file", help="csv: the file")

@@ -133,3 +133,13 @@ def create_rule(
 def list_rules(pattern: str = "*") -> list[PluginEntry]:
     """Every registered update rule whose name matches the shell-style ``pattern``, with its provider."""
     return listing("rule", pattern)
+
+
+def list_layers(pattern: str = "*") -> list[PluginEntry]:
+    """Every registered explicit-δ layer whose name matches the shell-style ``pattern``, with its provider.
+
+    Examples:
+        >>> [entry.spec.module.__name__ for entry in list_layers("Conv*")]
+        ['Conv1d', 'Conv2d']
+    """
+    return listing("layer", pattern)

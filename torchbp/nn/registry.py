@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..plugins import PluginEntry, PluginError, listing
+from ..plugins import PluginError, listing
 from ..specs import LayerSpec
 
 
@@ -20,11 +20,6 @@ def _specs() -> list[LayerSpec]:
         assert isinstance(entry.spec, LayerSpec)
         specs.append(entry.spec)
     return specs
-
-
-def layer_entries(pattern: str = "*") -> list[PluginEntry]:
-    """Every registered explicit-δ layer whose name matches ``pattern``, with its provider."""
-    return listing("layer", pattern)
 
 
 def twins() -> dict[type[torch.nn.Module], type[torch.nn.Module]]:

@@ -9,6 +9,7 @@ from typing import Any
 CONFIG = "config.toml"
 
 DEFAULTS: dict[str, Any] = {
+    "model": "mlp",
     "dataset": "digits",
     "data_dir": "",
     "data_file": "",
@@ -30,6 +31,23 @@ DEFAULTS: dict[str, Any] = {
     "name": "",
 }
 """The default run: Nielsen's 64-30-10 sigmoid network, quadratic cost, SGD η = 3, on digits."""
+
+MODELS = ("mlp", "lenet")
+
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "mlp": {},
+    "lenet": {
+        "cost": "cross_entropy",
+        "rule": "sgd",
+        "rule_options": {"momentum": 0.9},
+        "lr": 0.05,
+        "epochs": 20,
+        "batch_size": 32,
+    },
+}
+"""Per model, the defaults that differ from :data:`DEFAULTS`: the MLP's quadratic cost at η = 3
+diverges on a convolutional network, which trains with cross-entropy on its logits and SGD with
+momentum."""
 
 
 def load_config(path: str | Path) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """TensorBoard logging as a built-in plugin on the training hooks.
 
-Logged per epoch: ``loss/train``, ``loss/val``, ``accuracy/val``, ``lr``; per layer, histograms
-``weights/…``, ``gradients/…`` and ``delta/…`` (δˡ = ∂C/∂zˡ) and the scalar ``delta_norm/…``, the
+Logged per epoch: ``loss/train``, ``loss/val``, ``accuracy/val``, ``lr``; per layer with parameters
+(every torchbp layer that has ``register_delta_hook``), histograms ``weights/…``, ``gradients/…``
+and ``delta/…`` (δˡ = ∂C/∂zˡ, the gradient reaching the layer's output) and the scalar ``delta_norm/…``, the
 epoch's mean ‖δˡ‖: the error signal at each depth, the vanishing-gradient view that explicit
 backprop hands over for free. Per step: ``loss/train_step``. At the end: hyperparameters with
 the final metrics. A custom-scalars layout groups the per-layer curves.
@@ -15,18 +16,19 @@ import torch
 from torch import Tensor
 
 from ..hookspecs import hookimpl
-from ..nn import Dense
+from ..nn import DeltaHooks
 from ..plugins import listen
 
 _STEPS = "torchbp.training.tensorboard.steps"
 
 
 def _layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
-    """The layers whose δ can be read: torchbp ``Dense`` and any ``Linear``."""
+    """The layers whose δ can be read: every torchbp layer with parameters (``Linear``, ``Dense``,
+    ``Conv2d``, ``BatchNorm2d``, a plugin's …), and a native ``torch.nn.Linear`` through its output."""
     return [
         (name or type(module).__name__, module)
         for name, module in model.named_modules()
-        if isinstance(module, Dense | torch.nn.Linear)
+        if isinstance(module, DeltaHooks | torch.nn.Linear)
     ]
 
 
@@ -52,7 +54,7 @@ class _Deltas:
 def _watch(layers: list[tuple[str, torch.nn.Module]], deltas: _Deltas) -> list[Any]:
     handles = []
     for name, layer in layers:
-        if isinstance(layer, Dense):
+        if isinstance(layer, DeltaHooks):
 
             def watch_delta(module: Any, delta: Tensor, name: str = name) -> None:
                 deltas.record(name, delta)
@@ -120,7 +122,7 @@ def torchbp_epoch_end(run: Any, epoch: int, metrics: dict[str, float]) -> None:
         writer.add_scalar("accuracy/val", metrics["val_accuracy"], step)
     writer.add_scalar("lr", metrics["lr"], step)
     for name, layer in state["layers"]:
-        for kind, parameter in (("weight", layer.weight), ("bias", layer.bias)):
+        for kind, parameter in layer.named_parameters(recurse=False):
             if parameter is None:
                 continue
             writer.add_histogram(f"weights/{name}.{kind}", parameter.detach(), step)
