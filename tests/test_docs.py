@@ -9,9 +9,11 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+from test_layer_harness import check_against_torch, check_samples
 
 import torchbp
 import torchbp.descent
@@ -78,11 +80,13 @@ def test_every_rule_is_described() -> None:
         assert len(entry.description) > 10, entry.name
 
 
-def _example_plugin() -> object:
-    path = DOCS / "examples" / "torchbp-signsgd" / "torchbp_signsgd.py"
-    spec = importlib.util.spec_from_file_location("torchbp_signsgd", path)
+def _example_plugin(name: str = "torchbp-signsgd") -> Any:
+    module_name = name.replace("-", "_")
+    path = DOCS / "examples" / name / f"{module_name}.py"
+    spec = importlib.util.spec_from_file_location(module_name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # as an import would: dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -109,3 +113,20 @@ def test_the_rule_plugin_guide_example_works() -> None:
 @pytest.mark.parametrize("page", sorted(p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md")))
 def test_every_page_is_in_the_navigation(page: str) -> None:
     assert page in (ROOT / "mkdocs.yml").read_text()
+
+
+def test_the_layer_plugin_guide_example_works() -> None:
+    plugin = _example_plugin("torchbp-prelu")
+    name = torchbp.register_plugin(plugin, name="prelu-example")
+    try:
+        (entry,) = torchbp.list_layers("PReLU")
+        assert entry.plugin == "prelu-example"
+        spec = entry.spec
+        check_samples(spec.derivatives, "cpu")
+        for index in range(2):
+            for dtype in (torch.float64, torch.float32):
+                check_against_torch(spec, index, dtype)
+        model = torchbp.nn.convert(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.PReLU(4)), strict=True)
+        assert type(model[1]) is plugin.PReLU
+    finally:
+        torchbp.unregister_plugin(name)

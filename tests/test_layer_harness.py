@@ -57,6 +57,11 @@ def _samples(derivatives: type[Derivatives], device: str) -> list[Sample]:
 
 @pytest.mark.parametrize("derivatives", DERIVATIVES, ids=lambda d: d.__qualname__)
 def test_gradcheck_gradgradcheck_and_forward_ad_over_samples(derivatives: type[Derivatives], device: str) -> None:
+    check_samples(derivatives, device)
+
+
+def check_samples(derivatives: type[Derivatives], device: str) -> None:
+    """gradcheck (reverse, forward, batched) and gradgradcheck over ``derivatives.samples()``."""
     samples = _samples(derivatives, device)
     assert samples, f"{derivatives.__qualname__}.samples() gave no case"
     for sample in samples:
@@ -91,6 +96,11 @@ def _walk(output: torch.Tensor) -> set[str]:
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize(("spec", "index"), EXAMPLES, ids=lambda v: v.name if isinstance(v, LayerSpec) else str(v))
 def test_converted_layer_equals_its_torch_original(spec: LayerSpec, index: int, dtype: torch.dtype) -> None:
+    check_against_torch(spec, index, dtype)
+
+
+def check_against_torch(spec: LayerSpec, index: int, dtype: torch.dtype) -> None:
+    """Example ``index`` of ``spec``, converted, against its torch.nn original; no native node left."""
     assert spec.examples is not None
     torch.manual_seed(0)
     theirs, x = spec.examples(dtype)[index]
