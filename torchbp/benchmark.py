@@ -1,13 +1,18 @@
 """Benchmarks: torchbp against torch.nn + torch.optim (and NumPy for small nets), side by side.
 
-Every case times the full training step (zero grads, forward, cost, backward, update) of the
-same network from the same initial weights on the same data, with SGD and the quadratic cost.
-Contenders run in one process, alternating A B C A B C …, and the report gives medians and
-ratios to native PyTorch. Run it as ``torchbp bench`` or ``python scripts/bench.py``.
+First, what a user does: a model whose layers alone are converted (``torchbp.nn.convert``),
+trained with the user's own ``torch.nn.CrossEntropyLoss`` and ``torch.optim.SGD`` (momentum 0.9),
+against the same model left native. Then the MLP cases: the full training step (zero grads,
+forward, cost, backward, update) with torchbp's cost and rule, and the graph-free step, against
+native, SGD and the quadratic cost. Every case starts both contenders from the same weights on
+the same data; contenders run in one process, alternating A B A B …, and the report gives
+medians and ratios to native PyTorch. Run it as ``torchbp bench`` or ``python scripts/bench.py``.
 """
 
 from __future__ import annotations
 
+import copy
+import itertools
 import json
 import os
 import platform
@@ -21,7 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .nn import MLP
+from .nn import MLP, convert, revert
+from .nn.models import lenet, small_resnet
 from .registry import create_rule, get_cost
 from .training.datasets import digits
 from .training.graph_free import GraphFreeStep
@@ -55,6 +61,71 @@ QUICK_CASES = [
     Case("3-2-1 (seeds)", (3, 2, 1), "sigmoid", 4, bias=False, numpy=True),
     Case("16-32-8 relu", (16, 32, 8), "relu", 8, numpy=True, roofline=True),
 ]
+
+
+@dataclass(frozen=True)
+class DropInCase:
+    """A user's model, built from ``torch.nn`` layers, and its batch: ``input_shape`` per example."""
+
+    name: str
+    build: Callable[[], torch.nn.Module]
+    input_shape: tuple[int, ...]
+    batch: int
+    classes: int = 10
+
+
+DROP_IN_CASES = [
+    DropInCase("LeNet digits b64", lambda: revert(lenet(8)), (64,), 64),
+    DropInCase("ResNet-style 1×28×28 b32", lambda: revert(small_resnet()), (1, 28, 28), 32),
+    DropInCase("MLP 784-256-256-10 relu b64", lambda: _relu_mlp(784, 256, 256, 10), (784,), 64),
+]
+QUICK_DROP_IN_CASES = [DropInCase("LeNet digits b8", lambda: revert(lenet(8)), (64,), 8)]
+
+
+def _relu_mlp(*sizes: int) -> torch.nn.Sequential:
+    layers: list[torch.nn.Module] = []
+    for n_in, n_out in itertools.pairwise(sizes):
+        layers += [torch.nn.Linear(n_in, n_out), torch.nn.ReLU()]
+    return torch.nn.Sequential(*layers[:-1])
+
+
+def run_drop_in(case: DropInCase, device: torch.device, repeats: int, target_seconds: float) -> dict[str, Any]:
+    """Layers only: the converted model against the native one, each with its own
+    ``CrossEntropyLoss`` and ``SGD(lr=0.01, momentum=0.9)``; medians (µs per step) and the ratio."""
+    torch.manual_seed(0)
+    native = case.build().to(device)
+    ours = convert(copy.deepcopy(native))
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(case.batch, *case.input_shape, generator=generator).to(device)
+    y = torch.randint(case.classes, (case.batch,), generator=generator).to(device)
+    loss = torch.nn.CrossEntropyLoss()
+
+    def trainer(model: torch.nn.Module) -> Step:
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+        def step() -> None:
+            optimizer.zero_grad()
+            loss(model(x), y).backward()
+            optimizer.step()
+
+        return step
+
+    contenders = {"native": trainer(native), "torchbp": trainer(ours)}
+    for step in contenders.values():
+        step()  # warm up
+    steps = _steps_for(contenders["native"], device, target_seconds)
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, step in contenders.items():
+            times[name].append(_time(step, steps, device))
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    return {
+        "case": case.name,
+        "steps_per_timing": steps,
+        "repeats": repeats,
+        "median_us": medians,
+        "ratio_to_native": medians["torchbp"] / medians["native"],
+    }
 
 
 def _sync(device: torch.device) -> None:
@@ -414,7 +485,9 @@ def benchmark(
     if where.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device: 'cuda' was asked for, but torch sees no CUDA device")
     cases = QUICK_CASES if quick else CASES
-    report: dict[str, Any] = {"machine": machine(), "device": str(where), "cases": []}
+    report: dict[str, Any] = {"machine": machine(), "device": str(where), "drop_in": [], "cases": []}
+    for drop_in in QUICK_DROP_IN_CASES if quick else DROP_IN_CASES:
+        report["drop_in"].append(run_drop_in(drop_in, where, repeats, target_seconds))
     for case in cases:
         report["cases"].append(run_case(case, where, repeats, target_seconds))
     if end_to_end and not quick:
@@ -427,6 +500,18 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [
         f"machine: {report['machine']['processor']}, {report['machine']['cpu_count']} CPUs, "
         f"torch {report['machine']['torch']}, {report['machine']['threads']} threads, device {report['device']}",
+        "",
+        "layers-only drop-in (convert(model); the user's own CrossEntropyLoss and torch.optim.SGD, momentum 0.9):",
+        "",
+        "| model | native µs | converted µs | converted/native |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for result in report.get("drop_in", []):
+        m = result["median_us"]
+        lines.append(f"| {result['case']} | {m['native']:.1f} | {m['torchbp']:.1f} | {result['ratio_to_native']:.2f} |")
+    lines += [
+        "",
+        "full torchbp stack (torchbp.nn.MLP, torchbp's quadratic cost and SGD) and the graph-free step:",
         "",
         "| case | native µs | torchbp µs | graph-free µs | NumPy µs | torchbp/native | graph-free/native | "
         "saved bytes torchbp / native |",

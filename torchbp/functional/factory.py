@@ -28,11 +28,12 @@ OnDelta = Callable[[Tensor], None]
 
 
 class LayerFunction(Function):
-    """``forward(derivatives, on_delta, x, *params)`` → ``(z, *buffers)``; backward from δ = ∂C/∂z.
+    """``forward(derivatives, on_delta, x, *params)`` → z, or ``(z, *buffers)``; backward from δ = ∂C/∂z.
 
     ``on_delta``, if given, is called with δ (detached) in every backward pass. ``buffers`` are
     what the forward pass made for the backward (indices, masks, statistics): handed out as
-    non-differentiable outputs, because a Function may only keep its inputs and outputs.
+    non-differentiable outputs, because a Function may only keep its inputs and outputs. A layer
+    that makes none returns z alone, which keeps the node as lean as a hand-written one.
     """
 
     generate_vmap_rule = True
@@ -40,20 +41,23 @@ class LayerFunction(Function):
     @staticmethod
     def forward(derivatives: Derivatives, on_delta: OnDelta | None, x: Tensor, *params: Tensor | None) -> Any:
         z, buffers = derivatives.forward(x, *params)
-        return (z, *buffers)
+        return (z, *buffers) if buffers else z
 
     @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
-        derivatives, on_delta, x, *params = inputs
-        z, *buffers = output
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor | tuple[Tensor, ...]) -> None:
+        derivatives, on_delta, x = inputs[:3]
+        params = inputs[3:]
+        if type(output) is tuple:
+            z, buffers = output[0], output[1:]
+            ctx.mark_non_differentiable(*buffers)
+        else:
+            z, buffers = output, ()
         ctx.derivatives, ctx.on_delta, ctx.buffers = derivatives, on_delta, len(buffers)
         ctx.set_materialize_grads(False)
-        if buffers:
-            ctx.mark_non_differentiable(*buffers)
-        needs = tuple(ctx.needs_input_grad[2:])
-        ctx.save_for_backward(*derivatives.save(x, tuple(params), z, tuple(buffers), needs))
+        needs = ctx.needs_input_grad[2:]
+        ctx.save_for_backward(*derivatives.save(x, params, z, buffers, needs))
         if forward_mode():
-            ctx.save_for_forward(*derivatives.save(x, tuple(params), z, tuple(buffers), (True,) * len(needs)))
+            ctx.save_for_forward(*derivatives.save(x, params, z, buffers, (True,) * len(needs)))
 
     @staticmethod
     def backward(ctx: Any, delta: Tensor | None, *_: Tensor | None) -> tuple[Tensor | None, ...]:
@@ -64,15 +68,19 @@ class LayerFunction(Function):
         if ctx.on_delta is not None:
             ctx.on_delta(delta.detach())
         saved = derivatives.Saved(*ctx.saved_tensors)
+        # BP2's analogue: the error handed to the layer below
         grad_x = derivatives.input_vjp(delta, saved) if needs[0] else None
-        grad_params = derivatives.param_vjps(delta, saved, needs[1:]) if any(needs[1:]) else (None,) * (len(needs) - 1)
+        # BP3's and BP4's analogues
+        grad_params = (
+            derivatives.param_vjps(delta, saved, needs[1:]) if True in needs[1:] else (None,) * (len(needs) - 1)
+        )
         return None, None, grad_x, *grad_params
 
     @staticmethod
     def tangent(ctx: Any, _: None, __: None, x_t: Tensor | None, *params_t: Tensor | None) -> Any:
         derivatives: Derivatives = ctx.derivatives
         z_t = derivatives.jvp(derivatives.Saved(*ctx.saved_tensors), x_t, *params_t)
-        return (z_t, *([None] * ctx.buffers))
+        return (z_t, *([None] * ctx.buffers)) if ctx.buffers else z_t
 
 
 _FUNCTIONS: dict[type[Derivatives], tuple[type[Function], type[Function]]] = {}
@@ -118,7 +126,8 @@ def apply_layer(
 ) -> Tensor:
     """z = f(x; θ) of a layer type, through its Function; buffers are dropped."""
     function, jvp_twin = function_for(type(derivatives))
-    return apply(function, jvp_twin, derivatives, on_delta, x, *params)[0]
+    output = apply(function, jvp_twin, derivatives, on_delta, x, *params)
+    return output[0] if type(output) is tuple else output  # type: ignore[no-any-return]
 
 
 def apply_layer_with_buffers(
@@ -126,4 +135,5 @@ def apply_layer_with_buffers(
 ) -> tuple[Tensor, ...]:
     """``(z, *buffers)`` of a layer type, for callers that read what the forward pass made (batch statistics)."""
     function, jvp_twin = function_for(type(derivatives))
-    return apply(function, jvp_twin, derivatives, on_delta, x, *params)  # type: ignore[no-any-return]
+    output = apply(function, jvp_twin, derivatives, on_delta, x, *params)
+    return output if type(output) is tuple else (output,)

@@ -49,3 +49,52 @@ def lenet(image_size: int = 8, in_channels: int = 1, classes: int = 10) -> torch
     )
     convert(model, strict=True)
     return model
+
+
+class ResidualBlock(torch.nn.Module):
+    """A ResNet basic block with a strided, then grouped, 3×3 convolution, each followed by batch
+    norm: y = relu(bn(conv(relu(bn(conv_s(x))))) + shortcut(x)), the shortcut a strided 1×1
+    convolution and batch norm where the shape changes. Input ``(N, in_channels, H, W)``."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, groups: int = 1) -> None:
+        super().__init__()
+        self.body = torch.nn.Sequential(
+            torch.nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+            torch.nn.BatchNorm2d(out_channels),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(out_channels, out_channels, 3, padding=1, groups=groups, bias=False),
+            torch.nn.BatchNorm2d(out_channels),
+        )
+        self.shortcut: torch.nn.Module = torch.nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = torch.nn.Sequential(
+                torch.nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                torch.nn.BatchNorm2d(out_channels),
+            )
+        self.activation = torch.nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.body(x) + self.shortcut(x))
+
+
+def small_resnet(in_channels: int = 1, classes: int = 10, width: int = 16) -> torch.nn.Sequential:
+    """A small ResNet-style CNN for 28×28 images, every layer but the residual additions explicit:
+    a 3×3 stem, two residual blocks (strided, grouped convolutions with batch norm), global average
+    pooling and a linear head. Input ``(N, in_channels, H, W)``, output logits ``(N, classes)``.
+
+    Examples:
+        >>> small_resnet()(torch.zeros(2, 1, 28, 28)).shape
+        torch.Size([2, 10])
+    """
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
+        torch.nn.BatchNorm2d(width),
+        torch.nn.ReLU(),
+        ResidualBlock(width, 2 * width, stride=2, groups=4),
+        ResidualBlock(2 * width, 4 * width, stride=2, groups=4),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4 * width, classes),
+    )
+    convert(model, strict=True)
+    return model
