@@ -8,7 +8,7 @@ import torch.nn.functional as torch_F
 from torch.autograd import gradcheck, gradgradcheck
 
 import torchbp.functional as F
-from torchbp.functional.mlp_node import _LAYOUTS, _MAX_LAYOUTS, mlp_layout
+from torchbp.functional.mlp_node import _LAYOUTS, _MAX_LAYOUTS, LayerSlots, Source, mlp_layout
 
 # (name, options, torchbp function, PyTorch oracle)
 ACTIVATION_CASES = [
@@ -359,6 +359,32 @@ def test_mlp_keeps_a_relu_mask_only_where_no_activation_is_kept(device: str) -> 
     torch_F.relu(torch_F.linear(torch_F.relu(torch_F.linear(x, w1, b1)), w2)).square().sum().backward()
     torch.testing.assert_close(grads, [w1.grad, b1.grad], rtol=0, atol=0)
     assert gradcheck(lambda x, w1, b1: F.mlp(x, [w1, w2], [b1, None], ["relu", "relu"]), (x, w1, b1))
+
+
+def test_mlp_layout_saves_each_tensor_once_and_names_its_parts() -> None:
+    # x needs no gradient; every parameter does
+    needs = (False, False, False, True, True, True, True)
+    sigmoid = mlp_layout(needs, ("a", "a"))
+    # a¹ is layer 2's input (BP4) and what σ¹′ reads: saved once, both slots point at it
+    assert sigmoid.saved == (Source("input", 0), Source("output", 0), Source("weight", 1), Source("output", 1))
+    assert sigmoid.layers == (
+        LayerSlots((False, True, True), input=0, weight=None, read=1, z_output=None),
+        LayerSlots((True, True, True), input=1, weight=2, read=3, z_output=None),
+    )
+    # W² frozen: a¹ is not kept for BP4, so σ¹′ of relu reads a mask computed afresh
+    relu = mlp_layout((False, False, False, True, True, False, False), ("mask", "mask"))
+    assert relu.saved == (Source("input", 0), Source("mask", 0), Source("weight", 1), Source("output", 1))
+    assert [(s.input, s.weight, s.read) for s in relu.layers] == [(0, None, 1), (None, 2, 3)]
+    # silu reads z: each zˡ handed out after a¹, a², so its gradient arrives at that index
+    silu = mlp_layout(needs, ("z", "z"))
+    assert silu.saved == (
+        Source("input", 0),
+        Source("z", 0),
+        Source("output", 0),
+        Source("weight", 1),
+        Source("z", 1),
+    )
+    assert [(s.read, s.z_output) for s in silu.layers] == [(1, 2), (4, 3)]
 
 
 def test_mlp_layouts_are_kept_once_each_and_never_more_than_the_bound() -> None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Literal, NamedTuple, cast
 
 import torch
@@ -128,10 +128,17 @@ class Activation(Derivatives):
 
     def __reduce_ex__(self, protocol: Any) -> Any:
         # A built-in pickles (and deep-copies) by name and options, σ and σ′ rebuilt from the
-        # table; a custom activation, field by field (its σ must then be picklable)
-        if self.name in ACTIVATIONS and _rebuild(self.name, dict(self.options)).saves == self.saves:
+        # table; a custom activation, field by field (its σ must then be picklable), even one
+        # that borrows a built-in's name
+        if _is_built_in(self):
             return _rebuild, (self.name, dict(self.options))
         return super().__reduce_ex__(protocol)
+
+
+def _saved_is_sigma_prime(saved: Tensor) -> Tensor:
+    # the default σ′: what was saved is σ′(z) itself (a module-level function, so that a custom
+    # activation built without a σ′ still pickles)
+    return saved
 
 
 @dataclass(frozen=True, repr=False)
@@ -142,7 +149,7 @@ class Elementwise(Activation):
     memory instead of two or three); the tests check it against ``sigma_prime``.
     """
 
-    sigma_prime: Callable[[Tensor], Tensor] = lambda saved: saved
+    sigma_prime: Callable[[Tensor], Tensor] = _saved_is_sigma_prime
     fused: Callable[[Tensor, Tensor], Tensor] | None = None
 
     def delta(self, grad: Tensor, saved: Tensor | None) -> Tensor:
@@ -302,6 +309,28 @@ ACTIVATIONS: dict[str, Callable[..., Activation]] = {
 
 def _rebuild(name: str, options: dict[str, object]) -> Activation:
     return get_activation(name, **options)
+
+
+def _is_built_in(activation: Activation) -> bool:
+    """Whether ``activation`` is what the table builds from its name and options: the same class,
+    the same settings, and σ, σ′ and the fused kernel the same functions (or, for the closures a
+    factory makes afresh on each call, the same code)."""
+    if activation.name not in ACTIVATIONS:
+        return False
+    try:
+        built = _rebuild(activation.name, dict(activation.options))
+    except (TypeError, ValueError):
+        return False
+    return type(built) is type(activation) and all(
+        _same(getattr(built, f.name), getattr(activation, f.name)) for f in fields(activation)
+    )
+
+
+def _same(built: object, value: object) -> bool:
+    if callable(built) and built is not value:
+        code = getattr(built, "__code__", None)
+        return code is not None and code is getattr(value, "__code__", None)
+    return built == value
 
 
 def get_activation(spec: str | Activation, **options: object) -> Activation:

@@ -7,6 +7,12 @@ when torch changes one of them.
   ``torch._C._functorch.unwrap_if_dead``: ``Function.apply`` without binding the arguments to
   the signature on every call.
 * ``torch._C._is_any_autocast_enabled``: a cheap test for autocast before asking per device.
+* ``Module._forward_hooks``, ``_forward_pre_hooks``, ``_backward_hooks``, ``_backward_pre_hooks``
+  and ``torch.nn.modules.module._global_*_hooks``: the dicts ``Module.__call__`` reads to decide
+  whether a module runs any hook; torchbp reads the same ones to decide whether a stack of layers
+  may skip the layers' own calls (the fused MLP node, the graph-free step).
+* ``Module._modules`` and ``Module._parameters``: the dicts behind ``module.name``, read straight
+  by ``torchbp.nn.MLP.forward``, where an attribute lookup per tensor costs as much as a small matmul.
 """
 
 from __future__ import annotations
@@ -17,6 +23,12 @@ import torch
 from torch import Tensor
 from torch._C._functorch import unwrap_if_dead
 from torch.autograd import Function, forward_ad
+from torch.nn.modules.module import (  # the very dicts Module.__call__ reads, registered into in place
+    _global_backward_hooks,
+    _global_backward_pre_hooks,
+    _global_forward_hooks,
+    _global_forward_pre_hooks,
+)
 
 
 def forward_mode() -> bool:
@@ -34,3 +46,24 @@ def plain_apply(function: type[Function], args: tuple[Any, ...]) -> Any:
 def any_autocast() -> bool:
     """Whether autocast is on for any device."""
     return torch._C._is_any_autocast_enabled()
+
+
+def has_hooks(*modules: torch.nn.Module) -> bool:
+    """Whether calling any of ``modules`` would run a module hook: a forward, forward-pre,
+    backward or backward-pre hook of its own, or a global one (``register_module_forward_hook``
+    and its kin). The test ``Module.__call__`` makes before it skips straight to ``forward``.
+
+    Examples:
+        >>> layer = torch.nn.Linear(2, 2)
+        >>> has_hooks(layer)
+        False
+        >>> handle = layer.register_forward_hook(lambda module, args, output: None)
+        >>> has_hooks(layer)
+        True
+    """
+    if _global_forward_hooks or _global_forward_pre_hooks or _global_backward_hooks or _global_backward_pre_hooks:
+        return True
+    for m in modules:  # a loop, not any(…): this runs on every MLP forward
+        if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks:
+            return True
+    return False

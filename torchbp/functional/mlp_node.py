@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from torch import Tensor
 from torch.autograd import Function
@@ -83,30 +83,82 @@ class DenseFunction(Function):
 
 
 @dataclass(frozen=True)
+class Source:
+    """Where one tensor that an :class:`MLPFunction` node saves comes from.
+
+    Layers are counted from 0 here, as in the code: ``Source("output", 0)`` is the first
+    layer's output, a¹ in the maths.
+
+    Attributes:
+        kind: ``"input"``, the node's input x (a⁰); ``"weight"``, the layer's W; ``"output"``,
+            its a; ``"z"``, its z (handed out by the node where σ′ reads z); ``"mask"``,
+            ``σ.read(None, a)`` computed afresh (relu's boolean mask a > 0).
+        layer: which layer (0 for ``"input"``).
+    """
+
+    kind: Literal["input", "weight", "output", "z", "mask"]
+    layer: int
+
+
+@dataclass(frozen=True)
+class LayerSlots:
+    """What layer l's backward pass reads: each tensor as its index among the node's saved
+    tensors (:attr:`Layout.saved`), ``None`` where the backward pass needs none.
+
+    Attributes:
+        needs: whether ∂C/∂aˡ⁻¹, ∂C/∂Wˡ and ∂C/∂bˡ are wanted.
+        input: aˡ⁻¹, for BP4 (∂C/∂Wˡ = δˡᵀ aˡ⁻¹).
+        weight: Wˡ, for BP2 (δˡ Wˡ).
+        read: what σˡ′ reads (zˡ, aˡ or the mask).
+        z_output: the index of zˡ among the node's outputs, and so of zˡ's gradient among the
+            backward's incoming gradients; ``None`` where σˡ′ does not read z.
+    """
+
+    needs: tuple[bool, bool, bool]
+    input: int | None
+    weight: int | None
+    read: int | None
+    z_output: int | None
+
+
+@dataclass(frozen=True)
 class Layout:
     """What an :class:`MLPFunction` node keeps for its backward pass.
 
     It depends only on which inputs want a gradient and on what each σ′ reads, so a training
-    loop, which repeats one pattern, works it out once (:func:`mlp_layout`).
+    loop, which repeats one pattern, works it out once (:func:`mlp_layout`). A tensor that plays
+    two parts (aˡ as layer l+1's input and as what σˡ′ reads) is saved once, and both slots
+    point at it.
 
     Attributes:
-        plan: per layer, whether ∂C/∂aˡ⁻¹, ∂C/∂Wˡ and ∂C/∂bˡ are wanted.
-        sources: the tensors to save, each once: ``i >= 0`` is entry ``i`` of
-            ``(x, W¹, b¹, …, Wᴸ, bᴸ, a¹, …, aᴸ, z…)``; ``~l`` is ``σˡ.read(zˡ, aˡ)`` computed
-            afresh (relu's mask).
-        inputs, weights, reads: per layer, the position among the saved tensors, counted from 1,
-            of aˡ⁻¹ (for BP4), Wˡ (for BP2) and what σ′ reads; 0 where the backward pass needs none.
-        outputs: per layer, the position of aˡ in ``(x, W¹, b¹, …)`` above.
-        z_grads: per layer, the position among the node's output gradients of zˡ's, or 0.
+        saved: the tensors to save, in order, each once.
+        layers: per layer, where its backward pass finds what it reads.
+        plan: per layer, ``layers[l].needs``, gathered for :func:`mlp_backward`.
     """
 
+    saved: tuple[Source, ...]
+    layers: tuple[LayerSlots, ...]
     plan: tuple[tuple[bool, bool, bool], ...]
-    sources: tuple[int, ...]
-    inputs: tuple[int, ...]
-    weights: tuple[int, ...]
-    reads: tuple[int, ...]
-    outputs: tuple[int, ...]
-    z_grads: tuple[int, ...]
+
+    def gather(
+        self, x: Tensor, params: tuple[Tensor | None, ...], output: tuple[Tensor, ...], activations: list[Activation]
+    ) -> list[Tensor | None]:
+        """The tensors of :attr:`saved`, from the node's input ``x``, its ``params``
+        ``(W¹, b¹, …)`` and its ``output`` ``(a¹, …, aᴸ, z…)``."""
+        tensors: list[Tensor | None] = []
+        for source in self.saved:
+            kind, l = source.kind, source.layer
+            if kind == "input":
+                tensors.append(x)
+            elif kind == "weight":
+                tensors.append(params[2 * l])
+            elif kind == "output":
+                tensors.append(output[l])
+            elif kind == "z":
+                tensors.append(output[self.layers[l].z_output])  # type: ignore[index]
+            else:
+                tensors.append(activations[l].read(None, output[l]))
+        return tensors
 
 
 _LAYOUTS: dict[tuple[tuple[bool, ...], tuple[str, ...]], Layout] = {}
@@ -131,36 +183,38 @@ def mlp_layout(needs: tuple[bool, ...], saves: tuple[str, ...]) -> Layout:
 
 def _work_out_layout(needs: tuple[bool, ...], saves: tuple[str, ...]) -> Layout:
     layers = len(saves)
-    a_at = [0, *(1 + 2 * layers + l for l in range(layers))]  # a⁰ = x
     upstream = needs[0]  # does anything below layer l want a gradient?
-    plan = []
+    plan: list[tuple[bool, bool, bool]] = []
     for l in range(layers):
         needs_weight, needs_bias = needs[3 + 2 * l], needs[4 + 2 * l]
         plan.append((upstream, needs_weight, needs_bias))
         upstream = upstream or needs_weight or needs_bias
-    sources: dict[int, int] = {}
+    saved: dict[Source, int] = {}
 
-    def keep(source: int) -> int:
-        return sources.setdefault(source, len(sources) + 1)
+    def keep(source: Source) -> int:
+        return saved.setdefault(source, len(saved))
 
-    inputs, weights, reads, z_grads = [], [], [], []
+    def layer_output(l: int) -> Source:  # what layer l hands on (aˡ⁺¹ counted from 1); layer −1's is x
+        return Source("input", 0) if l < 0 else Source("output", l)
+
+    slots = []
     zs = 0  # the zˡ handed out so far
     for l, ((needs_input, needs_weight, _), kind) in enumerate(zip(plan, saves)):
-        inputs.append(keep(a_at[l]) if needs_weight else 0)  # aˡ⁻¹ for BP4
-        weights.append(keep(1 + 2 * l) if needs_input else 0)  # Wˡ for BP2
-        z_grads.append(layers + zs if kind == "z" else 0)
+        input = keep(layer_output(l - 1)) if needs_weight else None
+        weight = keep(Source("weight", l)) if needs_input else None
+        z_output = None
         if kind == "z":
-            reads.append(keep(1 + 3 * layers + zs))
+            z_output = layers + zs
             zs += 1
+            read: int | None = keep(Source("z", l))
         elif kind == "a" or (kind == "mask" and (l + 1 == layers or plan[l + 1][1])):
             # a mask a > 0 is read off aˡ itself where aˡ is kept anyway: the next layer's input,
             # or the output, which the cost keeps (and torch.nn.ReLU saves too)
-            reads.append(keep(a_at[l + 1]))
+            read = keep(layer_output(l))
         else:
-            reads.append(keep(~l) if kind == "mask" else 0)
-    return Layout(
-        tuple(plan), tuple(sources), tuple(inputs), tuple(weights), tuple(reads), tuple(a_at[1:]), tuple(z_grads)
-    )
+            read = keep(Source("mask", l)) if kind == "mask" else None
+        slots.append(LayerSlots(plan[l], input, weight, read, z_output))
+    return Layout(tuple(saved), tuple(slots), tuple(plan))
 
 
 class MLPFunction(Function):
@@ -189,12 +243,9 @@ class MLPFunction(Function):
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
         activations, on_delta = inputs[1], inputs[2]
         layout = mlp_layout(ctx.needs_input_grad, tuple([act.saves for act in activations]))
-        values = (inputs[0], *inputs[3:], *output)
         ctx.layout, ctx.activations, ctx.on_delta = layout, activations, on_delta
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(
-            *[values[i] if i >= 0 else activations[~i].read(None, values[layout.outputs[~i]]) for i in layout.sources]
-        )
+        ctx.save_for_backward(*layout.gather(inputs[0], inputs[3:], output, activations))
         if forward_mode():
             layers = len(activations)
             z = iter(output[layers:])
@@ -204,19 +255,18 @@ class MLPFunction(Function):
     @staticmethod
     def backward(ctx: Any, *grads: Tensor | None) -> tuple[Tensor | None, ...]:
         layout, activations = ctx.layout, ctx.activations
-        layers = len(activations)
-        tensors = (None, *ctx.saved_tensors)  # a layout's position 0 is "not saved"
+        layers, slots, saved = len(activations), layout.layers, ctx.saved_tensors
         # gradients reaching a¹ … aᴸ⁻¹ or some zˡ directly: only in a double backward through what was saved
         reaching = grads if any(g is not None for g in grads[: layers - 1] + grads[layers:]) else None
         deltas, grad_x, grad_weights, grad_biases = mlp_backward(
             grads[layers - 1],
-            [tensors[i] for i in layout.inputs],
-            [tensors[i] for i in layout.weights],
+            [None if s.input is None else saved[s.input] for s in slots],
+            [None if s.weight is None else saved[s.weight] for s in slots],
             activations,
-            [tensors[i] for i in layout.reads],
+            [None if s.read is None else saved[s.read] for s in slots],
             layout.plan,
             None if reaching is None else [*reaching[: layers - 1], None],
-            None if reaching is None else [reaching[i] if i else None for i in layout.z_grads],
+            None if reaching is None else [None if s.z_output is None else reaching[s.z_output] for s in slots],
         )
         if ctx.on_delta is not None:
             for l, delta in enumerate(deltas):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 from .. import functional as F
 from ..derivatives.activations import Activation
+from ..functional.internals import has_hooks
 from .linear import Dense
 
 
@@ -16,7 +17,8 @@ class MLP(torch.nn.Module):
     """A stack of :class:`Dense` layers run as one autograd node (:func:`torchbp.functional.mlp`).
 
     ``sizes = [n₀, n₁, …, n_L]`` gives L layers. Delta hooks on its layers fire as usual; a
-    layer with its own forward hooks makes the stack run layer by layer.
+    module hook on a layer (forward, forward-pre, backward, backward-pre, or a global one) makes
+    the stack run layer by layer, each layer through its own call, so that the hook fires.
 
     Args:
         sizes: the width of each layer, input first, e.g. ``[64, 30, 10]``.
@@ -60,25 +62,24 @@ class MLP(torch.nn.Module):
         return layers
 
     def forward(self, input: Tensor) -> Tensor:
+        layers: list[Dense] = list(self._modules["layers"]._modules.values())  # type: ignore[union-attr,arg-type]
+        if has_hooks(*layers):
+            # a module hook on a layer (forward or backward, its own or global) needs that layer's own call
+            a = input
+            for layer in layers:
+                a = layer(a)
+            return a
         # the layers' tensors straight from the module dicts: at the sizes where the stack is
         # overhead-bound, a ``Module.__getattr__`` lookup per tensor adds up to an addmm's time
         weights: list[Tensor] = []
         biases: list[Tensor | None] = []
         activations: list[str | Activation] = []
-        hooked = delta_hooked = False
-        layers: Iterable[Dense] = self._modules["layers"]._modules.values()  # type: ignore[union-attr,assignment]
+        delta_hooked = False
         for layer in layers:
             weights.append(layer._parameters["weight"])  # type: ignore[arg-type]
             biases.append(layer._parameters.get("bias"))
             activations.append(layer.activation)
-            hooked = hooked or bool(layer._forward_hooks or layer._forward_pre_hooks)
             delta_hooked = delta_hooked or bool(layer._delta_hooks)
-        if hooked:
-            # hooks on a single layer need that layer's own call
-            a = input
-            for module in self.layers:
-                a = module(a)
-            return a
         on_delta = self._call_layer_delta_hooks if delta_hooked else None
         return F.mlp(input, weights, biases, activations, on_delta)
 

@@ -13,27 +13,15 @@ import torch
 from torch import Tensor
 
 from ..derivatives.dense import mlp_backward, mlp_forward
+from ..functional.internals import has_hooks
 from ..nn import MLP
 from ..registry import Cost
 
 
-def _has_module_hooks(module: torch.nn.Module) -> bool:
-    return bool(
-        module._forward_hooks or module._forward_pre_hooks or module._backward_hooks or module._backward_pre_hooks
-    )
-
-
 def supports(model: torch.nn.Module) -> bool:
-    """Whether ``model`` can take the graph-free step: a plain torchbp ``MLP`` without module hooks."""
-    if type(model) is not MLP:
-        return False
-    modules = [model, *model.layers]
-    global_hooks = (
-        torch.nn.modules.module._global_forward_hooks,
-        torch.nn.modules.module._global_forward_pre_hooks,
-        torch.nn.modules.module._global_backward_hooks,
-    )
-    return not any(global_hooks) and not any(_has_module_hooks(m) for m in modules)
+    """Whether ``model`` can take the graph-free step: a plain torchbp ``MLP``, no module hooks on
+    it or its layers and no global ones (:func:`~torchbp.functional.internals.has_hooks`)."""
+    return type(model) is MLP and not has_hooks(model, *model.layers)
 
 
 class GraphFreeStep:
