@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import copy
 import pickle
+from collections.abc import Callable
 
 import pytest
 import torch
 
 import torchbp.nn as tnn
+from torchbp.derivatives.activations import Elementwise, get_activation
 
 ACTIVATION_MODULES = [
     (torch.nn.Sigmoid(), tnn.Sigmoid()),
@@ -115,6 +117,55 @@ def test_modules_pickle_and_deepcopy() -> None:
         torch.testing.assert_close(clone(x), model(x))
 
 
+def cube(z: torch.Tensor) -> torch.Tensor:
+    return z**3
+
+
+def cube_prime(z: torch.Tensor) -> torch.Tensor:
+    return 3 * z * z
+
+
+def test_a_custom_activation_pickles_and_deepcopies_field_by_field() -> None:
+    layer = tnn.Dense(3, 2, Elementwise("cube", cube, "z", sigma_prime=cube_prime)).double()
+    x = torch.randn(4, 3, dtype=torch.float64)
+    output = layer(x)
+    output.square().sum().backward()
+    for clone in (pickle.loads(pickle.dumps(layer)), copy.deepcopy(layer)):
+        assert clone.activation.sigma is cube and clone.activation.sigma_prime is cube_prime
+        clone.zero_grad(set_to_none=True)
+        clone_output = clone(x)
+        clone_output.square().sum().backward()
+        torch.testing.assert_close(clone_output, output, rtol=0, atol=0)
+        torch.testing.assert_close(clone.weight.grad, layer.weight.grad, rtol=0, atol=0)
+        torch.testing.assert_close(clone.bias.grad, layer.bias.grad, rtol=0, atol=0)
+
+
+def test_a_custom_activation_from_lambdas_deepcopies() -> None:
+    square = Elementwise("square", lambda z: z * z, "z", sigma_prime=lambda z: 2 * z)
+    layer = tnn.Dense(3, 2, square)
+    clone = copy.deepcopy(layer)
+    assert clone.activation == square and clone.activation is not square
+    x = torch.randn(4, 3)
+    torch.testing.assert_close(clone(x), layer(x), rtol=0, atol=0)
+
+
+def test_a_custom_activation_with_a_built_in_name_stays_itself() -> None:
+    impostor = Elementwise("relu", cube, "mask", sigma_prime=cube_prime)
+    clone = pickle.loads(pickle.dumps(impostor))
+    assert clone.sigma is cube and clone.sigma_prime is cube_prime
+
+
+def test_a_built_in_activation_pickles_by_name() -> None:
+    activation = get_activation("leaky_relu", negative_slope=0.2)
+    payload = pickle.dumps(activation)
+    assert b"_rebuild" in payload  # σ, σ′ are closures, which only the table can rebuild
+    clone = pickle.loads(payload)
+    assert repr(clone) == "leaky_relu(negative_slope=0.2)"
+    z = torch.randn(5)
+    torch.testing.assert_close(clone(z), activation(z), rtol=0, atol=0)
+    torch.testing.assert_close(clone.delta(torch.ones(5), z), activation.delta(torch.ones(5), z), rtol=0, atol=0)
+
+
 class Block(torch.nn.Module):
     """A user module with a shared layer, containers and layers torchbp does not support."""
 
@@ -146,7 +197,8 @@ def test_convert_and_revert_keep_outputs_gradients_and_state() -> None:
     assert model.stack[2] is model.shared is model.branches[0][0]  # still shared
     assert isinstance(model.shared, tnn.Linear)
     assert isinstance(model.heads["out"], tnn.Linear) and isinstance(model.heads["act"], tnn.Softmax)
-    assert type(model.branches[1]) is torch.nn.LayerNorm and type(model.conv) is torch.nn.Conv1d
+    assert type(model.branches[1]) is torch.nn.LayerNorm  # no twin (yet): stays native
+    assert type(model.conv).__module__ == "torchbp.nn.conv"
     assert list(model.parameters()) == parameters  # the very same Parameter objects
     model.zero_grad()
     torch.testing.assert_close(model(x), expected)
@@ -167,7 +219,7 @@ def test_convert_a_bare_layer_and_keep_hooks() -> None:
     linear = torch.nn.Linear(2, 2)
     linear.register_forward_hook(lambda module, args, output: calls.append(type(module)))
     converted = tnn.convert(linear)
-    assert isinstance(converted, tnn.Linear) and converted.weight is linear.weight
+    assert converted is linear and isinstance(converted, tnn.Linear)
     converted(torch.randn(1, 2))
     assert calls == [tnn.Linear]
 
@@ -219,3 +271,65 @@ def test_mlp_delta_hooks_and_forward_hooks() -> None:
     mlp.layers[0].register_forward_hook(lambda *args: calls.append("hook"))
     torch.testing.assert_close(mlp(x), fused)  # layer by layer now, the same numbers
     assert calls == ["hook"]
+
+
+def _mlp_and_native_twin() -> tuple[tnn.MLP, torch.nn.Sequential]:
+    """A torchbp MLP and the same net as torch.nn (Linear + Tanh per layer), same weights, float64."""
+    mlp = tnn.MLP([3, 4, 2], "tanh").double()
+    native = torch.nn.Sequential(
+        torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh()),
+        torch.nn.Sequential(torch.nn.Linear(4, 2), torch.nn.Tanh()),
+    ).double()
+    with torch.no_grad():
+        for ours, (theirs, _) in zip(mlp.layers, native):
+            theirs.weight.copy_(ours.weight)
+            theirs.bias.copy_(ours.bias)
+    return mlp, native
+
+
+def test_mlp_full_backward_hook_on_a_layer_fires_with_torchs_gradients() -> None:
+    mlp, native = _mlp_and_native_twin()
+    seen: dict[str, tuple] = {}
+    for name, layer in (("ours", mlp.layers[0]), ("theirs", native[0])):
+
+        def keep(module: torch.nn.Module, grad_input: tuple, grad_output: tuple, name: str = name) -> None:
+            seen[name] = grad_input, grad_output
+
+        layer.register_full_backward_hook(keep)
+    x = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    for model in (mlp, native):
+        model(x).square().sum().backward()
+    assert seen.keys() == {"ours", "theirs"}
+    (ours_in,), (ours_out,) = seen["ours"]
+    (theirs_in,), (theirs_out,) = seen["theirs"]
+    torch.testing.assert_close(ours_out, theirs_out)  # ∂C/∂a¹
+    torch.testing.assert_close(ours_in, theirs_in)  # ∂C/∂x
+
+
+HOOKS = {
+    "forward_pre": lambda layer, calls: layer.register_forward_pre_hook(lambda *args: calls.append(1)),
+    "forward": lambda layer, calls: layer.register_forward_hook(lambda *args: calls.append(1)),
+    "full_backward_pre": lambda layer, calls: layer.register_full_backward_pre_hook(lambda *args: calls.append(1)),
+    "full_backward": lambda layer, calls: layer.register_full_backward_hook(lambda *args: calls.append(1)),
+    "global forward": lambda layer, calls: torch.nn.modules.module.register_module_forward_hook(
+        lambda module, *args: calls.append(1) if module is layer else None
+    ),
+}
+
+
+@pytest.mark.parametrize("register", HOOKS.values(), ids=HOOKS.keys())
+def test_mlp_runs_layer_by_layer_for_any_module_hook(register: Callable) -> None:
+    mlp, native = _mlp_and_native_twin()
+    x = torch.randn(5, 3, dtype=torch.float64)
+    fused = mlp(x)
+    calls: list[int] = []
+    handle = register(mlp.layers[1], calls)
+    try:
+        layered = mlp(x)
+        layered.sum().backward()
+    finally:
+        handle.remove()
+    assert calls == [1]
+    torch.testing.assert_close(layered, fused, rtol=0, atol=0)
+    torch.testing.assert_close(layered, native(x))
+    assert mlp(x).grad_fn.name() == fused.grad_fn.name()  # fused again once the hook is gone

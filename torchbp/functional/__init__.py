@@ -24,7 +24,7 @@ from ..derivatives.activations import ACTIVATIONS, Activation, get_activation
 from ..derivatives.linear import Linear
 from .checks import autocast_dtype, check_dim, check_linear, check_stack, check_tensor
 from .cost import cost
-from .factory import apply, apply_layer
+from .factory import apply, apply_layer, function_for
 from .mlp_node import DENSE_WITH_JVP, MLP_WITH_JVP, DenseFunction, MLPFunction
 
 __all__ = [
@@ -66,6 +66,8 @@ def _autocast(x: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, T
 
 
 _LINEAR = Linear()
+function_for(Linear)  # made here, in eager code: torch.compile breaks its graph where a class is made
+function_for(Activation)
 
 
 def linear(

@@ -97,7 +97,13 @@ def twin_with_jvp(function: type[Function]) -> type[Function]:
 
 def function_for(derivatives: type[Derivatives]) -> tuple[type[Function], type[Function]]:
     """The Function of a layer type (named ``<Kind>Function``, so its graph node reads
-    ``<Kind>FunctionBackward``) and its forward-mode twin; made once per type."""
+    ``<Kind>FunctionBackward``) and its forward-mode twin; made once per type: the class that
+    names the ``kind`` (an ``Elementwise`` activation is an ``Activation``).
+
+    Made in eager code before first use (:func:`torchbp.nn.convert` makes those of every
+    registered layer), since torch.compile breaks its graph where a class is created.
+    """
+    derivatives = next(c for c in derivatives.__mro__ if "kind" in c.__dict__)
     functions = _FUNCTIONS.get(derivatives)
     if functions is None:
         name = "".join(part.capitalize() for part in derivatives.kind.split("_")) + "Function"

@@ -10,76 +10,133 @@ import torch
 from torch import Tensor
 
 from .. import functional as F
-from ..derivatives.activations import Activation
+from ..derivatives.activations import Activation, get_activation
+from ..functional.checks import check_dim, check_tensor
 from ..hookspecs import hookimpl
 from ..specs import LayerSpec
+from .link import Linked
+
+_SIGMOID = get_activation("sigmoid")
+_TANH = get_activation("tanh")
+_RELU = get_activation("relu")
+_SILU = get_activation("silu")
+_IDENTITY = get_activation("identity")
 
 
-class Sigmoid(torch.nn.Sigmoid):
+class _Activation(Linked):
+    """What the activation twins share: in a chain, the layer is its σ."""
+
+    def sigma(self) -> Activation:
+        """This layer's σ, with its options."""
+        raise NotImplementedError
+
+    def link(self, x: Tensor) -> Activation:
+        check_tensor("input", x)
+        return self.sigma()
+
+
+class Sigmoid(_Activation, torch.nn.Sigmoid):
     """a = sigmoid(z), like ``torch.nn.Sigmoid``; any shape."""
+
+    def sigma(self) -> Activation:
+        return _SIGMOID
 
     def forward(self, input: Tensor) -> Tensor:
         return F.sigmoid(input)
 
 
-class Tanh(torch.nn.Tanh):
+class Tanh(_Activation, torch.nn.Tanh):
     """a = tanh(z), like ``torch.nn.Tanh``; any shape."""
+
+    def sigma(self) -> Activation:
+        return _TANH
 
     def forward(self, input: Tensor) -> Tensor:
         return F.tanh(input)
 
 
-class ReLU(torch.nn.ReLU):
+class ReLU(_Activation, torch.nn.ReLU):
     """a = max(z, 0), like ``torch.nn.ReLU``; ``inplace`` is accepted, the result is computed out of place."""
+
+    def sigma(self) -> Activation:
+        return _RELU
 
     def forward(self, input: Tensor) -> Tensor:
         return F.relu(input)
 
 
-class LeakyReLU(torch.nn.LeakyReLU):
+class LeakyReLU(_Activation, torch.nn.LeakyReLU):
     """Like ``torch.nn.LeakyReLU(negative_slope, inplace)``; computed out of place."""
+
+    def sigma(self) -> Activation:
+        return get_activation("leaky_relu", negative_slope=self.negative_slope)
 
     def forward(self, input: Tensor) -> Tensor:
         return F.leaky_relu(input, self.negative_slope)
 
 
-class ELU(torch.nn.ELU):
+class ELU(_Activation, torch.nn.ELU):
     """Like ``torch.nn.ELU(alpha, inplace)``; computed out of place."""
+
+    def sigma(self) -> Activation:
+        return get_activation("elu", alpha=self.alpha)
 
     def forward(self, input: Tensor) -> Tensor:
         return F.elu(input, self.alpha)
 
 
-class Softplus(torch.nn.Softplus):
+class Softplus(_Activation, torch.nn.Softplus):
     """Like ``torch.nn.Softplus(beta, threshold)``."""
+
+    def sigma(self) -> Activation:
+        return get_activation("softplus", beta=self.beta, threshold=self.threshold)
 
     def forward(self, input: Tensor) -> Tensor:
         return F.softplus(input, self.beta, self.threshold)
 
 
-class GELU(torch.nn.GELU):
+class GELU(_Activation, torch.nn.GELU):
     """Like ``torch.nn.GELU(approximate)``, ``"none"`` (erf) or ``"tanh"``."""
+
+    def sigma(self) -> Activation:
+        return get_activation("gelu", approximate=self.approximate)
 
     def forward(self, input: Tensor) -> Tensor:
         return F.gelu(input, self.approximate)
 
 
-class SiLU(torch.nn.SiLU):
+class SiLU(_Activation, torch.nn.SiLU):
     """a = z sigmoid(z), like ``torch.nn.SiLU``; computed out of place."""
+
+    def sigma(self) -> Activation:
+        return _SILU
 
     def forward(self, input: Tensor) -> Tensor:
         return F.silu(input)
 
 
-class Identity(torch.nn.Identity):
+class Identity(_Activation, torch.nn.Identity):
     """a = z, like ``torch.nn.Identity`` (its arguments are ignored too)."""
+
+    def sigma(self) -> Activation:
+        return _IDENTITY
 
     def forward(self, input: Tensor) -> Tensor:
         return F.identity(input)
 
 
-class Softmax(torch.nn.Softmax):
+class Softmax(_Activation, torch.nn.Softmax):
     """Like ``torch.nn.Softmax(dim)``; ``dim=None`` picks a dim as ``torch.nn.Softmax`` does, and warns."""
+
+    def sigma(self) -> Activation:
+        return get_activation("softmax", dim=self.dim)
+
+    def link(self, x: Tensor) -> Activation:
+        check_dim("softmax", check_tensor("input", x), self.dim)
+        return self.sigma()
+
+    def linkable(self) -> bool:
+        return self.dim is not None  # an implicit dim warns in the layer's own call
 
     def forward(self, input: Tensor) -> Tensor:
         dim = self.dim

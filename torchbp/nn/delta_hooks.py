@@ -10,10 +10,12 @@ import torch
 from torch import Tensor
 from torch.utils.hooks import RemovableHandle
 
+from .link import Linked
+
 DeltaHook = Callable[[torch.nn.Module, Tensor], None]
 
 
-class DeltaHooks:
+class DeltaHooks(Linked):
     """Mixin of the twins with parameters: :meth:`register_delta_hook`, and the callback their
     Function calls with δ in the backward pass.
 

@@ -8,9 +8,12 @@ from torch import Tensor
 from .. import functional as F
 from ..derivatives import linear as derivatives
 from ..derivatives.activations import Activation
+from ..functional.checks import check_linear
 from ..hookspecs import hookimpl
 from ..specs import LayerSpec
 from .delta_hooks import DeltaHooks
+
+_LINEAR = derivatives.Linear()
 
 
 class Linear(DeltaHooks, torch.nn.Linear):
@@ -24,6 +27,13 @@ class Linear(DeltaHooks, torch.nn.Linear):
 
     def forward(self, input: Tensor) -> Tensor:
         return F.linear(input, self.weight, self.bias, self.on_delta())
+
+    def link(self, x: Tensor) -> derivatives.Linear:
+        check_linear(x, self.weight, self.bias, ("input", "weight", "bias"))
+        return _LINEAR
+
+    def link_params(self) -> tuple[Tensor | None, ...]:
+        return self._parameters["weight"], self._parameters["bias"]
 
 
 class Dense(DeltaHooks, torch.nn.Module):

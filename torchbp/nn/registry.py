@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..functional.factory import function_for
 from ..plugins import PluginError, listing
 from ..specs import LayerSpec
 
@@ -36,40 +37,24 @@ def twins() -> dict[type[torch.nn.Module], type[torch.nn.Module]]:
                 f"{spec.name!r} ({spec.twin.__qualname__}); uninstall or unregister one of their plugins"
             )
         table[spec.module] = spec
+        if spec.derivatives is not None:
+            function_for(spec.derivatives)
     return {module: spec.twin for module, spec in table.items()}
 
 
-def _as_class(module: torch.nn.Module, cls: type[torch.nn.Module]) -> torch.nn.Module:
-    """A module of class ``cls`` holding ``module``'s very parameters, buffers, hooks and flags.
+def _replace(model: torch.nn.Module, table: dict[type[torch.nn.Module], type[torch.nn.Module]]) -> torch.nn.Module:
+    """Every module of ``model`` (itself included) whose class is in ``table`` turned, in place, into
+    the class it maps to.
 
-    Twins share one layout (torchbp's classes subclass torch's and add no state), so the new
-    module is ``module``'s attributes under the other class; optimizers keep their parameters.
+    Twins share one layout (torchbp's classes subclass torch's and add no state), so a module
+    changes class and nothing else: the same object, ``Parameter`` objects, buffers, hooks and
+    flags; optimizers keep their parameters and a layer shared between two places stays shared.
     """
-    twin = cls.__new__(cls)
-    twin.__dict__.update(
-        {key: value.copy() if isinstance(value, dict) else value for key, value in module.__dict__.items()}
-    )
-    return twin
-
-
-def _replace(
-    module: torch.nn.Module,
-    table: dict[type[torch.nn.Module], type[torch.nn.Module]],
-    done: dict[int, torch.nn.Module],
-) -> torch.nn.Module:
-    if id(module) in done:
-        return done[id(module)]
-    cls = table.get(type(module))
-    if cls is not None:
-        new = _as_class(module, cls)
-    else:
-        new = module
-        for name, child in module.named_children():
-            replaced = _replace(child, table, done)
-            if replaced is not child:
-                setattr(module, name, replaced)
-    done[id(module)] = new
-    return new
+    for module in model.modules():
+        cls = table.get(type(module))
+        if cls is not None:
+            module.__class__ = cls
+    return model
 
 
 @dataclass
@@ -99,8 +84,8 @@ def _is_torchbp(module: torch.nn.Module, twin_classes: set[type[torch.nn.Module]
 def conversion(model: torch.nn.Module) -> Conversion:
     """Which modules of ``model`` run an explicit-δ backward and which stay native.
 
-    Containers without state of their own (``Sequential``, ``ModuleList``, a model class whose
-    children do the work) are in neither list.
+    Containers (``Sequential``, ``ModuleList``, a model class whose children do the work) are in
+    neither list, unless they hold parameters or buffers of their own, which stay native.
 
     Examples:
         >>> model = convert(torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.LSTM(2, 2)))
@@ -111,14 +96,13 @@ def conversion(model: torch.nn.Module) -> Conversion:
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
     twin_classes = set(twins().values())
     report = Conversion()
-    skip: set[str] = set()
     for name, module in model.named_modules():
-        if any(name.startswith(prefix + ".") for prefix in skip):
-            continue
-        if _is_torchbp(module, twin_classes):
+        if module._modules:  # a container: its layers are counted one by one
+            if module._parameters or module._buffers:
+                report.native[name] = type(module).__name__
+        elif _is_torchbp(module, twin_classes):
             report.converted[name] = type(module).__name__
-            skip.add(name)
-        elif module._parameters or module._buffers or not module._modules:
+        else:
             report.native[name] = type(module).__name__
     return report
 
@@ -127,10 +111,10 @@ def convert(model: torch.nn.Module, strict: bool = False) -> torch.nn.Module:
     """Replace, in place and recursively, each ``torch.nn`` layer that has a torchbp twin.
 
     The twins are those of every registered layer (``torchbp plugins --kind layer``): exact
-    classes only, user subclasses stay as they are. The twin keeps the same ``Parameter``
-    objects, buffers and hooks, so outputs, gradients and ``state_dict`` are unchanged, and a
-    layer shared between two places stays shared. :func:`conversion` says afterwards what was
-    converted and what stays native.
+    classes only, user subclasses stay as they are. Each module only changes class: it keeps its
+    ``Parameter`` objects, buffers and hooks, so outputs, gradients and ``state_dict`` are
+    unchanged, optimizers built before go on working, and a layer shared between two places stays
+    shared. :func:`conversion` says afterwards what was converted and what stays native.
 
     Args:
         model: any ``torch.nn.Module``.
@@ -138,7 +122,7 @@ def convert(model: torch.nn.Module, strict: bool = False) -> torch.nn.Module:
             (the model is then left as it was).
 
     Returns:
-        ``model`` (or its twin, if ``model`` itself is a supported layer).
+        ``model`` itself.
 
     Examples:
         >>> model = convert(torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Sigmoid()))
@@ -160,7 +144,7 @@ def convert(model: torch.nn.Module, strict: bool = False) -> torch.nn.Module:
                 "convert(strict=True): these modules have parameters and no torchbp twin, so their backward "
                 f"would stay native: {', '.join(left)}; convert without strict, or register a layer plugin for them"
             )
-    return _replace(model, table, {})
+    return _replace(model, table)
 
 
 def revert(model: torch.nn.Module) -> torch.nn.Module:
@@ -171,4 +155,4 @@ def revert(model: torch.nn.Module) -> torch.nn.Module:
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-    return _replace(model, {twin: module for module, twin in twins().items()}, {})
+    return _replace(model, {twin: module for module, twin in twins().items()})
