@@ -103,11 +103,11 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
         if args.epochs is not None:
             config["epochs"] = args.epochs
         return config
-    given = load_config(args.config) if args.config is not None else {}
-    model = args.model or given.get("model", DEFAULTS["model"])
+    from_file = load_config(args.config) if args.config is not None else {}
+    model = args.model or from_file.get("model", DEFAULTS["model"])
     if model not in MODELS:
         raise ValueError(f"model: expected one of {', '.join(MODELS)}, got {model!r}")
-    config = {**DEFAULTS, **MODEL_DEFAULTS[model], **given}
+    config = {**DEFAULTS, **MODEL_DEFAULTS[model], **from_file}
     for key in DEFAULTS:
         value = getattr(args, key, None)
         if value is not None:

@@ -81,6 +81,14 @@ class Derivatives:
         """∂C/∂θ per parameter from δ (BP3's and BP4's analogues), ``None`` where not needed."""
         return ()
 
+    def vjps(self, delta: Tensor, saved: Any, needs: tuple[bool, ...]) -> tuple[Tensor | None, ...]:
+        """``(∂C/∂x, *∂C/∂θ)`` where ``needs`` says, ``None`` elsewhere: :meth:`input_vjp` then
+        :meth:`param_vjps`. A layer whose kernel computes them in one pass (convolution) says so here."""
+        grad_x = self.input_vjp(delta, saved) if needs[0] else None
+        if True in needs[1:]:
+            return grad_x, *self.param_vjps(delta, saved, needs[1:])
+        return grad_x, *(None,) * (len(needs) - 1)
+
     def jvp(self, saved: Any, x_t: Tensor | None, *params_t: Tensor | None) -> Tensor:
         """Forward mode: ż from the tangents ẋ, θ̇ (each may be ``None``). ``saved`` is
         :meth:`save` with every ``needs`` true."""

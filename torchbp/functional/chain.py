@@ -105,21 +105,16 @@ class ChainFunction(Function):
             on_delta = link.on_delta()
             if on_delta is not None:
                 on_delta(delta.detach())
-            layer_saved = derivatives.Saved(*saved[begin : begin + kept])
-            # BP3's and BP4's analogues
-            grad_params[:0] = (
-                derivatives.param_vjps(delta, layer_saved, needs[1:])
-                if True in needs[1:]
-                else [None] * (len(needs) - 1)
-            )
-            # BP2's analogue: δ for the layer below
-            delta = derivatives.input_vjp(delta, layer_saved) if needs[0] else None
+            # BP2's analogue, δ for the layer below, and BP3's and BP4's
+            delta, *grads_l = derivatives.vjps(delta, derivatives.Saved(*saved[begin : begin + kept]), needs)
+            grad_params[:0] = grads_l
         return None, None, delta, *grad_params
 
 
 def chain(links: Sequence[Link], x: Tensor) -> Tensor:
     """Run ``links`` on ``x`` as one autograd node (see the module doc); returns the last output."""
-    counts, params = [], []
+    counts: list[int] = []
+    params: list[Tensor | None] = []
     for link in links:
         p = link.link_params()
         counts.append(len(p))

@@ -47,7 +47,7 @@ class LayerFunction(Function):
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor | tuple[Tensor, ...]) -> None:
         derivatives, on_delta, x = inputs[:3]
         params = inputs[3:]
-        if type(output) is tuple:
+        if isinstance(output, tuple):
             z, buffers = output[0], output[1:]
             ctx.mark_non_differentiable(*buffers)
         else:
@@ -67,14 +67,8 @@ class LayerFunction(Function):
             return (None,) * (2 + len(needs))
         if ctx.on_delta is not None:
             ctx.on_delta(delta.detach())
-        saved = derivatives.Saved(*ctx.saved_tensors)
-        # BP2's analogue: the error handed to the layer below
-        grad_x = derivatives.input_vjp(delta, saved) if needs[0] else None
-        # BP3's and BP4's analogues
-        grad_params = (
-            derivatives.param_vjps(delta, saved, needs[1:]) if True in needs[1:] else (None,) * (len(needs) - 1)
-        )
-        return None, None, grad_x, *grad_params
+        # BP2's analogue, the error handed to the layer below, and BP3's and BP4's
+        return None, None, *derivatives.vjps(delta, derivatives.Saved(*ctx.saved_tensors), needs)
 
     @staticmethod
     def tangent(ctx: Any, _: None, __: None, x_t: Tensor | None, *params_t: Tensor | None) -> Any:

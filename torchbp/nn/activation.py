@@ -132,6 +132,7 @@ class Softmax(_Activation, torch.nn.Softmax):
         return get_activation("softmax", dim=self.dim)
 
     def link(self, x: Tensor) -> Activation:
+        assert self.dim is not None  # linkable() says so
         check_dim("softmax", check_tensor("input", x), self.dim)
         return self.sigma()
 

@@ -22,7 +22,7 @@ from ..plugins import listen
 _STEPS = "torchbp.training.tensorboard.steps"
 
 
-def _layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+def _layers(model: torch.nn.Module) -> list[tuple[str, Any]]:
     """The layers whose δ can be read: every torchbp layer with parameters (``Linear``, ``Dense``,
     ``Conv2d``, ``BatchNorm2d``, a plugin's …), and a native ``torch.nn.Linear`` through its output."""
     return [

@@ -1,0 +1,105 @@
+"""Conv1d and Conv2d: ``torch.nn``'s convolutions with the explicit backward
+∂C/∂x = Wᵀ ⋆ δ (BP2), ∂C/∂W = x ⋆ δ (BP4), ∂C/∂b = Σ δ (BP3)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..derivatives import conv as derivatives
+from ..functional.conv import conv1d, conv2d, pad
+from ..hookspecs import hookimpl
+from ..specs import LayerSpec
+from .delta_hooks import DeltaHooks
+
+
+class Conv1d(DeltaHooks, torch.nn.Conv1d):
+    """z = W ⋆ x + b over one spatial dimension, like ``torch.nn.Conv1d``; input ``([N,] C_in, L)``.
+
+    A ``padding_mode`` other than ``"zeros"`` pads first (its own explicit layer), as
+    ``torch.nn.Conv1d`` does, and the convolution then adds no zeros.
+
+    Examples:
+        >>> Conv1d(2, 3, 5, padding="same")
+        Conv1d(2, 3, kernel_size=(5,), stride=(1,), padding=same)
+    """
+
+    def forward(self, input: Tensor) -> Tensor:
+        if self.padding_mode != "zeros":
+            input = pad(input, self._reversed_padding_repeated_twice, self.padding_mode)
+            return conv1d(input, self.weight, self.bias, self.stride, 0, self.dilation, self.groups, self.on_delta())
+        return conv1d(
+            input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups, self.on_delta()
+        )
+
+
+class Conv2d(DeltaHooks, torch.nn.Conv2d):
+    """z = W ⋆ x + b over two spatial dimensions, like ``torch.nn.Conv2d``; input ``([N,] C_in, H, W)``.
+
+    A ``padding_mode`` other than ``"zeros"`` pads first (its own explicit layer), as
+    ``torch.nn.Conv2d`` does, and the convolution then adds no zeros.
+
+    Examples:
+        >>> Conv2d(3, 8, 3, stride=2, padding_mode="reflect")
+        Conv2d(3, 8, kernel_size=(3, 3), stride=(2, 2), padding_mode=reflect)
+    """
+
+    def forward(self, input: Tensor) -> Tensor:
+        if self.padding_mode != "zeros":
+            input = pad(input, self._reversed_padding_repeated_twice, self.padding_mode)
+            return conv2d(input, self.weight, self.bias, self.stride, 0, self.dilation, self.groups, self.on_delta())
+        return conv2d(
+            input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups, self.on_delta()
+        )
+
+
+def _conv1d_examples(dtype: torch.dtype) -> list[tuple[torch.nn.Module, Tensor]]:
+    def make(*shape: int) -> Tensor:
+        return torch.randn(shape, dtype=dtype)
+
+    return [
+        (torch.nn.Conv1d(3, 4, 3, stride=2, padding=1, dtype=dtype), make(2, 3, 9)),
+        (torch.nn.Conv1d(2, 4, 4, padding="same", dilation=1, groups=2, dtype=dtype), make(2, 2, 7)),
+        (torch.nn.Conv1d(2, 3, 3, padding=2, padding_mode="circular", bias=False, dtype=dtype), make(2, 7)),
+        (torch.nn.Conv1d(2, 3, 3, padding=2, padding_mode="reflect", dtype=dtype), make(2, 2, 6)),
+        (torch.nn.Conv1d(2, 3, 2, padding="same", dilation=3, padding_mode="replicate", dtype=dtype), make(1, 2, 6)),
+    ]
+
+
+def _conv2d_examples(dtype: torch.dtype) -> list[tuple[torch.nn.Module, Tensor]]:
+    def make(*shape: int) -> Tensor:
+        return torch.randn(shape, dtype=dtype)
+
+    return [
+        (torch.nn.Conv2d(3, 4, 3, stride=2, dtype=dtype), make(2, 3, 7, 7)),
+        (torch.nn.Conv2d(2, 3, 3, padding="same", dilation=2, dtype=dtype), make(2, 2, 6, 6)),
+        (torch.nn.Conv2d(2, 3, (2, 4), padding="same", dtype=dtype), make(2, 2, 5, 6)),
+        (torch.nn.Conv2d(4, 6, 3, groups=2, bias=False, dtype=dtype), make(2, 4, 5, 5)),
+        (torch.nn.Conv2d(2, 3, 3, padding=1, padding_mode="reflect", dtype=dtype), make(2, 2, 5, 5)),
+        (torch.nn.Conv2d(2, 3, 3, padding=(2, 1), padding_mode="replicate", dtype=dtype), make(2, 2, 4, 5)),
+        (torch.nn.Conv2d(2, 3, 3, stride=2, padding=1, padding_mode="circular", dtype=dtype), make(2, 2, 5, 6)),
+        (torch.nn.Conv2d(2, 3, 4, padding="same", padding_mode="reflect", dtype=dtype), make(2, 2, 6, 6)),
+        (torch.nn.Conv2d(2, 3, 3, padding=1, dtype=dtype), make(2, 5, 5)),
+    ]
+
+
+@hookimpl
+def torchbp_layers() -> list[LayerSpec]:
+    return [
+        LayerSpec(
+            "Conv1d",
+            "z = W ⋆ x + b over one dimension; ∂C/∂x = Wᵀ ⋆ δ (BP2), ∂C/∂W = x ⋆ δ (BP4), ∂C/∂b = Σ δ (BP3)",
+            torch.nn.Conv1d,
+            Conv1d,
+            derivatives.Conv,
+            _conv1d_examples,
+        ),
+        LayerSpec(
+            "Conv2d",
+            "z = W ⋆ x + b over two dimensions; ∂C/∂x = Wᵀ ⋆ δ (BP2), ∂C/∂W = x ⋆ δ (BP4), ∂C/∂b = Σ δ (BP3)",
+            torch.nn.Conv2d,
+            Conv2d,
+            derivatives.Conv,
+            _conv2d_examples,
+        ),
+    ]
