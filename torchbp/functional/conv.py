@@ -175,6 +175,38 @@ def _check(d: int, x: object, weight: object, bias: object, settings: _Settings)
         )
 
 
+def conv_settings(
+    d: int, stride: object, padding: object, dilation: object, groups: object, weight: Tensor
+) -> _Settings:
+    """The settings of a ``conv{d}d`` call, checked once per distinct call and then looked up."""
+    try:
+        key: Hashable = (d, stride, padding, dilation, groups, weight.shape[2:] if padding == "same" else None)
+        settings = _SETTINGS.get(key)
+    except (AttributeError, TypeError):
+        key, settings = None, None
+    if settings is None:
+        settings = _settings(d, stride, padding, dilation, groups, weight)
+        _remember(_SETTINGS, key, settings)
+    return settings
+
+
+def checked_settings(
+    d: int,
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: object,
+    padding: object,
+    dilation: object,
+    groups: object,
+) -> _Settings:
+    """:func:`conv_settings`, with the tensors checked against them (an error naming what does not fit)."""
+    settings = conv_settings(d, stride, padding, dilation, groups, weight)
+    if not _consistent(input, weight, bias, settings):
+        _check(d, input, weight, bias, settings)
+    return settings
+
+
 def _convolution(
     d: int,
     input: Tensor,
@@ -187,16 +219,7 @@ def _convolution(
     on_delta: OnDelta | None,
 ) -> Tensor:
     input, weight, bias = _autocast(input, weight, bias)
-    try:
-        key: Hashable = (d, stride, padding, dilation, groups, weight.shape[2:] if padding == "same" else None)
-        settings = _SETTINGS.get(key)
-    except (AttributeError, TypeError):
-        key, settings = None, None
-    if settings is None:
-        settings = _settings(d, stride, padding, dilation, groups, weight)
-        _remember(_SETTINGS, key, settings)
-    if not _consistent(input, weight, bias, settings):
-        _check(d, input, weight, bias, settings)
+    settings = checked_settings(d, input, weight, bias, stride, padding, dilation, groups)
     if settings.extra is not None:
         input = apply_layer(settings.extra, input)
     return apply_layer(settings.conv, input, (weight, bias), on_delta)

@@ -3,17 +3,46 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor
 
 from ..derivatives import conv as derivatives
-from ..functional.conv import conv1d, conv2d, pad
+from ..functional.conv import checked_settings, conv1d, conv2d, conv_settings, pad
 from ..hookspecs import hookimpl
 from ..specs import LayerSpec
 from .delta_hooks import DeltaHooks
 
 
-class Conv1d(DeltaHooks, torch.nn.Conv1d):
+class _ConvLink(DeltaHooks):
+    """In a chain, a zero-padded convolution is one :class:`~torchbp.derivatives.conv.Conv`."""
+
+    weight: Tensor
+    bias: Tensor | None
+    stride: tuple[int, ...]
+    padding: str | tuple[int, ...]
+    dilation: tuple[int, ...]
+    groups: int
+    padding_mode: Literal["zeros", "reflect", "replicate", "circular"]
+
+    def linkable(self) -> bool:
+        if self.padding_mode != "zeros":
+            return False  # the padding is a layer of its own
+        d = len(self.stride)
+        return conv_settings(d, self.stride, self.padding, self.dilation, self.groups, self.weight).extra is None
+
+    def link(self, x: Tensor) -> derivatives.Conv:
+        d = len(self.stride)
+        return checked_settings(
+            d, x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
+        ).conv
+
+    def link_params(self) -> tuple[Tensor | None, ...]:
+        return self._parameters["weight"], self._parameters["bias"]  # type: ignore[attr-defined]
+
+
+class Conv1d(_ConvLink, torch.nn.Conv1d):
     """z = W ⋆ x + b over one spatial dimension, like ``torch.nn.Conv1d``; input ``([N,] C_in, L)``.
 
     A ``padding_mode`` other than ``"zeros"`` pads first (its own explicit layer), as
@@ -33,7 +62,7 @@ class Conv1d(DeltaHooks, torch.nn.Conv1d):
         )
 
 
-class Conv2d(DeltaHooks, torch.nn.Conv2d):
+class Conv2d(_ConvLink, torch.nn.Conv2d):
     """z = W ⋆ x + b over two spatial dimensions, like ``torch.nn.Conv2d``; input ``([N,] C_in, H, W)``.
 
     A ``padding_mode`` other than ``"zeros"`` pads first (its own explicit layer), as

@@ -1,0 +1,136 @@
+"""BatchNorm1d and BatchNorm2d: torch's modules, normalising through :func:`torchbp.functional.batchnorm.batch_norm`."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..derivatives import batchnorm as derivatives
+from ..functional.batchnorm import batch_norm, check_batch_norm
+from ..hookspecs import hookimpl
+from ..specs import LayerSpec
+from .delta_hooks import DeltaHooks
+
+
+class _BatchNorm(DeltaHooks, torch.nn.modules.batchnorm._BatchNorm):
+    """``torch.nn.modules.batchnorm._BatchNorm.forward``, step for step, with torchbp's op; in a
+    chain, the same steps around one :class:`~torchbp.derivatives.batchnorm.BatchNorm`."""
+
+    def _step(self, input: Tensor) -> tuple[bool, float]:
+        """What torch's forward does before normalising: count the batch; returns whether to
+        normalise with the batch's statistics, and the momentum of the running ones."""
+        self._check_input_dim(input)
+        momentum = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            # momentum None: the cumulative average over the batches seen
+            momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        # the batch's statistics in training, and in eval where there are no running ones
+        return self.training or (self.running_mean is None and self.running_var is None), momentum
+
+    def _running(self) -> tuple[Tensor | None, Tensor | None]:
+        """The running statistics where they are updated (training) or normalised with (eval)."""
+        if self.training and not self.track_running_stats:
+            return None, None
+        return self.running_mean, self.running_var
+
+    def forward(self, input: Tensor) -> Tensor:
+        batch_statistics, momentum = self._step(input)
+        return batch_norm(
+            input, *self._running(), self.weight, self.bias, batch_statistics, momentum, self.eps, self.on_delta()
+        )
+
+    def link(self, x: Tensor) -> derivatives.BatchNorm:
+        batch_statistics, momentum = self._step(x)
+        check_batch_norm(x, *self._running(), self.weight, self.bias, batch_statistics, self.eps)
+        return derivatives.BatchNorm(batch_statistics, self.eps, momentum)
+
+    def link_params(self) -> tuple[Tensor | None, ...]:
+        return (self._parameters["weight"], self._parameters["bias"], *self._running())
+
+
+class BatchNorm1d(_BatchNorm, torch.nn.BatchNorm1d):
+    """Batch normalisation over ``(N, C)`` or ``(N, C, L)``, like ``torch.nn.BatchNorm1d``.
+
+    Examples:
+        >>> layer = BatchNorm1d(3)
+        >>> sorted(layer.state_dict())
+        ['bias', 'num_batches_tracked', 'running_mean', 'running_var', 'weight']
+    """
+
+
+class BatchNorm2d(_BatchNorm, torch.nn.BatchNorm2d):
+    """Batch normalisation over ``(N, C, H, W)``, like ``torch.nn.BatchNorm2d``.
+
+    Examples:
+        >>> import torch
+        >>> BatchNorm2d(16)(torch.randn(2, 16, 3, 3)).shape
+        torch.Size([2, 16, 3, 3])
+    """
+
+
+def _randomised(module: torch.nn.modules.batchnorm._BatchNorm) -> torch.nn.Module:
+    """``module`` with random γ, β and running statistics, so that none of them is 1 or 0."""
+    with torch.no_grad():
+        if module.weight is not None and module.bias is not None:
+            module.weight.normal_()
+            module.bias.normal_()
+        if module.running_mean is not None and module.running_var is not None:
+            module.running_mean.normal_()
+            module.running_var.uniform_(0.5, 1.5)
+    return module
+
+
+def _batch_norm_1d_examples(dtype: torch.dtype) -> list[tuple[torch.nn.Module, Tensor]]:
+    return [
+        (_randomised(torch.nn.BatchNorm1d(3, dtype=dtype)), torch.randn(8, 3, dtype=dtype)),
+        (_randomised(torch.nn.BatchNorm1d(3, momentum=None, dtype=dtype)), torch.randn(4, 3, 5, dtype=dtype)),
+        (_randomised(torch.nn.BatchNorm1d(3, affine=False, dtype=dtype)), torch.randn(2, 3, dtype=dtype)),
+        (
+            _randomised(torch.nn.BatchNorm1d(3, track_running_stats=False, dtype=dtype)),
+            torch.randn(4, 3, 5, dtype=dtype),
+        ),
+    ]
+
+
+def _batch_norm_2d_examples(dtype: torch.dtype) -> list[tuple[torch.nn.Module, Tensor]]:
+    return [
+        (_randomised(torch.nn.BatchNorm2d(3, dtype=dtype)), torch.randn(4, 3, 5, 5, dtype=dtype)),
+        (
+            _randomised(torch.nn.BatchNorm2d(3, momentum=None, eps=1e-3, dtype=dtype)),
+            torch.randn(2, 3, 4, 4, dtype=dtype),
+        ),
+        (_randomised(torch.nn.BatchNorm2d(3, affine=False, dtype=dtype)), torch.randn(2, 3, 4, 3, dtype=dtype)),
+        (
+            _randomised(torch.nn.BatchNorm2d(3, track_running_stats=False, dtype=dtype)),
+            torch.randn(2, 3, 4, 4, dtype=dtype).to(memory_format=torch.channels_last),
+        ),
+    ]
+
+
+_DESCRIPTION = (
+    "z = γ x̂ + β, x̂ = (x − μ)/√(σ² + ε) per channel; ∂C/∂β = Σ δ, ∂C/∂γ = Σ δ ⊙ x̂, "
+    "∂C/∂x = (γ/(m√(σ² + ε)))·(m δ − Σ δ − x̂ Σ δ ⊙ x̂)"
+)
+
+
+@hookimpl
+def torchbp_layers() -> list[LayerSpec]:
+    return [
+        LayerSpec(
+            "BatchNorm1d",
+            _DESCRIPTION + " over (N, C) or (N, C, L)",
+            torch.nn.BatchNorm1d,
+            BatchNorm1d,
+            derivatives.BatchNorm,
+            _batch_norm_1d_examples,
+        ),
+        LayerSpec(
+            "BatchNorm2d",
+            _DESCRIPTION + " over (N, C, H, W)",
+            torch.nn.BatchNorm2d,
+            BatchNorm2d,
+            derivatives.BatchNorm,
+            _batch_norm_2d_examples,
+        ),
+    ]
