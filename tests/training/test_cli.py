@@ -82,3 +82,34 @@ def test_bad_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     settings.write_text("learning_rate = 3\n")
     assert main(["train", "--config", str(settings), "--no-log"]) == 2
     assert "unknown key(s) learning_rate" in capsys.readouterr().err
+
+
+def test_lenet_reaches_97_percent_on_digits(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--model", "lenet", "--no-log"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch")]
+    assert len(lines) == 40  # lenet's own defaults, not the MLP's
+    accuracy = float(lines[-1].split("val acc")[1].split("%")[0])
+    assert accuracy >= 97.0
+
+
+def test_lenet_run_records_its_model_and_resumes_as_lenet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--model", "lenet", "--epochs", "1", "--logdir", str(tmp_path)]) == 0
+    run = tmp_path / "digits" / "version_0"
+    config = tomllib.loads((run / "config.toml").read_text())
+    assert config["model"] == "lenet" and config["cost"] == "cross_entropy" and config["batch_size"] == 16
+    assert "0.weight" not in load_checkpoint(run)["model"] and "1.weight" in load_checkpoint(run)["model"]
+    assert main(["train", "--resume", str(run), "--epochs", "2"]) == 0
+    assert load_checkpoint(run)["epoch"] == 1
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--model", "lenet", "--layers", "64,30,10"], "--layers: sets the widths of --model mlp"),
+        (["--model", "lenet", "--dataset", "moons"], "needs square one-channel images"),
+    ],
+)
+def test_lenet_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--no-log", *argv]) == 2
+    assert message in capsys.readouterr().err
