@@ -72,6 +72,11 @@ _BUILTINS = (
     "torchbp.rules",
     "torchbp.nn.linear",
     "torchbp.nn.activation",
+    "torchbp.nn.conv",
+    "torchbp.nn.batchnorm",
+    "torchbp.nn.pool",
+    "torchbp.nn.dropout",
+    "torchbp.nn.sequential",
     "torchbp.training.console",
     "torchbp.training.tensorboard",
 )

@@ -22,30 +22,47 @@ from torch import Tensor
 from ..derivatives import activations
 from ..derivatives.activations import ACTIVATIONS, Activation, get_activation
 from ..derivatives.linear import Linear
+from .batchnorm import batch_norm
+from .chain import chain
 from .checks import autocast_dtype, check_dim, check_linear, check_stack, check_tensor
+from .conv import conv1d, conv2d, pad
 from .cost import cost
+from .dropout import dropout, flatten, unflatten
 from .factory import apply, apply_layer, function_for
 from .mlp_node import DENSE_WITH_JVP, MLP_WITH_JVP, DenseFunction, MLPFunction
+from .pool import adaptive_avg_pool2d, avg_pool2d, max_pool2d
 
 __all__ = [
     "ACTIVATIONS",
     "Activation",
     "activate",
+    "adaptive_avg_pool2d",
+    "apply_layer",
+    "avg_pool2d",
+    "batch_norm",
+    "chain",
+    "conv1d",
+    "conv2d",
     "cost",
     "dense",
+    "dropout",
     "elu",
+    "flatten",
     "gelu",
     "get_activation",
     "identity",
     "leaky_relu",
     "linear",
+    "max_pool2d",
     "mlp",
+    "pad",
     "relu",
     "sigmoid",
     "silu",
     "softmax",
     "softplus",
     "tanh",
+    "unflatten",
 ]
 
 
