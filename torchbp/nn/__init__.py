@@ -7,10 +7,16 @@ with parameters has ``register_delta_hook``. :func:`convert` swaps them into any
 """
 
 from .activation import ELU, GELU, Identity, LeakyReLU, ReLU, Sigmoid, SiLU, Softmax, Softplus, Tanh
+from .batchnorm import BatchNorm1d, BatchNorm2d
+from .conv import Conv1d, Conv2d
 from .delta_hooks import DeltaHooks
+from .dropout import Dropout, Flatten, Unflatten
 from .linear import Dense, Linear
+from .link import Linked
 from .mlp import MLP
+from .pool import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 from .registry import Conversion, conversion, convert, revert
+from .sequential import Sequential
 
 __all__ = [
     "ELU",

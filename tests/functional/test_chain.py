@@ -1,0 +1,120 @@
+"""torchbp.functional.chain: a run of layers in a converted Sequential as one node, equal to the layers one by one."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch.autograd import gradcheck, gradgradcheck
+
+import torchbp
+from torchbp.nn.models import lenet, small_resnet
+
+
+def _names(output: torch.Tensor) -> set[str]:
+    names, seen, stack = set(), set(), [output.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(type(node).__name__)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return names
+
+
+def _one_by_one(model: torch.nn.Module) -> torch.nn.Module:
+    """The same converted model, its Sequentials back to torch's: every layer its own node."""
+    twin = copy.deepcopy(model)
+    for module in twin.modules():
+        if type(module) is torchbp.nn.Sequential:
+            module.__class__ = torch.nn.Sequential
+    return twin
+
+
+@pytest.mark.parametrize(
+    ("build", "shape"),
+    [(lambda: lenet(8), (6, 64)), (small_resnet, (4, 1, 12, 12))],
+    ids=["lenet", "resnet"],
+)
+def test_chain_equals_the_layers_one_by_one_bit_for_bit(build: object, shape: tuple[int, ...], device: str) -> None:
+    torch.manual_seed(0)
+    chained = build().to(device)  # type: ignore[operator]
+    separate = _one_by_one(chained)
+    x = torch.randn(*shape, device=device)
+    for step in range(2):  # batch norm's running statistics move the same way, step after step
+        x_chained, x_separate = x.clone().requires_grad_(), x.clone().requires_grad_()
+        out_chained, out_separate = chained(x_chained), separate(x_separate)
+        assert "ChainFunctionBackward" in _names(out_chained)
+        assert "ChainFunctionBackward" not in _names(out_separate)
+        grad = torch.randn_like(out_chained)
+        out_chained.backward(grad)
+        out_separate.backward(grad)
+        torch.testing.assert_close(out_chained, out_separate, rtol=0, atol=0)
+        torch.testing.assert_close(x_chained.grad, x_separate.grad, rtol=0, atol=0)
+        for (name, a), b in zip(chained.named_parameters(), separate.parameters()):
+            torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=0, msg=f"{name}, step {step}")
+        for (name, a), b in zip(chained.named_buffers(), separate.buffers()):
+            torch.testing.assert_close(a, b, rtol=0, atol=0, msg=f"{name}, step {step}")
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_chain_gradcheck_and_gradgradcheck(training: bool) -> None:
+    torch.manual_seed(0)
+    model = small_resnet(width=4).double().train(training)
+    x = torch.randn(2, 1, 6, 6, dtype=torch.float64, requires_grad=True)
+
+    def function(x: torch.Tensor) -> torch.Tensor:
+        with torch.random.fork_rng(devices=[]):
+            return model(x)
+
+    # the running statistics move on every call in training; the output does not depend on them
+    assert gradcheck(function, (x,))
+    assert gradgradcheck(function, (x,))
+
+
+def test_delta_hooks_fire_inside_a_chain_with_the_layers_delta() -> None:
+    torch.manual_seed(0)
+    model = torchbp.nn.convert(torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), torch.nn.ReLU(), torch.nn.Flatten()))
+    seen: list[torch.Tensor] = []
+    model[0].register_delta_hook(lambda layer, delta: seen.append(delta))
+    x = torch.randn(2, 1, 5, 5)
+    out = model(x)
+    assert "ChainFunctionBackward" in _names(out)
+    out.pow(2).sum().backward()
+    (delta,) = seen
+    assert delta.shape == (2, 3, 3, 3)
+    torch.testing.assert_close(delta.sum((0, 2, 3)), model[0].bias.grad)  # BP3: ∂C/∂b = Σ δ
+
+
+def test_a_module_hook_takes_its_layer_out_of_the_chain_and_fires() -> None:
+    model = torchbp.nn.convert(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)))
+    calls: list[tuple[int, ...]] = []
+    handle = model[1].register_full_backward_hook(lambda module, grad_in, grad_out: calls.append(grad_out[0].shape))
+    out = model(torch.randn(5, 3))
+    assert "ChainFunctionBackward" not in _names(out)
+    out.sum().backward()
+    assert calls == [(5, 4)]
+    handle.remove()
+    assert "ChainFunctionBackward" in _names(model(torch.randn(5, 3)))
+
+
+def test_layers_that_cannot_link_split_the_chain() -> None:
+    model = torchbp.nn.convert(
+        torch.nn.Sequential(
+            torch.nn.Linear(3, 4), torch.nn.Dropout(0.5), torch.nn.Linear(4, 4), torch.nn.Tanh(), torch.nn.LSTMCell(4, 2)
+        )
+    )
+    x = torch.randn(5, 3)
+    h, _ = model(x)
+    names = _names(h)
+    assert {"LinearFunctionBackward", "DropoutFunctionBackward", "ChainFunctionBackward"} <= names
+
+
+def test_bad_input_inside_a_chain_is_the_layers_own_error() -> None:
+    model = lenet(8)
+    with pytest.raises(ValueError, match="input: expected 6 channels"):
+        torchbp.nn.convert(torch.nn.Sequential(torch.nn.Conv2d(6, 2, 3), torch.nn.ReLU()))(torch.randn(1, 5, 4, 4))
+    with pytest.raises(ValueError, match="product is 63, the size of dim 1"):
+        model(torch.randn(2, 63))
