@@ -78,8 +78,10 @@ class Activation(Derivatives):
         buffers: tuple[Tensor, ...],
         needs: tuple[bool, ...],
     ) -> ActivationSaved:
-        # as a layer, the input x is the pre-activation z and the output z is a = σ(z)
-        return ActivationSaved(self.read(x, z))
+        # as a layer, the input x is the pre-activation z and the output z is a = σ(z); relu's
+        # σ′ is read as a > 0 off a itself, which the layer above keeps anyway (as torch.nn.ReLU
+        # keeps it), so no mask is made
+        return ActivationSaved(z if self.saves == "mask" else self.read(x, z))
 
     def input_vjp(self, delta: Tensor, saved: Any) -> Tensor:
         return self.delta(delta, saved.read)

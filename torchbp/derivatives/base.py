@@ -94,6 +94,12 @@ class Derivatives:
         :meth:`save` with every ``needs`` true."""
         raise NotImplementedError
 
+    def replay(self) -> Derivatives:
+        """The same equations without side effects on buffers, for recomputing a forward pass (a
+        chain node's double backward replays its layers): batch norm then leaves its running
+        statistics alone."""
+        return self
+
     @classmethod
     def samples(cls, dtype: torch.dtype, device: torch.device | str) -> list[Sample]:
         """Valid inputs covering the layer's settings: batch of 1, non-contiguous, every option."""

@@ -16,6 +16,7 @@ against the other.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
 
@@ -88,6 +89,8 @@ class BatchNorm(Derivatives):
     def forward(self, x: Tensor, *params: Tensor | None) -> tuple[Tensor, tuple[Tensor, ...]]:
         weight, bias, running_mean, running_var = params
         if self.training:
+            if not self.momentum:  # nothing to move (and NaN statistics cannot reach the running ones)
+                running_mean = running_var = None
             z, mean, invstd = torch.native_batch_norm(
                 x, weight, bias, running_mean, running_var, True, self.momentum, self.eps
             )
@@ -174,6 +177,9 @@ class BatchNorm(Derivatives):
             assert saved.x is not None
             sum_delta_x_hat = (delta * normalized(saved.x, *self.statistics(saved))).sum(dims)
         return sum_delta_x_hat, delta.sum(dims) if delta_sum else None
+
+    def replay(self) -> BatchNorm:
+        return dataclasses.replace(self, momentum=0.0)
 
     def vjps(self, delta: Tensor, saved: BatchNormSaved, needs: tuple[bool, ...]) -> tuple[Tensor | None, ...]:
         needs_x, needs_weight, needs_bias, needs_running_mean, needs_running_var = needs

@@ -10,22 +10,23 @@ network's step. Backward, from the last layer down::
     ∂C/∂θˡ = derivativesˡ.param_vjps(δˡ, …)      (BP3's and BP4's analogues)
     δˡ⁻¹ = derivativesˡ.input_vjp(δˡ, …)          (BP2's analogue)
 
-Every intermediate zˡ is handed out as an output of the node (callers keep the last), so what the
-backward reads stays in the graph and a double backward through the chain is exact. The chain
-is an eager fast path: under torch.compile, forward-mode AD or torch.func, callers run the layers
+A double backward through the chain replays its layers one by one (each through its own
+Function, whose backward is differentiable), so second derivatives are exact. The chain is an
+eager fast path: under torch.compile, forward-mode AD or torch.func, callers run the layers
 one by one (:func:`chain_applies`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import torch
 from torch import Tensor
 from torch.autograd import Function
 
 from ..derivatives.base import Derivatives
+from .factory import apply_layer
 from .internals import any_autocast, forward_mode, plain_apply
 
 
@@ -50,20 +51,43 @@ def chain_applies() -> bool:
     return not torch.compiler.is_compiling() and not forward_mode() and not any_autocast()
 
 
-class ChainFunction(Function):
-    """``forward(ctx, links, counts, x, *params)`` → ``(z¹, …, zᴸ, *buffers)``.
+class _Input(NamedTuple):
+    """A tensor a layer keeps that is one of the node's own inputs or its output: kept through
+    ``save_for_backward`` (which checks it was not changed in place), at this position."""
 
-    ``counts`` gives each link's number of parameters in ``params``.
+    position: int
+
+
+def _keep(tensor: Tensor | None, own: dict[int, int]) -> tuple[Tensor, int] | _Input | None:
+    if tensor is None:
+        return None
+    if id(tensor) in own:
+        return _Input(own[id(tensor)])
+    return tensor, tensor._version
+
+
+class ChainFunction(Function):
+    """``forward(ctx, links, counts, x, *params)`` → zᴸ; ``counts`` gives each link's number of
+    parameters in ``params``.
+
+    What each layer's backward reads is kept per layer and let go as soon as that layer's
+    backward has run, as the autograd engine lets go of a node's saved tensors: one node for L
+    layers must not hold every activation until the last layer is done (the allocations that
+    would then miss the allocator's cache cost more than the node saves). The node's inputs and
+    its output are kept with ``save_for_backward``; the intermediate tensors, which nothing
+    outside the node sees, are kept with their version, checked when they are read.
+
+    A second backward through the node (``retain_graph=True``) and a double backward
+    (``create_graph=True``) replay the forward pass layer by layer, each layer through its own
+    Function, and differentiate that: the same numbers, and exact second derivatives.
     """
 
     @staticmethod
     def forward(ctx: Any, links: Sequence[Link], counts: tuple[int, ...], x: Tensor, *params: Tensor | None) -> Any:
         needs_params = ctx.needs_input_grad[3:]
         upstream = ctx.needs_input_grad[2]  # does anything below layer l want a gradient?
-        layers: list[tuple[Derivatives, Link, tuple[bool, ...], int]] = []
-        saved: list[Tensor | None] = []
-        outputs: list[Tensor] = []
-        buffers_out: list[Tensor] = []
+        layers: list[tuple[Derivatives, Link, tuple[bool, ...]]] = []
+        kept: list[tuple[Tensor | None, ...]] = []
         a, start = x, 0
         for link, count in zip(links, counts):
             derivatives = link.link(a)
@@ -71,44 +95,66 @@ class ChainFunction(Function):
             z, buffers = derivatives.forward(a, *p)
             link.link_after(z, buffers)
             needs = (upstream, *needs_params[start : start + count])
-            kept = derivatives.save(a, p, z, buffers, needs)
-            layers.append((derivatives, link, needs, len(kept)))
-            saved += kept
-            outputs.append(z)
-            buffers_out += buffers
+            kept.append(derivatives.save(a, p, z, buffers, needs))
+            layers.append((derivatives, link, needs))
             upstream = upstream or True in needs[1:]
             a, start = z, start + count
-        if buffers_out:
-            ctx.mark_non_differentiable(*buffers_out)
-        ctx.set_materialize_grads(False)
-        ctx.layers = layers
-        ctx.save_for_backward(*saved)
-        return (*outputs, *buffers_out)
+        own = {id(t): i for i, t in enumerate((x, *params, a)) if t is not None}
+        ctx.stash = [[_keep(t, own) for t in layer] for layer in kept]
+        ctx.layers, ctx.counts = layers, counts
+        ctx.save_for_backward(x, *params, a)
+        return a
 
     @staticmethod
-    def backward(ctx: Any, *grads: Tensor | None) -> tuple[Tensor | None, ...]:
+    def backward(ctx: Any, delta: Tensor) -> tuple[Tensor | None, ...]:
+        own = ctx.saved_tensors
+        stash, ctx.stash = ctx.stash, None  # a later backward replays
+        if stash is None or torch.is_grad_enabled():
+            return None, None, *_replay(ctx, own, delta)
         layers = ctx.layers
-        saved = ctx.saved_tensors
-        end = len(saved)
         grad_params: list[Tensor | None] = []
-        delta: Tensor | None = None
+        grad: Tensor | None = delta
         for l in reversed(range(len(layers))):
-            derivatives, link, needs, kept = layers[l]
-            reaching = grads[l]  # the gradient reaching zˡ directly (all but the last: a double backward)
-            if reaching is not None:
-                delta = reaching if delta is None else delta + reaching
-            begin = end - kept
-            end = begin
-            if delta is None:
+            derivatives, link, needs = layers[l]
+            entries, stash[l] = stash[l], None  # let go of this layer's tensors once it is done
+            if grad is None:
                 grad_params[:0] = [None] * (len(needs) - 1)
                 continue
             on_delta = link.on_delta()
             if on_delta is not None:
-                on_delta(delta.detach())
+                on_delta(grad.detach())
+            saved = derivatives.Saved(*[_read(entry, own, derivatives) for entry in entries])
             # BP2's analogue, δ for the layer below, and BP3's and BP4's
-            delta, *grads_l = derivatives.vjps(delta, derivatives.Saved(*saved[begin : begin + kept]), needs)
+            grad, *grads_l = derivatives.vjps(grad, saved, needs)
             grad_params[:0] = grads_l
-        return None, None, delta, *grad_params
+        return None, None, grad, *grad_params
+
+
+def _read(entry: tuple[Tensor, int] | _Input | None, own: tuple[Tensor | None, ...], derivatives: Derivatives) -> Any:
+    if entry is None or isinstance(entry, _Input):
+        return None if entry is None else own[entry.position]
+    tensor, version = entry
+    if tensor._version != version:
+        raise RuntimeError(
+            f"a tensor the {derivatives.kind} layer saved for its backward pass was changed in place after the "
+            "forward pass (a view of the model's input, most likely); clone it before changing it"
+        )
+    return tensor
+
+
+def _replay(ctx: Any, own: tuple[Tensor | None, ...], delta: Tensor) -> list[Tensor | None]:
+    """The gradients by replaying the forward pass layer by layer and differentiating it."""
+    x, params = own[0], own[1:-1]
+    assert x is not None
+    wanted = [t for t, need in zip((x, *params), ctx.needs_input_grad[2:]) if need and t is not None]
+    create_graph = torch.is_grad_enabled()
+    with torch.enable_grad():
+        a, start = x, 0
+        for (derivatives, link, _), count in zip(ctx.layers, ctx.counts):
+            a = apply_layer(derivatives.replay(), a, params[start : start + count], link.on_delta())
+            start += count
+        grads = iter(torch.autograd.grad(a, wanted, delta, create_graph=create_graph, allow_unused=True))
+    return [next(grads) if need and t is not None else None for t, need in zip((x, *params), ctx.needs_input_grad[2:])]
 
 
 def chain(links: Sequence[Link], x: Tensor) -> Tensor:
@@ -119,5 +165,4 @@ def chain(links: Sequence[Link], x: Tensor) -> Tensor:
         p = link.link_params()
         counts.append(len(p))
         params += p
-    outputs = plain_apply(ChainFunction, (tuple(links), tuple(counts), x, *params))
-    return outputs[len(links) - 1]  # type: ignore[no-any-return]
+    return plain_apply(ChainFunction, (tuple(links), tuple(counts), x, *params))  # type: ignore[no-any-return]
