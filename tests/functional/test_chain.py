@@ -103,7 +103,11 @@ def test_a_module_hook_takes_its_layer_out_of_the_chain_and_fires() -> None:
 def test_layers_that_cannot_link_split_the_chain() -> None:
     model = torchbp.nn.convert(
         torch.nn.Sequential(
-            torch.nn.Linear(3, 4), torch.nn.Dropout(0.5), torch.nn.Linear(4, 4), torch.nn.Tanh(), torch.nn.LSTMCell(4, 2)
+            torch.nn.Linear(3, 4),
+            torch.nn.Dropout(0.5),
+            torch.nn.Linear(4, 4),
+            torch.nn.Tanh(),
+            torch.nn.LSTMCell(4, 2),
         )
     )
     x = torch.randn(5, 3)

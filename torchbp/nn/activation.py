@@ -170,7 +170,7 @@ def torchbp_layers() -> list[LayerSpec]:
     def examples(module: type[torch.nn.Module], options: dict[str, object]) -> Callable[..., list[Any]]:
         return lambda dtype: [
             (module(**options), torch.randn(4, 5, dtype=dtype)),
-            (module(), torch.randn(3, 2, 2, dtype=dtype)),
+            (module(**options), torch.randn(3, 2, 2, dtype=dtype)),
         ]
 
     return [
