@@ -17,7 +17,7 @@ from torch.autograd import Function, forward_ad
 
 import torchbp.nn as tnn
 from torchbp.functional import internals
-from torchbp.functional.internals import any_autocast, forward_mode, has_hooks, plain_apply
+from torchbp.functional.internals import any_autocast, forward_mode, has_hooks, plain_apply, saved_tensor_hooks
 
 CHANGED = "torch changed a private internal that torchbp/functional/internals.py relies on: "
 
@@ -47,6 +47,7 @@ def test_the_private_attributes_torchbp_reads_exist() -> None:
             (forward_ad, "_current_level"),
             (torch._C, "_are_functorch_transforms_active"),
             (torch._C, "_is_any_autocast_enabled"),
+            (torch._C._autograd, "_top_saved_tensors_default_hooks"),
             (torch._C._functorch, "unwrap_if_dead"),
             (torch.nn.modules.module, "_global_forward_hooks"),
             (torch.nn.modules.module, "_global_forward_pre_hooks"),
@@ -122,6 +123,16 @@ def test_any_autocast_tracks_torch_autocast() -> None:
         inside = any_autocast()
     assert inside, CHANGED + "torch._C._is_any_autocast_enabled() is False inside torch.autocast('cpu')"
     assert not any_autocast(), CHANGED + "any_autocast() stays True after torch.autocast has exited"
+
+
+def test_saved_tensor_hooks_tracks_torchs_context_managers() -> None:
+    assert not saved_tensor_hooks(), CHANGED + "saved_tensor_hooks() is True with no hooks"
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t):
+        inside = saved_tensor_hooks()
+        with torch.autograd.graph.save_on_cpu():
+            nested = saved_tensor_hooks()
+    assert inside and nested, CHANGED + "_top_saved_tensors_default_hooks(False) is None inside saved_tensors_hooks"
+    assert not saved_tensor_hooks(), CHANGED + "saved_tensor_hooks() stays True after the hooks were popped"
 
 
 def _hook(*args: object) -> None:

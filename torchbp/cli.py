@@ -156,13 +156,15 @@ def _train(args: argparse.Namespace) -> int:
 def _model(config: dict[str, Any], features: int, outputs: int) -> torch.nn.Module:
     """The model the config names, shaped for data of ``features`` inputs and ``outputs`` outputs."""
     if config["model"] == "lenet":
-        if config["layers"]:
-            raise ValueError("--layers: sets the widths of --model mlp; lenet's layers are fixed")
+        for key in ("layers", "activation", "output_activation"):
+            if config.pop(key) != DEFAULTS[key]:  # not recorded for a lenet run: they do not apply
+                option = "--" + key.replace("_", "-")
+                raise ValueError(f"{option}: sets the MLP of --model mlp; lenet's layers and activations are fixed")
         side = round(features**0.5)
-        if side * side != features:
+        if side * side != features or side < 4:
             raise ValueError(
-                f"--model lenet: needs square one-channel images, but the {config['dataset']} data has "
-                f"{features} inputs per example, not a square number"
+                f"--model lenet: needs square one-channel images of at least 4×4 pixels, but the "
+                f"{config['dataset']} data has {features} inputs per example"
             )
         return lenet(side, 1, outputs)
     layers = config["layers"] or [features, 30, outputs]

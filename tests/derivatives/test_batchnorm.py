@@ -264,3 +264,16 @@ def test_samples_cover_every_setting() -> None:
     assert any(not s.x.is_contiguous() for s in samples)
     assert any(s.x.shape[0] == 2 for s in samples)
     assert all(isinstance(s.derivatives, BatchNorm) for s in samples)
+
+
+def test_an_empty_batch_in_training_gives_an_empty_output_and_leaves_the_statistics_alone() -> None:
+    native = torch.nn.BatchNorm2d(3)
+    ours = torchbp.nn.convert(copy.deepcopy(native))
+    x = torch.randn(0, 3, 4, 4, requires_grad=True)
+    out = ours(x)
+    assert out.shape == native(x).shape == (0, 3, 4, 4)
+    out.sum().backward()
+    assert x.grad is not None and x.grad.shape == x.shape
+    torch.testing.assert_close(ours.weight.grad, torch.zeros(3))
+    torch.testing.assert_close(ours.running_mean, native.running_mean)
+    torch.testing.assert_close(ours.running_var, native.running_var)

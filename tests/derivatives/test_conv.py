@@ -317,9 +317,10 @@ def test_torch_compile_traces_padding_and_convolution_without_graph_breaks(
     import torch._dynamo as dynamo
 
     import torchbp.functional.conv as functional_conv
+    from torchbp.functional.settings_cache import SettingsCache
 
-    monkeypatch.setattr(functional_conv, "_SETTINGS", {})  # a first call, settings not yet looked up
-    monkeypatch.setattr(functional_conv, "_PADS", {})
+    monkeypatch.setattr(functional_conv, "_SETTINGS", SettingsCache())  # a first call, settings not yet looked up
+    monkeypatch.setattr(functional_conv, "_PADS", SettingsCache())
     model = torchbp.nn.convert(module())  # type: ignore[operator]
     x = torch.randn(x_shape, requires_grad=True)
     dynamo.reset()

@@ -77,10 +77,15 @@ def test_inplace_is_accepted_and_computed_out_of_place(device: str) -> None:
     assert repr(layer) == "Dropout(p=0.5, inplace=True)"
 
 
-@pytest.mark.parametrize("p", [-0.1, 1.5])
-def test_bad_p_is_named(device: str, p: float) -> None:
-    with pytest.raises(ValueError, match=rf"p: dropout probability has to be between 0 and 1, but got {p}"):
-        dropout(torch.randn(3, device=device), p)
+@pytest.mark.parametrize("p", [-0.1, 1.5, "0.5", True])
+def test_bad_p_is_named(device: str, p: object) -> None:
+    with pytest.raises(ValueError, match=rf"p: dropout probability has to be a number between 0 and 1, but got {p!r}"):
+        dropout(torch.randn(3, device=device), p)  # type: ignore[arg-type]
+
+
+def test_eval_mode_passes_any_tensor_through_as_torch_does() -> None:
+    x = torch.arange(3)
+    assert dropout(x, 0.5, training=False) is x
 
 
 def test_bad_input_is_named() -> None:

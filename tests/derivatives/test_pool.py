@@ -157,3 +157,11 @@ def test_a_twin_refuses_what_torch_refuses(device: str) -> None:
         model(torch.randn(1, 1, 8, 8, device=device))
     with pytest.raises(RuntimeError, match="pad should"):
         torch.nn.MaxPool2d(3, padding=2)(torch.randn(1, 1, 8, 8, device=device))
+
+
+@pytest.mark.parametrize("bad", [2.0, True, (2, 2.0)], ids=str)
+def test_a_setting_of_the_wrong_type_is_refused_even_after_a_good_call(bad: object) -> None:
+    x = torch.randn(1, 1, 4, 4)
+    max_pool2d(x, 2)  # the good settings are cached now
+    with pytest.raises(ValueError, match="kernel_size"):
+        max_pool2d(x, bad)  # type: ignore[arg-type]

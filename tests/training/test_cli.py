@@ -97,6 +97,7 @@ def test_lenet_run_records_its_model_and_resumes_as_lenet(tmp_path: Path, capsys
     run = tmp_path / "digits" / "version_0"
     config = tomllib.loads((run / "config.toml").read_text())
     assert config["model"] == "lenet" and config["cost"] == "cross_entropy" and config["batch_size"] == 16
+    assert "activation" not in config and "layers" not in config  # the MLP's settings do not apply
     assert "0.weight" not in load_checkpoint(run)["model"] and "1.weight" in load_checkpoint(run)["model"]
     assert main(["train", "--resume", str(run), "--epochs", "2"]) == 0
     assert load_checkpoint(run)["epoch"] == 1
@@ -106,8 +107,9 @@ def test_lenet_run_records_its_model_and_resumes_as_lenet(tmp_path: Path, capsys
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--model", "lenet", "--layers", "64,30,10"], "--layers: sets the widths of --model mlp"),
-        (["--model", "lenet", "--dataset", "moons"], "needs square one-channel images"),
+        (["--model", "lenet", "--layers", "64,30,10"], "--layers: sets the MLP of --model mlp"),
+        (["--model", "lenet", "--activation", "tanh"], "--activation: sets the MLP of --model mlp"),
+        (["--model", "lenet", "--dataset", "moons"], "needs square one-channel images of at least 4×4 pixels"),
     ],
 )
 def test_lenet_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -88,6 +88,10 @@ class BatchNorm(Derivatives):
 
     def forward(self, x: Tensor, *params: Tensor | None) -> tuple[Tensor, tuple[Tensor, ...]]:
         weight, bias, running_mean, running_var = params
+        if self.training and x.numel() == 0:
+            # an empty batch: nothing to normalise, no statistics to move (as torch's batch norm)
+            channels = x.shape[1]
+            return x.new_empty(x.shape), (x.new_zeros(channels), x.new_zeros(channels))
         if self.training:
             if not self.momentum:  # nothing to move (and NaN statistics cannot reach the running ones)
                 running_mean = running_var = None
@@ -183,6 +187,10 @@ class BatchNorm(Derivatives):
 
     def vjps(self, delta: Tensor, saved: BatchNormSaved, needs: tuple[bool, ...]) -> tuple[Tensor | None, ...]:
         needs_x, needs_weight, needs_bias, needs_running_mean, needs_running_var = needs
+        if delta.numel() == 0:  # an empty batch: every sum over it is 0
+            zeros = delta.new_zeros(delta.shape[1])
+            grad_x = torch.zeros_like(delta) if needs_x else None
+            return grad_x, *(zeros if need else None for need in needs[1:])
         if (
             torch.is_grad_enabled()
             or saved.x is None

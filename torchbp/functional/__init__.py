@@ -23,7 +23,7 @@ from ..derivatives import activations
 from ..derivatives.activations import ACTIVATIONS, Activation, get_activation
 from ..derivatives.linear import Linear
 from .batchnorm import batch_norm
-from .chain import chain
+from .chain_node import chain
 from .checks import autocast_dtype, check_dim, check_linear, check_stack, check_tensor
 from .conv import conv1d, conv2d, pad
 from .cost import cost

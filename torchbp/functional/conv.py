@@ -9,20 +9,19 @@ tensors get a quick consistency test, and the full checks with their errors run 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
-from typing import NamedTuple, TypeVar
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
-import torch
 from torch import Tensor
 
 from ..derivatives.conv import PAD_MODES, Conv, Pad
 from .checks import autocast_dtype, check_same, check_tensor, shape_text
 from .factory import apply_layer, function_for
+from .settings_cache import SettingsCache, settings_key
 
 __all__ = ["conv1d", "conv2d", "pad"]
 
 OnDelta = Callable[[Tensor], None]
-_CACHE_SIZE = 256
 
 
 class _Settings(NamedTuple):
@@ -34,27 +33,13 @@ class _Settings(NamedTuple):
     odd: tuple[int, ...]
 
 
-_SETTINGS: dict[Hashable, _Settings] = {}
-_PADS: dict[Hashable, Pad] = {}
+_SETTINGS: SettingsCache[_Settings] = SettingsCache()
+_PADS: SettingsCache[Pad] = SettingsCache()
 
 # the Functions are made now: Dynamo cannot trace the making of a class, so a first call under
 # torch.compile would break the graph there
 function_for(Conv)
 function_for(Pad)
-
-
-_V = TypeVar("_V")
-
-
-def _remember(cache: dict[Hashable, _V], key: Hashable | None, value: _V) -> None:
-    """``cache[key] = value``, the cache emptied first when it holds ``_CACHE_SIZE`` entries; nothing
-    for an unhashable call (``key`` ``None``) or under torch.compile (Dynamo breaks the graph at a
-    mutated global dict, and a compiled graph looks nothing up anyway)."""
-    if key is None or torch.compiler.is_compiling():
-        return
-    if len(cache) >= _CACHE_SIZE:
-        cache.clear()
-    cache[key] = value
 
 
 def _autocast(x: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -179,14 +164,10 @@ def conv_settings(
     d: int, stride: object, padding: object, dilation: object, groups: object, weight: Tensor
 ) -> _Settings:
     """The settings of a ``conv{d}d`` call, checked once per distinct call and then looked up."""
-    try:
-        key: Hashable = (d, stride, padding, dilation, groups, weight.shape[2:] if padding == "same" else None)
-        settings = _SETTINGS.get(key)
-    except (AttributeError, TypeError):
-        key, settings = None, None
+    key = settings_key(d, stride, padding, dilation, groups, weight.shape[2:] if padding == "same" else None)
+    settings = _SETTINGS.get(key)
     if settings is None:
-        settings = _settings(d, stride, padding, dilation, groups, weight)
-        _remember(_SETTINGS, key, settings)
+        settings = _SETTINGS.remember(key, _settings(d, stride, padding, dilation, groups, weight))
     return settings
 
 
@@ -352,12 +333,8 @@ def pad(input: Tensor, pad: Sequence[int], mode: str = "constant", value: float 
         >>> pad(torch.tensor([[[1.0, 2.0, 3.0]]]), (2, 1), "reflect")
         tensor([[[3., 2., 1., 2., 3., 2.]]])
     """
-    try:
-        key: Hashable = (tuple(pad), mode, value)
-        layer = _PADS.get(key)
-    except TypeError:
-        key, layer = None, None
+    key = settings_key(tuple(pad) if isinstance(pad, Sequence) else pad, mode, value)
+    layer = _PADS.get(key)
     if layer is None:
-        layer = _pad_layer(pad, mode, value)
-        _remember(_PADS, key, layer)
+        layer = _PADS.remember(key, _pad_layer(pad, mode, value))
     return apply_layer(layer, _check_pad(input, layer))

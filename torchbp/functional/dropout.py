@@ -11,6 +11,7 @@ from ..derivatives.dropout import Dropout, draw_mask
 from ..derivatives.flatten import Flatten, Unflatten
 from .checks import check_dim, check_tensor, shape_text
 from .factory import apply_layer
+from .settings_cache import SettingsCache, settings_key
 
 __all__ = ["dropout", "flatten", "unflatten"]
 
@@ -39,15 +40,17 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool 
         tensor([[1., 1., 1.],
                 [1., 1., 1.]])
     """
-    if not 0 <= p <= 1:
-        raise ValueError(f"p: dropout probability has to be between 0 and 1, but got {p}")
+    if isinstance(p, bool) or not isinstance(p, int | float) or not 0 <= p <= 1:
+        raise ValueError(f"p: dropout probability has to be a number between 0 and 1, but got {p!r}")
+    if not training and isinstance(input, Tensor):
+        return input  # as torch's: any tensor passes through unchanged
     input = check_tensor("input", input)
-    if not training or p == 0 or input.numel() == 0:
+    if p == 0 or input.numel() == 0:
         return input
     return apply_layer(_DROPOUT, input, (draw_mask(input, p),))
 
 
-_FLATTENS: dict[tuple[int, int], Flatten] = {}
+_FLATTENS: SettingsCache[Flatten] = SettingsCache()
 
 
 def flatten(input: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
@@ -83,13 +86,14 @@ def flatten_layer(input: Tensor, start_dim: int, end_dim: int) -> Flatten:
             f"start_dim: expected a dimension not after end_dim ({end_dim}) of a tensor of shape "
             f"{shape_text(input)}, got {start_dim}"
         )
-    derivatives = _FLATTENS.get((start_dim, end_dim))
+    key = settings_key(start_dim, end_dim)
+    derivatives = _FLATTENS.get(key)
     if derivatives is None:
-        derivatives = _FLATTENS[start_dim, end_dim] = Flatten(start_dim, end_dim)
+        derivatives = _FLATTENS.remember(key, Flatten(start_dim, end_dim))
     return derivatives
 
 
-_UNFLATTENS: dict[tuple[int, tuple[int, ...]], Unflatten] = {}
+_UNFLATTENS: SettingsCache[Unflatten] = SettingsCache()
 
 
 def unflatten(input: Tensor, dim: int, sizes: Sequence[int]) -> Tensor:
@@ -122,6 +126,8 @@ def unflatten_layer(input: Tensor, dim: int, sizes: Sequence[int]) -> Unflatten:
     if input.dim() == 0:
         raise ValueError("input: expected a tensor with at least one dimension to unflatten, got a 0-d tensor")
     check_dim("dim", input, dim)
+    if not isinstance(sizes, Sequence) or isinstance(sizes, str):
+        raise TypeError(f"sizes: expected a sequence of ints (e.g. (3, -1)), got {sizes!r}")
     sizes = tuple(sizes)
     size, known, free, valid = input.shape[dim], 1, 0, bool(sizes)
     for s in sizes:
@@ -132,7 +138,8 @@ def unflatten_layer(input: Tensor, dim: int, sizes: Sequence[int]) -> Unflatten:
             f"sizes: expected non-negative sizes (at most one −1) whose product is {size}, the size of dim {dim} "
             f"of a tensor of shape {shape_text(input)}, got {sizes}"
         )
-    derivatives = _UNFLATTENS.get((dim, sizes))
+    key = settings_key(dim, sizes)
+    derivatives = _UNFLATTENS.get(key)
     if derivatives is None:
-        derivatives = _UNFLATTENS[dim, sizes] = Unflatten(dim, sizes)
+        derivatives = _UNFLATTENS.remember(key, Unflatten(dim, sizes))
     return derivatives

@@ -7,6 +7,7 @@ when torch changes one of them.
   ``torch._C._functorch.unwrap_if_dead``: ``Function.apply`` without binding the arguments to
   the signature on every call.
 * ``torch._C._is_any_autocast_enabled``: a cheap test for autocast before asking per device.
+* ``torch._C._autograd._top_saved_tensors_default_hooks``: whether saved-tensor hooks are active.
 * ``Module._forward_hooks``, ``_forward_pre_hooks``, ``_backward_hooks``, ``_backward_pre_hooks``
   and ``torch.nn.modules.module._global_*_hooks``: the dicts ``Module.__call__`` reads to decide
   whether a module runs any hook; torchbp reads the same ones to decide whether a stack of layers
@@ -41,6 +42,12 @@ def plain_apply(function: type[Function], args: tuple[Any, ...]) -> Any:
     to ``forward``'s signature (they are all positional); a tensor left over from a finished
     torch.func transform is unwrapped, as ``Function.apply`` does."""
     return super(Function, function).apply(*[unwrap_if_dead(a) if isinstance(a, Tensor) else a for a in args])  # type: ignore[misc]
+
+
+def saved_tensor_hooks() -> bool:
+    """Whether default saved-tensor hooks are active (``torch.autograd.graph.saved_tensors_hooks``,
+    ``save_on_cpu``, non-reentrant checkpointing)."""
+    return torch._C._autograd._top_saved_tensors_default_hooks(False) is not None
 
 
 def any_autocast() -> bool:

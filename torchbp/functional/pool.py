@@ -9,13 +9,13 @@ the full check run, to say which argument is wrong.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from torch import Tensor
 
 from ..derivatives.pool import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d, Pair
 from .checks import check_tensor, shape_text
 from .factory import apply_layer, apply_layer_with_buffers
+from .settings_cache import SettingsCache, settings_key
 
 __all__ = ["adaptive_avg_pool2d", "avg_pool2d", "max_pool2d"]
 
@@ -88,18 +88,17 @@ def _fits(x: object, smallest: Pair) -> bool:
     )
 
 
-_MAX_POOLS: dict[Any, tuple[MaxPool2d, Pair]] = {}
+_MAX_POOLS: SettingsCache[tuple[MaxPool2d, Pair]] = SettingsCache()
 
 
 def _max_pool_settings(
     kernel_size: Size2, stride: Size2 | None, padding: Size2, dilation: Size2, ceil_mode: bool
 ) -> tuple[MaxPool2d, Pair]:
     """The layer's derivatives object, and the smallest input height and width that hold a whole window."""
-    key = (kernel_size, stride, padding, dilation, ceil_mode)
-    try:
-        return _MAX_POOLS[key]
-    except (KeyError, TypeError):
-        pass
+    key = settings_key(kernel_size, stride, padding, dilation, ceil_mode)
+    cached = _MAX_POOLS.get(key)
+    if cached is not None:
+        return cached
     kernel = _pair("kernel_size", kernel_size, 1)
     strides = (
         kernel if stride is None or (isinstance(stride, Sequence) and len(stride) == 0) else _pair("stride", stride, 1)
@@ -111,12 +110,7 @@ def _max_pool_settings(
         max(dilations[0] * (kernel[0] - 1) + 1 - 2 * pads[0], 1),
         max(dilations[1] * (kernel[1] - 1) + 1 - 2 * pads[1], 1),
     )
-    settings = MaxPool2d(kernel, strides, pads, dilations, bool(ceil_mode)), smallest
-    try:
-        _MAX_POOLS[key] = settings
-    except TypeError:
-        pass  # unhashable settings (lists): checked on every call
-    return settings
+    return _MAX_POOLS.remember(key, (MaxPool2d(kernel, strides, pads, dilations, bool(ceil_mode)), smallest))
 
 
 def max_pool_layer(
@@ -168,7 +162,7 @@ def max_pool2d(
     return apply_layer(derivatives, input)
 
 
-_AVG_POOLS: dict[Any, tuple[AvgPool2d, Pair]] = {}
+_AVG_POOLS: SettingsCache[tuple[AvgPool2d, Pair]] = SettingsCache()
 
 
 def _avg_pool_settings(
@@ -180,11 +174,10 @@ def _avg_pool_settings(
     divisor_override: int | None,
 ) -> tuple[AvgPool2d, Pair]:
     """The layer's derivatives object, and the smallest input height and width that hold a whole window."""
-    key = (kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
-    try:
-        return _AVG_POOLS[key]
-    except (KeyError, TypeError):
-        pass
+    key = settings_key(kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+    cached = _AVG_POOLS.get(key)
+    if cached is not None:
+        return cached
     kernel = _pair("kernel_size", kernel_size, 1)
     strides = (
         kernel if stride is None or (isinstance(stride, Sequence) and len(stride) == 0) else _pair("stride", stride, 1)
@@ -197,12 +190,7 @@ def _avg_pool_settings(
         raise ValueError(f"divisor_override: expected None or a non-zero integer, got {divisor_override!r}")
     smallest = (max(kernel[0] - 2 * pads[0], 1), max(kernel[1] - 2 * pads[1], 1))
     derivatives = AvgPool2d(kernel, strides, pads, bool(ceil_mode), bool(count_include_pad), divisor_override)
-    settings = derivatives, smallest
-    try:
-        _AVG_POOLS[key] = settings
-    except TypeError:
-        pass  # unhashable settings (lists): checked on every call
-    return settings
+    return _AVG_POOLS.remember(key, (derivatives, smallest))
 
 
 def avg_pool_layer(
@@ -256,7 +244,7 @@ def avg_pool2d(
     return apply_layer(derivatives, input)
 
 
-_ADAPTIVE: dict[Pair, AdaptiveAvgPool2d] = {}
+_ADAPTIVE: SettingsCache[AdaptiveAvgPool2d] = SettingsCache()
 
 
 def _adaptive_settings(x: Tensor, output_size: int | Sequence[int | None]) -> AdaptiveAvgPool2d:
@@ -268,14 +256,15 @@ def _adaptive_settings(x: Tensor, output_size: int | Sequence[int | None]) -> Ad
         pair = (x.shape[-2] if h is None else h, x.shape[-1] if w is None else w)  # type: ignore[assignment]
     else:
         pair = (-1, -1)
-    derivatives = _ADAPTIVE.get(pair)
+    key = settings_key(pair)
+    derivatives = _ADAPTIVE.get(key)
     if derivatives is None:
         if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in pair):
             raise ValueError(
                 f"output_size: expected a non-negative integer, or a (height, width) pair of them or None, "
                 f"got {output_size!r}"
             )
-        derivatives = _ADAPTIVE[pair] = AdaptiveAvgPool2d(pair)
+        derivatives = _ADAPTIVE.remember(key, AdaptiveAvgPool2d(pair))
     return derivatives
 
 

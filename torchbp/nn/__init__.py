@@ -6,6 +6,7 @@ shapes, initialisation, ``state_dict`` and ``repr`` are exactly those of ``torch
 with parameters has ``register_delta_hook``. :func:`convert` swaps them into any model.
 """
 
+from . import models
 from .activation import ELU, GELU, Identity, LeakyReLU, ReLU, Sigmoid, SiLU, Softmax, Softplus, Tanh
 from .batchnorm import BatchNorm1d, BatchNorm2d
 from .conv import Conv1d, Conv2d

@@ -1,4 +1,4 @@
-"""The link protocol of torchbp's twins: what a chain node (:mod:`torchbp.functional.chain`) asks of a layer."""
+"""The link protocol of torchbp's twins: what a chain node (:mod:`torchbp.functional.chain_node`) asks of a layer."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..functional.chain import chain, chain_applies
+from ..functional.chain_node import chain, chain_applies
 from ..functional.internals import has_hooks
 from ..hookspecs import hookimpl
 from ..specs import LayerSpec
@@ -14,7 +14,7 @@ from .link import Linked
 
 class Sequential(torch.nn.Sequential):
     """Like ``torch.nn.Sequential``; each run of two or more consecutive torchbp layers without
-    module hooks is one autograd node (:func:`torchbp.functional.chain.chain`), whose backward is
+    module hooks is one autograd node (:func:`torchbp.functional.chain_node.chain`), whose backward is
     the layers' own equations in a loop. Other modules run as usual, each by its own call.
 
     The numbers are those of the layers run one by one; under torch.compile, forward-mode AD or

@@ -27,7 +27,7 @@ from torch.autograd import Function
 
 from ..derivatives.base import Derivatives
 from .factory import apply_layer
-from .internals import any_autocast, forward_mode, plain_apply
+from .internals import any_autocast, forward_mode, plain_apply, saved_tensor_hooks
 
 
 class Link(Protocol):
@@ -47,8 +47,15 @@ class Link(Protocol):
 
 
 def chain_applies() -> bool:
-    """Whether a chain node may run: plain eager autograd (not compiling, no forward-mode AD, no autocast)."""
-    return not torch.compiler.is_compiling() and not forward_mode() and not any_autocast()
+    """Whether a chain node may run: plain eager autograd recording a graph (not compiling, no
+    forward-mode AD, no autocast, no saved-tensor hooks, which must see every tensor a layer keeps)."""
+    return (
+        torch.is_grad_enabled()
+        and not torch.compiler.is_compiling()
+        and not forward_mode()
+        and not any_autocast()
+        and not saved_tensor_hooks()
+    )
 
 
 class _Input(NamedTuple):
@@ -61,7 +68,7 @@ class _Input(NamedTuple):
 def _keep(tensor: Tensor | None, own: dict[int, int]) -> tuple[Tensor, int] | _Input | None:
     if tensor is None:
         return None
-    if id(tensor) in own:
+    if id(tensor) in own or tensor.is_inference():
         return _Input(own[id(tensor)])
     return tensor, tensor._version
 
@@ -144,17 +151,19 @@ def _read(entry: tuple[Tensor, int] | _Input | None, own: tuple[Tensor | None, .
 
 def _replay(ctx: Any, own: tuple[Tensor | None, ...], delta: Tensor) -> list[Tensor | None]:
     """The gradients by replaying the forward pass layer by layer and differentiating it."""
-    x, params = own[0], own[1:-1]
-    assert x is not None
-    wanted = [t for t, need in zip((x, *params), ctx.needs_input_grad[2:]) if need and t is not None]
+    needs = ctx.needs_input_grad[2:]
     create_graph = torch.is_grad_enabled()
     with torch.enable_grad():
-        a, start = x, 0
+        # one alias per slot: a layer used twice in the chain gets each use's gradient once
+        slots = [t.view_as(t) if need and t is not None else t for t, need in zip(own[:-1], needs)]
+        a, params, start = slots[0], tuple(slots[1:]), 0
+        assert a is not None
         for (derivatives, link, _), count in zip(ctx.layers, ctx.counts):
             a = apply_layer(derivatives.replay(), a, params[start : start + count], link.on_delta())
             start += count
+        wanted = [t for t, need in zip(slots, needs) if need and t is not None]
         grads = iter(torch.autograd.grad(a, wanted, delta, create_graph=create_graph, allow_unused=True))
-    return [next(grads) if need and t is not None else None for t, need in zip((x, *params), ctx.needs_input_grad[2:])]
+    return [next(grads) if need and t is not None else None for t, need in zip(slots, needs)]
 
 
 def chain(links: Sequence[Link], x: Tensor) -> Tensor:

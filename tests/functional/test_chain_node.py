@@ -1,4 +1,4 @@
-"""torchbp.functional.chain: a run of layers in a converted Sequential as one node, equal to the layers one by one."""
+"""torchbp.functional.chain_node: a run of layers in a Sequential as one node, equal to the layers one by one."""
 
 from __future__ import annotations
 
@@ -122,3 +122,36 @@ def test_bad_input_inside_a_chain_is_the_layers_own_error() -> None:
         torchbp.nn.convert(torch.nn.Sequential(torch.nn.Conv2d(6, 2, 3), torch.nn.ReLU()))(torch.randn(1, 5, 4, 4))
     with pytest.raises(ValueError, match="product is 63, the size of dim 1"):
         model(torch.randn(2, 63))
+
+
+def test_a_layer_used_twice_gets_each_uses_gradient_once_on_a_second_and_a_double_backward() -> None:
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(4, 4).double()
+    native = torch.nn.Sequential(linear, torch.nn.Tanh(), linear)
+    ours = torchbp.nn.convert(copy.deepcopy(native))
+    assert ours[0] is ours[2]
+    x = torch.randn(3, 4, dtype=torch.float64)
+    grads = []
+    for model in (native, ours):
+        out = model(x).pow(2).sum()
+        first = torch.autograd.grad(out, model[0].weight, retain_graph=True)[0]
+        second = torch.autograd.grad(out, model[0].weight, retain_graph=True)[0]
+        (g,) = torch.autograd.grad(out, model[0].weight, create_graph=True)
+        (hvp,) = torch.autograd.grad(g.sum(), model[0].weight)
+        grads.append((first, second, g.detach(), hvp))
+    for theirs, mine in zip(*grads):
+        torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-12)
+    weight = linear.weight.detach().requires_grad_()
+    assert gradgradcheck(lambda w: torch.func.functional_call(ours, {"0.weight": w}, (x,)), (weight,))
+
+
+def test_no_chain_where_nothing_is_recorded_or_saved_tensors_are_hooked() -> None:
+    model = torchbp.nn.convert(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)))
+    x = torch.randn(5, 3)
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x), torchbp.nn.revert(copy.deepcopy(model))(x))
+    packed: list[torch.Tensor] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: packed.append(t) or t, lambda t: t):
+        out = model(x)
+    assert "ChainFunctionBackward" not in _names(out)
+    assert len(packed) >= 4  # each layer's own tensors went through the hooks
