@@ -1,9 +1,9 @@
 """Flatten and Unflatten: z is x with some dimensions merged or split; ∂C/∂x is δ in x's shape.
 
 Neither layer moves a number, so the backward pass is a reshape: ∂C/∂x_k = δ_k for every element
-k in row-major order. What the backward reads is x's shape only, kept as a one-element tensor
-expanded to that shape (a Function saves tensors only; this one holds no copy of x). z is a view
-of x wherever x's strides allow, as with ``torch.flatten``.
+k in row-major order. What the backward reads is x's shape only; it keeps x itself for it, which
+costs no memory, since z shares x's memory wherever x's strides allow (as ``torch.flatten``'s
+does) and whatever reads z keeps that memory anyway.
 """
 
 from __future__ import annotations
@@ -18,15 +18,10 @@ from torch import Tensor
 from .base import Derivatives, Sample
 
 
-def shape_of(x: Tensor) -> Tensor:
-    """A tensor of x's shape that holds one element, whatever x's size: x's shape, for the backward."""
-    return x.new_empty(()).expand(x.shape)
-
-
 class ReshapeSaved(NamedTuple):
-    """x's shape, as a tensor of that shape with one element behind it."""
+    """x, for its shape."""
 
-    x_shape: Tensor | None
+    x: Tensor | None
 
 
 @dataclass(frozen=True)
@@ -53,12 +48,12 @@ class Reshape(Derivatives):
         buffers: tuple[Tensor, ...],
         needs: tuple[bool, ...],
     ) -> ReshapeSaved:
-        return ReshapeSaved(shape_of(x) if needs[0] else None)
+        return ReshapeSaved(x if needs[0] else None)
 
     def input_vjp(self, delta: Tensor, saved: ReshapeSaved) -> Tensor:
-        assert saved.x_shape is not None
+        assert saved.x is not None
         # ∂C/∂x = δ in x's shape: each element keeps its place in row-major order
-        return delta.reshape(saved.x_shape.shape)
+        return delta.reshape(saved.x.shape)
 
     def jvp(self, saved: ReshapeSaved, x_t: Tensor | None, *params_t: Tensor | None) -> Tensor:
         assert x_t is not None  # x is the only input, so its tangent came

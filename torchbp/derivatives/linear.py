@@ -112,6 +112,9 @@ class Linear(Derivatives):
         _, grad_weight, grad_bias = linear_backward(delta, saved.x, None, (False, needs[0], needs[1]))
         return grad_weight, grad_bias
 
+    def vjps(self, delta: Tensor, saved: LinearSaved, needs: tuple[bool, ...]) -> tuple[Tensor | None, ...]:
+        return linear_backward(delta, saved.x, saved.weight, needs)  # type: ignore[arg-type]
+
     def jvp(self, saved: LinearSaved, x_t: Tensor | None, *params_t: Tensor | None) -> Tensor:
         assert saved.x is not None and saved.weight is not None
         return linear_jvp(saved.x, saved.weight, x_t, *params_t)
