@@ -49,5 +49,6 @@ __all__ = [
     "Unflatten",
     "conversion",
     "convert",
+    "models",
     "revert",
 ]
