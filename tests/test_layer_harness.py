@@ -81,7 +81,8 @@ def check_samples(derivatives: type[Derivatives], device: str) -> None:
         assert gradgradcheck(function, tensors), sample.label
 
 
-def _walk(output: torch.Tensor) -> set[str]:
+def graph_node_names(output: torch.Tensor) -> set[str]:
+    """The class names of every node in ``output``'s autograd graph."""
     names, seen, stack = set(), set(), [output.grad_fn]
     while stack:
         node = stack.pop()
@@ -125,7 +126,7 @@ def check_against_torch(spec: LayerSpec, index: int, dtype: torch.dtype) -> None
         for (name, b_ours), b_theirs in zip(ours.named_buffers(), theirs.buffers()):
             torch.testing.assert_close(b_ours, b_theirs, **tolerance, msg=lambda m, n=name: f"{n}: {m}")
         if training:
-            left = _walk(out_ours) - NATIVE_ALLOWED
+            left = graph_node_names(out_ours) - NATIVE_ALLOWED
             assert all(name.endswith("FunctionBackward") for name in left), left
         ours.zero_grad()
         theirs.zero_grad()

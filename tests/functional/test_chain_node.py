@@ -6,22 +6,11 @@ import copy
 
 import pytest
 import torch
+from test_layer_harness import graph_node_names
 from torch.autograd import gradcheck, gradgradcheck
 
 import torchbp
 from torchbp.nn.models import lenet, small_resnet
-
-
-def _names(output: torch.Tensor) -> set[str]:
-    names, seen, stack = set(), set(), [output.grad_fn]
-    while stack:
-        node = stack.pop()
-        if node is None or node in seen:
-            continue
-        seen.add(node)
-        names.add(type(node).__name__)
-        stack.extend(next_node for next_node, _ in node.next_functions)
-    return names
 
 
 def _one_by_one(model: torch.nn.Module) -> torch.nn.Module:
@@ -46,8 +35,8 @@ def test_chain_equals_the_layers_one_by_one_bit_for_bit(build: object, shape: tu
     for step in range(2):  # batch norm's running statistics move the same way, step after step
         x_chained, x_separate = x.clone().requires_grad_(), x.clone().requires_grad_()
         out_chained, out_separate = chained(x_chained), separate(x_separate)
-        assert "ChainFunctionBackward" in _names(out_chained)
-        assert "ChainFunctionBackward" not in _names(out_separate)
+        assert "ChainFunctionBackward" in graph_node_names(out_chained)
+        assert "ChainFunctionBackward" not in graph_node_names(out_separate)
         grad = torch.randn_like(out_chained)
         out_chained.backward(grad)
         out_separate.backward(grad)
@@ -81,7 +70,7 @@ def test_delta_hooks_fire_inside_a_chain_with_the_layers_delta() -> None:
     model[0].register_delta_hook(lambda layer, delta: seen.append(delta))
     x = torch.randn(2, 1, 5, 5)
     out = model(x)
-    assert "ChainFunctionBackward" in _names(out)
+    assert "ChainFunctionBackward" in graph_node_names(out)
     out.pow(2).sum().backward()
     (delta,) = seen
     assert delta.shape == (2, 3, 3, 3)
@@ -93,11 +82,11 @@ def test_a_module_hook_takes_its_layer_out_of_the_chain_and_fires() -> None:
     calls: list[tuple[int, ...]] = []
     handle = model[1].register_full_backward_hook(lambda module, grad_in, grad_out: calls.append(grad_out[0].shape))
     out = model(torch.randn(5, 3))
-    assert "ChainFunctionBackward" not in _names(out)
+    assert "ChainFunctionBackward" not in graph_node_names(out)
     out.sum().backward()
     assert calls == [(5, 4)]
     handle.remove()
-    assert "ChainFunctionBackward" in _names(model(torch.randn(5, 3)))
+    assert "ChainFunctionBackward" in graph_node_names(model(torch.randn(5, 3)))
 
 
 def test_layers_that_cannot_link_split_the_chain() -> None:
@@ -112,7 +101,7 @@ def test_layers_that_cannot_link_split_the_chain() -> None:
     )
     x = torch.randn(5, 3)
     h, _ = model(x)
-    names = _names(h)
+    names = graph_node_names(h)
     assert {"LinearFunctionBackward", "DropoutFunctionBackward", "ChainFunctionBackward"} <= names
 
 
@@ -153,5 +142,5 @@ def test_no_chain_where_nothing_is_recorded_or_saved_tensors_are_hooked() -> Non
     packed: list[torch.Tensor] = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: packed.append(t) or t, lambda t: t):
         out = model(x)
-    assert "ChainFunctionBackward" not in _names(out)
+    assert "ChainFunctionBackward" not in graph_node_names(out)
     assert len(packed) >= 4  # each layer's own tensors went through the hooks

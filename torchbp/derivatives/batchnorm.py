@@ -138,9 +138,9 @@ class BatchNorm(Derivatives):
     def input_vjp(self, delta: Tensor, saved: BatchNormSaved) -> Tensor:
         if self.training and not torch.is_grad_enabled():
             # ATen's fused kernel for the equation below: one pass for Σδ and Σ δ ⊙ x̂, one for ∂C/∂x
-            return torch.ops.aten.native_batch_norm_backward(
-                delta, saved.x, saved.weight, None, None, saved.mean, saved.invstd, True, self.eps, [True, False, False]
-            )[0]
+            grad_x = self.kernel(delta, saved, [True, False, False])[0]
+            assert grad_x is not None
+            return grad_x
         mean, invstd = self.statistics(saved)
         scale = self.scale(saved, invstd)
         if not self.training:
@@ -162,18 +162,7 @@ class BatchNorm(Derivatives):
         """Σ δ ⊙ x̂ and Σ δ per channel, each ``(C,)``, ``None`` where not asked for."""
         if x_hat_sum and not torch.is_grad_enabled():
             # ATen's fused kernel: Σ δ ⊙ x̂ (its ∂C/∂γ) and Σ δ (its ∂C/∂β) in one pass over δ and x
-            _, sum_delta_x_hat, sum_delta = torch.ops.aten.native_batch_norm_backward(
-                delta,
-                saved.x,
-                None,
-                saved.running_mean,
-                saved.running_var,
-                saved.mean,
-                saved.invstd,
-                self.training,
-                self.eps,
-                [False, True, delta_sum],
-            )
+            _, sum_delta_x_hat, sum_delta = self.kernel(delta, saved, [False, True, delta_sum])
             return sum_delta_x_hat, sum_delta
         dims = channel_dims(delta)
         sum_delta_x_hat = None
@@ -199,7 +188,17 @@ class BatchNorm(Derivatives):
         ):
             return super().vjps(delta, saved, needs)
         # ATen's fused kernel for ∂C/∂x, ∂C/∂γ = Σ δ ⊙ x̂ and ∂C/∂β = Σ δ together: two passes over δ and x
-        grad_x, grad_weight, grad_bias = torch.ops.aten.native_batch_norm_backward(
+        grad_x, grad_weight, grad_bias = self.kernel(
+            delta, saved, [needs_x, needs_weight and saved.weight is not None, needs_bias]
+        )
+        return grad_x, grad_weight, grad_bias, None, None
+
+    def kernel(
+        self, delta: Tensor, saved: BatchNormSaved, mask: list[bool]
+    ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        """ATen's ``native_batch_norm_backward``: ∂C/∂x, Σ δ ⊙ x̂ (∂C/∂γ, whatever γ is) and Σ δ,
+        where ``mask`` says; the same equations as the written ones, in two passes over δ and x."""
+        return torch.ops.aten.native_batch_norm_backward(  # type: ignore[no-any-return]
             delta,
             saved.x,
             saved.weight,
@@ -209,9 +208,8 @@ class BatchNorm(Derivatives):
             saved.invstd,
             self.training,
             self.eps,
-            [needs_x, needs_weight and saved.weight is not None, needs_bias],
+            mask,
         )
-        return grad_x, grad_weight, grad_bias, None, None
 
     def param_vjps(self, delta: Tensor, saved: BatchNormSaved, needs: tuple[bool, ...]) -> tuple[Tensor | None, ...]:
         needs_weight, needs_bias, needs_running_mean, needs_running_var = needs
