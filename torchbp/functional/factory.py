@@ -91,18 +91,24 @@ def twin_with_jvp(function: type[Function]) -> type[Function]:
 
 def function_for(derivatives: type[Derivatives]) -> tuple[type[Function], type[Function]]:
     """The Function of a layer type (named ``<Kind>Function``, so its graph node reads
-    ``<Kind>FunctionBackward``) and its forward-mode twin; made once per type: the class that
-    names the ``kind`` (an ``Elementwise`` activation is an ``Activation``).
+    ``<Kind>FunctionBackward``) and its forward-mode twin, made once per type: the class that
+    names the ``kind`` (an ``Elementwise`` activation's Function is the ``Activation`` one).
 
-    Made in eager code before first use (:func:`torchbp.nn.convert` makes those of every
-    registered layer), since torch.compile breaks its graph where a class is created.
+    Made in eager code before first use, for the type and every subclass defined by then
+    (:func:`torchbp.nn.convert` makes those of every registered layer): torch.compile breaks its
+    graph where a class is made, and traces a plain dict lookup by exact type.
     """
-    derivatives = next(c for c in derivatives.__mro__ if "kind" in c.__dict__)
     functions = _FUNCTIONS.get(derivatives)
     if functions is None:
-        name = "".join(part.capitalize() for part in derivatives.kind.split("_")) + "Function"
-        function = type(name, (LayerFunction,), {"__doc__": derivatives.__doc__, "__module__": __name__})
-        functions = _FUNCTIONS[derivatives] = (function, twin_with_jvp(function))
+        owner: type[Derivatives] = next(c for c in derivatives.__mro__ if "kind" in c.__dict__)  # type: ignore[assignment]
+        functions = _FUNCTIONS.get(owner)
+        if functions is None:
+            name = "".join(part.capitalize() for part in owner.kind.split("_")) + "Function"
+            function = type(name, (LayerFunction,), {"__doc__": owner.__doc__, "__module__": __name__})
+            functions = _FUNCTIONS[owner] = (function, twin_with_jvp(function))
+        _FUNCTIONS[derivatives] = functions
+        for subclass in derivatives.__subclasses__():
+            function_for(subclass)
     return functions
 
 
@@ -121,12 +127,23 @@ def apply(function: type[Function], jvp_twin: type[Function], *args: Any) -> Any
     return plain_apply(function, args)
 
 
+def _run_layer(derivatives: Derivatives, x: Tensor, params: tuple[Tensor | None, ...], on_delta: OnDelta | None) -> Any:
+    if torch.compiler.is_compiling() and not (
+        torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, *params))
+    ):
+        # nothing to differentiate: the forward maths alone (Dynamo passes a Function whose forward
+        # takes ``*params`` its context as the first argument where no input needs a gradient)
+        z, buffers = derivatives.forward(x, *params)
+        return (z, *buffers) if buffers else z
+    function, jvp_twin = function_for(type(derivatives))
+    return apply(function, jvp_twin, derivatives, on_delta, x, *params)
+
+
 def apply_layer(
     derivatives: Derivatives, x: Tensor, params: tuple[Tensor | None, ...] = (), on_delta: OnDelta | None = None
 ) -> Tensor:
     """z = f(x; θ) of a layer type, through its Function; buffers are dropped."""
-    function, jvp_twin = function_for(type(derivatives))
-    output = apply(function, jvp_twin, derivatives, on_delta, x, *params)
+    output = _run_layer(derivatives, x, params, on_delta)
     return output[0] if type(output) is tuple else output  # type: ignore[no-any-return]
 
 
@@ -134,6 +151,5 @@ def apply_layer_with_buffers(
     derivatives: Derivatives, x: Tensor, params: tuple[Tensor | None, ...] = (), on_delta: OnDelta | None = None
 ) -> tuple[Tensor, ...]:
     """``(z, *buffers)`` of a layer type, for callers that read what the forward pass made (batch statistics)."""
-    function, jvp_twin = function_for(type(derivatives))
-    output = apply(function, jvp_twin, derivatives, on_delta, x, *params)
+    output = _run_layer(derivatives, x, params, on_delta)
     return output if type(output) is tuple else (output,)

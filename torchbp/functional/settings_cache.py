@@ -21,7 +21,10 @@ def _typed(value: object) -> object:
 
 
 def settings_key(*values: object) -> Hashable | None:
-    """A key for a call's settings that includes each value's type; ``None`` when one is unhashable (a list)."""
+    """A key for a call's settings that includes each value's type; ``None`` when one is unhashable
+    (a list), and under torch.compile, whose traced graph looks nothing up."""
+    if torch.compiler.is_compiling():
+        return None
     key = tuple(_typed(v) for v in values)
     try:
         hash(key)
