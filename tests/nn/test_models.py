@@ -69,3 +69,18 @@ def test_compiled_lenet_training_step_equals_eager_without_graph_breaks() -> Non
             optimizer.step()
     for a, b in zip(eager.parameters(), compiled_model.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("build", ["mlp", "dense", "lenet"])
+def test_torch_compile_traces_a_model_that_nothing_differentiates(build: str) -> None:
+    import torch._dynamo as dynamo
+
+    model = {"mlp": lambda: torchbp.nn.MLP([64, 8, 10]), "dense": lambda: torchbp.nn.Dense(64, 10), "lenet": lenet}[
+        build
+    ]()
+    model.requires_grad_(False)
+    x = torch.rand(4, 64)
+    dynamo.reset()
+    explanation = dynamo.explain(lambda x: model(x).sum())(x)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    torch.testing.assert_close(torch.compile(model, backend="aot_eager")(x), model(x), rtol=0, atol=0)

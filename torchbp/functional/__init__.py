@@ -21,6 +21,7 @@ from torch import Tensor
 
 from ..derivatives import activations
 from ..derivatives.activations import ACTIVATIONS, Activation, get_activation
+from ..derivatives.dense import dense_forward, mlp_forward
 from ..derivatives.linear import Linear
 from .batchnorm import batch_norm
 from .chain_node import chain
@@ -28,7 +29,7 @@ from .checks import autocast_dtype, check_dim, check_linear, check_stack, check_
 from .conv import conv1d, conv2d, pad
 from .cost import cost
 from .dropout import dropout, flatten, unflatten
-from .factory import apply, apply_layer, function_for
+from .factory import apply, apply_layer, function_for, traced_without_grad
 from .mlp_node import DENSE_WITH_JVP, MLP_WITH_JVP, DenseFunction, MLPFunction
 from .pool import adaptive_avg_pool2d, avg_pool2d, max_pool2d
 
@@ -143,6 +144,8 @@ def dense(
     check_linear(x, weight, bias)
     if isinstance(act, activations.Softmax):
         check_dim("activation", x, act.dim)
+    if traced_without_grad(x, weight, bias):
+        return dense_forward(x, weight, bias, act)[0]
     a, _ = apply(DenseFunction, DENSE_WITH_JVP, x, weight, bias, act, on_delta)
     return a
 
@@ -187,6 +190,8 @@ def mlp(
         biases = [_cast(b, dtype) for b in biases]
     check_stack(x, weights, biases)
     params = [t for pair in zip(weights, biases) for t in pair]
+    if traced_without_grad(x, *params):
+        return mlp_forward(x, weights, biases, acts)[0][-1]
     return apply(MLPFunction, MLP_WITH_JVP, x, acts, on_delta, *params)[len(acts) - 1]
 
 

@@ -127,12 +127,17 @@ def apply(function: type[Function], jvp_twin: type[Function], *args: Any) -> Any
     return plain_apply(function, args)
 
 
+def traced_without_grad(*tensors: Tensor | None) -> bool:
+    """Whether torch.compile is tracing a call that nothing will differentiate. Such a call runs its
+    forward maths alone: where no input needs a gradient, Dynamo hands a Function whose forward
+    takes ``*params`` its context as the first argument."""
+    return torch.compiler.is_compiling() and not (
+        torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    )
+
+
 def _run_layer(derivatives: Derivatives, x: Tensor, params: tuple[Tensor | None, ...], on_delta: OnDelta | None) -> Any:
-    if torch.compiler.is_compiling() and not (
-        torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, *params))
-    ):
-        # nothing to differentiate: the forward maths alone (Dynamo passes a Function whose forward
-        # takes ``*params`` its context as the first argument where no input needs a gradient)
+    if traced_without_grad(x, *params):
         z, buffers = derivatives.forward(x, *params)
         return (z, *buffers) if buffers else z
     function, jvp_twin = function_for(type(derivatives))
