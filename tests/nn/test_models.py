@@ -84,3 +84,15 @@ def test_torch_compile_traces_a_model_that_nothing_differentiates(build: str) ->
     explanation = dynamo.explain(lambda x: model(x).sum())(x)
     assert explanation.graph_break_count == 0, explanation.break_reasons
     torch.testing.assert_close(torch.compile(model, backend="aot_eager")(x), model(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("build", ["lenet", "resnet"])
+def test_no_native_backward_node_is_left_in_a_converted_cnn(build: str) -> None:
+    from test_layer_harness import NATIVE_ALLOWED, graph_node_names
+
+    ours, native, x = _pair(build)
+    ours.train()
+    names = graph_node_names(ours(x.requires_grad_()))
+    assert {name for name in names - NATIVE_ALLOWED if not name.endswith("FunctionBackward")} == set()
+    # the same model left native shows them, so the walk can tell
+    assert "ConvolutionBackward0" in graph_node_names(native.train()(x))
