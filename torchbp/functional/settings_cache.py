@@ -14,18 +14,14 @@ import torch
 _V = TypeVar("_V")
 
 
-def _typed(value: object) -> object:
-    if isinstance(value, tuple):
-        return tuple, tuple(_typed(v) for v in value)
-    return type(value), value
-
-
 def settings_key(*values: object) -> Hashable | None:
-    """A key for a call's settings that includes each value's type; ``None`` when one is unhashable
-    (a list), and under torch.compile, whose traced graph looks nothing up."""
+    """A key for a call's settings that includes the type of each value and of each entry of a tuple
+    value; ``None`` when one is unhashable (a list), and under torch.compile, whose traced graph looks
+    nothing up."""
     if torch.compiler.is_compiling():
         return None
-    key = tuple(_typed(v) for v in values)
+    types = [tuple(map(type, v)) if type(v) is tuple else type(v) for v in values]
+    key = (values, tuple(types))
     try:
         hash(key)
     except TypeError:

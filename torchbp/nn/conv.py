@@ -29,6 +29,8 @@ class _ConvLink(DeltaHooks):
     def linkable(self) -> bool:
         if self.padding_mode != "zeros":
             return False  # the padding is a layer of its own
+        if self.padding != "same":
+            return True
         d = len(self.stride)
         return conv_settings(d, self.stride, self.padding, self.dilation, self.groups, self.weight).extra is None
 
