@@ -3,12 +3,11 @@
 What :mod:`~torchbp.functional.mlp_node` does for dense layers, done for any layers that speak
 the :class:`Link` protocol (convolution → batch norm → activation → pooling → … → linear). Each
 layer's own equations do the work, from its :class:`~torchbp.derivatives.Derivatives`; the chain
-only saves one autograd node per layer, the Python and engine work that dominates a small
+only saves one autograd node per layer: Python and engine work, which dominates a small
 network's step. Backward, from the last layer down::
 
     δᴸ = ∂C/∂zᴸ
-    ∂C/∂θˡ = derivativesˡ.param_vjps(δˡ, …)      (BP3's and BP4's analogues)
-    δˡ⁻¹ = derivativesˡ.input_vjp(δˡ, …)          (BP2's analogue)
+    δˡ⁻¹, ∂C/∂θˡ = derivativesˡ.vjps(δˡ, …)    (BP2's analogue, and BP3's and BP4's)
 
 A double backward through the chain replays its layers one by one (each through its own
 Function, whose backward is differentiable), so second derivatives are exact. The chain is an
@@ -39,9 +38,6 @@ class Link(Protocol):
     def link_params(self) -> tuple[Tensor | None, ...]:
         """The parameters, in the order of the derivatives' ``params``."""
 
-    def link_after(self, z: Tensor, buffers: tuple[Tensor, ...]) -> None:
-        """What the layer's own call does after its Function (batch norm's running statistics)."""
-
     def on_delta(self) -> Callable[[Tensor], None] | None:
         """What to call with δ in the backward pass, or ``None``."""
 
@@ -65,12 +61,12 @@ class _Input(NamedTuple):
     position: int
 
 
-def _keep(tensor: Tensor | None, own: dict[int, int]) -> tuple[Tensor, int] | _Input | None:
+def _keep(tensor: Tensor | None, own: dict[int, int]) -> tuple[Tensor, int | None] | _Input | None:
     if tensor is None:
         return None
-    if id(tensor) in own or tensor.is_inference():
+    if id(tensor) in own:
         return _Input(own[id(tensor)])
-    return tensor, tensor._version
+    return tensor, None if tensor.is_inference() else tensor._version  # inference tensors keep no version
 
 
 class ChainFunction(Function):
@@ -100,7 +96,6 @@ class ChainFunction(Function):
             derivatives = link.link(a)
             p = params[start : start + count]
             z, buffers = derivatives.forward(a, *p)
-            link.link_after(z, buffers)
             needs = (upstream, *needs_params[start : start + count])
             kept.append(derivatives.save(a, p, z, buffers, needs))
             layers.append((derivatives, link, needs))
@@ -137,11 +132,13 @@ class ChainFunction(Function):
         return None, None, grad, *grad_params
 
 
-def _read(entry: tuple[Tensor, int] | _Input | None, own: tuple[Tensor | None, ...], derivatives: Derivatives) -> Any:
+def _read(
+    entry: tuple[Tensor, int | None] | _Input | None, own: tuple[Tensor | None, ...], derivatives: Derivatives
+) -> Any:
     if entry is None or isinstance(entry, _Input):
         return None if entry is None else own[entry.position]
     tensor, version = entry
-    if tensor._version != version:
+    if version is not None and tensor._version != version:
         raise RuntimeError(
             f"a tensor the {derivatives.kind} layer saved for its backward pass was changed in place after the "
             "forward pass (a view of the model's input, most likely); clone it before changing it"

@@ -24,9 +24,6 @@ class Linked:
         """The parameters, in the order of the derivatives' ``params``."""
         return ()
 
-    def link_after(self, z: Tensor, buffers: tuple[Tensor, ...]) -> None:
-        """What the layer's own call does after its Function (batch norm's running statistics)."""
-
     def linkable(self) -> bool:
         """Whether the layer, as it is set up now, is one derivatives object a chain can run."""
         return True
