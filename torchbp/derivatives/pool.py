@@ -175,11 +175,33 @@ class MaxPool2d(Derivatives):
 
 
 @dataclass(frozen=True)
-class AvgPool2d(Derivatives):
+class AveragePooling(Derivatives):
+    """What the average poolings share: z = A_h x A_wᵀ is linear in x, so the backward reads x's
+    shape only (kept as x) and the forward-mode derivative is the pooling of the tangent."""
+
+    Saved: ClassVar[type[PoolSaved]] = PoolSaved
+
+    def save(
+        self,
+        x: Tensor,
+        params: tuple[Tensor | None, ...],
+        z: Tensor,
+        buffers: tuple[Tensor, ...],
+        needs: tuple[bool, ...],
+    ) -> PoolSaved:
+        return PoolSaved(x if needs[0] else None, None)
+
+    def jvp(self, saved: PoolSaved, x_t: Tensor | None, *params_t: Tensor | None) -> Tensor:
+        assert x_t is not None  # x is the only input, so its tangent came
+        # ż = A_h ẋ A_wᵀ: pooling is linear
+        return self.forward(x_t)[0]
+
+
+@dataclass(frozen=True)
+class AvgPool2d(AveragePooling):
     """z = the mean of each window of x; ∂C/∂x = δ / divisor spread over each window."""
 
     kind: ClassVar[str] = "avg_pool2d"
-    Saved: ClassVar[type[PoolSaved]] = PoolSaved
 
     kernel_size: Pair
     stride: Pair
@@ -200,16 +222,6 @@ class AvgPool2d(Derivatives):
         )
         return z, ()
 
-    def save(
-        self,
-        x: Tensor,
-        params: tuple[Tensor | None, ...],
-        z: Tensor,
-        buffers: tuple[Tensor, ...],
-        needs: tuple[bool, ...],
-    ) -> PoolSaved:
-        return PoolSaved(x if needs[0] else None, None)
-
     def input_vjp(self, delta: Tensor, saved: PoolSaved) -> Tensor:
         assert saved.x is not None
         # ∂C/∂x = A_hᵀ δ A_w: δ / divisor spread evenly over each window (ATen's kernel for pool_input_vjp)
@@ -223,11 +235,6 @@ class AvgPool2d(Derivatives):
             self.count_include_pad,
             self.divisor_override,
         )
-
-    def jvp(self, saved: PoolSaved, x_t: Tensor | None, *params_t: Tensor | None) -> Tensor:
-        assert x_t is not None  # x is the only input, so its tangent came
-        # ż = A_h ẋ A_wᵀ: pooling is linear
-        return self.forward(x_t)[0]
 
     def windows(self, x: Tensor, z_shape: torch.Size) -> tuple[Tensor, Tensor]:
         """The reference window matrices ``(A_h, A_w)`` with z = A_h x A_wᵀ, for :func:`pool_input_vjp`."""
@@ -257,36 +264,20 @@ class AvgPool2d(Derivatives):
 
 
 @dataclass(frozen=True)
-class AdaptiveAvgPool2d(Derivatives):
+class AdaptiveAvgPool2d(AveragePooling):
     """z = the mean of each of ``output_size`` windows of x; ∂C/∂x = δ spread evenly over each."""
 
     kind: ClassVar[str] = "adaptive_avg_pool2d"
-    Saved: ClassVar[type[PoolSaved]] = PoolSaved
 
     output_size: Pair
 
     def forward(self, x: Tensor, *params: Tensor | None) -> tuple[Tensor, tuple[Tensor, ...]]:
         return torch.nn.functional.adaptive_avg_pool2d(x, self.output_size), ()
 
-    def save(
-        self,
-        x: Tensor,
-        params: tuple[Tensor | None, ...],
-        z: Tensor,
-        buffers: tuple[Tensor, ...],
-        needs: tuple[bool, ...],
-    ) -> PoolSaved:
-        return PoolSaved(x if needs[0] else None, None)
-
     def input_vjp(self, delta: Tensor, saved: PoolSaved) -> Tensor:
         assert saved.x is not None
         # ∂C/∂x = A_hᵀ δ A_w: δ spread evenly over each window (ATen's kernel for pool_input_vjp)
         return torch.ops.aten._adaptive_avg_pool2d_backward(delta, saved.x)
-
-    def jvp(self, saved: PoolSaved, x_t: Tensor | None, *params_t: Tensor | None) -> Tensor:
-        assert x_t is not None  # x is the only input, so its tangent came
-        # ż = A_h ẋ A_wᵀ: pooling is linear
-        return self.forward(x_t)[0]
 
     def windows(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """The reference window matrices ``(A_h, A_w)`` with z = A_h x A_wᵀ, for :func:`pool_input_vjp`."""
