@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -9,7 +10,15 @@ import pytest
 import torch
 
 import torchbp
-from torchbp.benchmark import QUICK_CASES, NielsenNetwork, NumpyNet, format_report
+from torchbp.benchmark import (
+    DROP_IN_CASES,
+    QUICK_CASES,
+    QUICK_DROP_IN_CASES,
+    DropInCase,
+    NielsenNetwork,
+    NumpyNet,
+    format_report,
+)
 from torchbp.cli import main
 
 
@@ -25,6 +34,11 @@ def test_quick_benchmark_reports_every_contender(tmp_path: Path, capsys: pytest.
         assert case["ratio_to_native"]["native"] == 1.0
         assert case["saved_bytes"]["torchbp"] <= case["saved_bytes"]["native"]
     assert "step_over_matmul" in report["cases"][-1]["roofline"]
+    assert [case["case"] for case in report["drop_in"]] == [case.name for case in QUICK_DROP_IN_CASES]
+    for case in report["drop_in"]:
+        medians = case["median_us"]
+        assert set(medians) == {"native", "torchbp"} and all(value > 0 for value in medians.values())
+        assert case["ratio_to_native"] == pytest.approx(medians["torchbp"] / medians["native"])
     table = capsys.readouterr().out
     assert table == format_report(report) + "\n"
     assert "| 3-2-1 (seeds) |" in table
@@ -66,3 +80,21 @@ def test_bench_refuses_a_missing_gpu(capsys: pytest.CaptureFixture[str]) -> None
         pytest.skip("a CUDA device is present")
     assert main(["bench", "--quick", "--device", "cuda"]) == 2
     assert "no CUDA device" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", DROP_IN_CASES, ids=lambda case: case.name)
+def test_drop_in_contenders_take_the_same_step(case: DropInCase) -> None:
+    torch.manual_seed(0)
+    native = case.build().double()
+    ours = torchbp.nn.convert(copy.deepcopy(native))
+    assert torchbp.nn.conversion(ours).native == {}  # every layer of the user's model is explicit
+    x = torch.rand(4, *case.input_shape, dtype=torch.float64)
+    y = torch.randint(case.classes, (4,))
+    for model in (native, ours):
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        for _ in range(2):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+    for a, b in zip(native.parameters(), ours.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)
