@@ -97,6 +97,33 @@ def test_a_plain_torch_model_logs_linear_deltas(tmp_path: Path) -> None:
     assert {"delta_norm/0", "delta_norm/2"} <= set(scalars)
 
 
+def test_a_lenet_logs_each_layers_delta_norm_as_its_mean_over_the_epoch(tmp_path: Path) -> None:
+    data = load("digits")
+    model = torchbp.nn.models.lenet(8)
+    norms: dict[int, list[float]] = {1: [], 4: [], 8: []}  # the two convolutions and the first linear layer
+    for index, values in norms.items():
+        model[index].register_delta_hook(
+            lambda layer, delta, values=values: values.append(float(torch.linalg.vector_norm(delta)))
+        )
+    torchbp.fit(
+        model,
+        (data.inputs[:160], data.targets[:160]),
+        cost="cross_entropy",
+        lr=0.05,
+        epochs=1,
+        batch_size=32,
+        logdir=tmp_path,
+        verbose=False,
+        seed=0,
+    )
+    events = _events(tmp_path / "torchbp" / "version_0")
+    for index, values in norms.items():
+        assert len(values) == 5  # one δ per step
+        (logged,) = events.Scalars(f"delta_norm/{index}")
+        assert logged.value == pytest.approx(sum(values) / len(values), rel=1e-5)
+    assert {"delta/1", "gradients/1.weight", "weights/4.bias"} <= set(events.Tags()["histograms"])
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
