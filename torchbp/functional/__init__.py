@@ -14,9 +14,7 @@ with rows = examples, so in code ∂C/∂W = δᵀ x and ∂C/∂x = δ W.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
 
-import torch
 from torch import Tensor
 
 from ..derivatives import activations
@@ -25,7 +23,7 @@ from ..derivatives.dense import dense_forward, mlp_forward
 from ..derivatives.linear import Linear
 from .batchnorm import batch_norm
 from .chain_node import chain
-from .checks import autocast_dtype, check_dim, check_linear, check_stack, check_tensor
+from .checks import autocast_args, autocast_dtype, cast_floating, check_dim, check_linear, check_stack, check_tensor
 from .conv import conv1d, conv2d, pad
 from .cost import cost
 from .dropout import dropout, flatten, unflatten
@@ -67,22 +65,6 @@ __all__ = [
 ]
 
 
-_T = TypeVar("_T", Tensor, Tensor | None)
-
-
-def _cast(t: _T, dtype: torch.dtype) -> _T:
-    """``t`` in autocast's ``dtype`` if it is a floating-point tensor, as ``torch.nn.functional.linear`` casts."""
-    return t.to(dtype) if isinstance(t, Tensor) and t.is_floating_point() else t
-
-
-def _autocast(x: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Under autocast, a layer's floating-point arguments in the dtype autocast asks for."""
-    dtype = autocast_dtype(x) if isinstance(x, Tensor) else None
-    if dtype is None:
-        return x, weight, bias
-    return _cast(x, dtype), _cast(weight, dtype), _cast(bias, dtype)
-
-
 _LINEAR = Linear()
 function_for(Linear)  # made here, in eager code: torch.compile breaks its graph where a class is made
 function_for(Activation)
@@ -107,7 +89,7 @@ def linear(
         >>> linear(torch.ones(2, 3), torch.ones(4, 3), torch.zeros(4)).shape
         torch.Size([2, 4])
     """
-    x, weight, bias = _autocast(x, weight, bias)
+    x, weight, bias = autocast_args(x, weight, bias)
     check_linear(x, weight, bias)
     return apply_layer(_LINEAR, x, (weight, bias), on_delta)
 
@@ -140,7 +122,7 @@ def dense(
         tensor([[0.5000, 0.5000]])
     """
     act = get_activation(activation)
-    x, weight, bias = _autocast(x, weight, bias)
+    x, weight, bias = autocast_args(x, weight, bias)
     check_linear(x, weight, bias)
     if isinstance(act, activations.Softmax):
         check_dim("activation", x, act.dim)
@@ -185,9 +167,9 @@ def mlp(
     acts = [act if isinstance(act, Activation) else get_activation(act) for act in activations]
     dtype = autocast_dtype(x) if isinstance(x, Tensor) else None
     if dtype is not None:
-        x = _cast(x, dtype)
-        weights = [_cast(w, dtype) for w in weights]
-        biases = [_cast(b, dtype) for b in biases]
+        x = cast_floating(x, dtype)
+        weights = [cast_floating(w, dtype) for w in weights]
+        biases = [cast_floating(b, dtype) for b in biases]
     check_stack(x, weights, biases)
     params = [t for pair in zip(weights, biases) for t in pair]
     if traced_without_grad(x, *params):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import torch
 from torch import Tensor
 
@@ -34,6 +36,8 @@ def check_linear(
     x: object, weight: object, bias: object, names: tuple[str, str, str] = ("x", "weight", "bias")
 ) -> None:
     """Check the arguments of z = x Wᵀ + b: ``x (*, in)``, ``weight (out, in)``, ``bias (out,)``."""
+    if _linear_fits(x, weight, bias):
+        return
     x_name, weight_name, bias_name = names
     weight = check_tensor(weight_name, weight)
     x = check_tensor(x_name, x)
@@ -49,6 +53,22 @@ def check_linear(
         )
     check_same(x_name, x, weight_name, weight)
     _check_bias(bias_name, bias, weight_name, weight)
+
+
+def _linear_fits(x: object, weight: object, bias: object) -> bool:
+    """The quick answer for the usual case: shapes that fit, one floating dtype, one device."""
+    if not (isinstance(x, Tensor) and isinstance(weight, Tensor) and x.is_floating_point()):
+        return False
+    if weight.dim() != 2 or x.dim() == 0 or x.shape[-1] != weight.shape[1]:
+        return False
+    if x.dtype != weight.dtype or x.device != weight.device:
+        return False
+    return bias is None or (
+        isinstance(bias, Tensor)
+        and bias.shape == (weight.shape[0],)
+        and bias.dtype == weight.dtype
+        and bias.device == weight.device
+    )
 
 
 def _check_bias(name: str, bias: object, weight_name: str, weight: Tensor) -> None:
@@ -115,3 +135,20 @@ def autocast_dtype(x: Tensor) -> torch.dtype | None:
     if torch.is_autocast_enabled(device_type):
         return torch.get_autocast_dtype(device_type)
     return None
+
+
+_T = TypeVar("_T", Tensor, Tensor | None)
+
+
+def cast_floating(t: _T, dtype: torch.dtype) -> _T:
+    """``t`` in autocast's ``dtype`` if it is a floating-point tensor, as ``torch.nn.functional.linear`` casts."""
+    return t.to(dtype) if isinstance(t, Tensor) and t.is_floating_point() else t
+
+
+def autocast_args(x: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Under autocast, a layer's floating-point arguments in the dtype autocast asks for (as
+    ``torch.nn.functional.linear`` and ``conv2d`` cast them); outside it, the arguments as they are."""
+    dtype = autocast_dtype(x) if isinstance(x, Tensor) else None
+    if dtype is None:
+        return x, weight, bias
+    return cast_floating(x, dtype), cast_floating(weight, dtype), cast_floating(bias, dtype)

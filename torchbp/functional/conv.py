@@ -15,7 +15,7 @@ from typing import NamedTuple
 from torch import Tensor
 
 from ..derivatives.conv import PAD_MODES, Conv, Pad
-from .checks import autocast_dtype, check_same, check_tensor, shape_text
+from .checks import autocast_args, check_same, check_tensor, shape_text
 from .factory import apply_layer, function_for
 from .settings_cache import SettingsCache, settings_key
 
@@ -40,15 +40,6 @@ _PADS: SettingsCache[Pad] = SettingsCache()
 # torch.compile would break the graph there
 function_for(Conv)
 function_for(Pad)
-
-
-def _autocast(x: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Under autocast, the floating-point arguments in the dtype autocast asks for (as ``F.conv2d`` casts)."""
-    dtype = autocast_dtype(x) if isinstance(x, Tensor) else None
-    if dtype is None:
-        return x, weight, bias
-    cast = [t.to(dtype) if isinstance(t, Tensor) and t.is_floating_point() else t for t in (x, weight, bias)]
-    return cast[0], cast[1], cast[2]  # type: ignore[return-value]
 
 
 def _ints(name: str, value: object, d: int, minimum: int) -> tuple[int, ...]:
@@ -199,7 +190,7 @@ def _convolution(
     groups: object,
     on_delta: OnDelta | None,
 ) -> Tensor:
-    input, weight, bias = _autocast(input, weight, bias)
+    input, weight, bias = autocast_args(input, weight, bias)
     settings = checked_settings(d, input, weight, bias, stride, padding, dilation, groups)
     if settings.extra is not None:
         input = apply_layer(settings.extra, input)
