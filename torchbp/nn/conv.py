@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -15,8 +16,12 @@ from ..specs import LayerSpec
 from .delta_hooks import DeltaHooks
 
 
-class _ConvLink(DeltaHooks):
-    """In a chain, a zero-padded convolution is one :class:`~torchbp.derivatives.conv.Conv`."""
+class _Conv(DeltaHooks):
+    """What Conv1d and Conv2d share: the call (padding first where its mode is not zeros, as torch's
+    convolutions do) and, in a chain, a zero-padded convolution as one :class:`~torchbp.derivatives.conv.Conv`."""
+
+    convolve: Callable[..., Tensor]
+    _reversed_padding_repeated_twice: list[int]
 
     weight: Tensor
     bias: Tensor | None
@@ -25,6 +30,15 @@ class _ConvLink(DeltaHooks):
     dilation: tuple[int, ...]
     groups: int
     padding_mode: Literal["zeros", "reflect", "replicate", "circular"]
+
+    def forward(self, input: Tensor) -> Tensor:
+        padding: str | tuple[int, ...] | int = self.padding
+        if self.padding_mode != "zeros":
+            input = pad(input, self._reversed_padding_repeated_twice, self.padding_mode)
+            padding = 0
+        return self.convolve(
+            input, self.weight, self.bias, self.stride, padding, self.dilation, self.groups, self.on_delta()
+        )
 
     def linkable(self) -> bool:
         if self.padding_mode != "zeros":
@@ -44,7 +58,7 @@ class _ConvLink(DeltaHooks):
         return self._parameters["weight"], self._parameters["bias"]  # type: ignore[attr-defined]
 
 
-class Conv1d(_ConvLink, torch.nn.Conv1d):
+class Conv1d(_Conv, torch.nn.Conv1d):
     """z = W ⋆ x + b over one spatial dimension, like ``torch.nn.Conv1d``; input ``([N,] C_in, L)``.
 
     A ``padding_mode`` other than ``"zeros"`` pads first (its own explicit layer), as
@@ -55,16 +69,10 @@ class Conv1d(_ConvLink, torch.nn.Conv1d):
         Conv1d(2, 3, kernel_size=(5,), stride=(1,), padding=same)
     """
 
-    def forward(self, input: Tensor) -> Tensor:
-        if self.padding_mode != "zeros":
-            input = pad(input, self._reversed_padding_repeated_twice, self.padding_mode)
-            return conv1d(input, self.weight, self.bias, self.stride, 0, self.dilation, self.groups, self.on_delta())
-        return conv1d(
-            input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups, self.on_delta()
-        )
+    convolve = staticmethod(conv1d)
 
 
-class Conv2d(_ConvLink, torch.nn.Conv2d):
+class Conv2d(_Conv, torch.nn.Conv2d):
     """z = W ⋆ x + b over two spatial dimensions, like ``torch.nn.Conv2d``; input ``([N,] C_in, H, W)``.
 
     A ``padding_mode`` other than ``"zeros"`` pads first (its own explicit layer), as
@@ -75,13 +83,7 @@ class Conv2d(_ConvLink, torch.nn.Conv2d):
         Conv2d(3, 8, kernel_size=(3, 3), stride=(2, 2), padding_mode=reflect)
     """
 
-    def forward(self, input: Tensor) -> Tensor:
-        if self.padding_mode != "zeros":
-            input = pad(input, self._reversed_padding_repeated_twice, self.padding_mode)
-            return conv2d(input, self.weight, self.bias, self.stride, 0, self.dilation, self.groups, self.on_delta())
-        return conv2d(
-            input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups, self.on_delta()
-        )
+    convolve = staticmethod(conv2d)
 
 
 def _conv1d_examples(dtype: torch.dtype) -> list[tuple[torch.nn.Module, Tensor]]:
