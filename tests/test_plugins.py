@@ -123,6 +123,43 @@ def test_a_plugin_raising_in_a_hook_is_named_and_skipped(registered: list[str]) 
     assert "sgd" in names
 
 
+class RaisingTrainingPlugin:
+    def __init__(self, hook: str) -> None:
+        self.hook = hook
+
+    @torchbp.hookimpl
+    def torchbp_train_start(self, run: object) -> None:
+        self._maybe("torchbp_train_start")
+
+    @torchbp.hookimpl
+    def torchbp_step_end(self, run: object, epoch: int, step: int) -> None:
+        self._maybe("torchbp_step_end")
+
+    @torchbp.hookimpl
+    def torchbp_epoch_end(self, run: object, epoch: int, metrics: dict) -> None:
+        self._maybe("torchbp_epoch_end")
+
+    @torchbp.hookimpl
+    def torchbp_train_end(self, run: object, history: list) -> None:
+        self._maybe("torchbp_train_end")
+
+    def _maybe(self, hook: str) -> None:
+        if hook == self.hook:
+            raise KeyError(f"broken logger in {hook}")
+
+
+@pytest.mark.parametrize("hook", ["torchbp_train_start", "torchbp_step_end", "torchbp_epoch_end", "torchbp_train_end"])
+def test_a_training_hook_that_raises_names_the_plugin(registered: list[str], hook: str, tmp_path: Path) -> None:
+    registered.append(torchbp.register_plugin(RaisingTrainingPlugin(hook), name="my-logger"))
+    data = torchbp.training.load("xor")
+    with pytest.raises(torchbp.PluginError) as raised:
+        torchbp.fit(torchbp.nn.MLP([2, 3, 2]), (data.inputs[:20], data.targets[:20]), epochs=1, verbose=False)
+    assert str(raised.value) == (
+        f"torchbp plugin 'my-logger' (registered at run time) raised in {hook}(): KeyError: 'broken logger in {hook}'"
+    )
+    assert isinstance(raised.value.__cause__, KeyError)
+
+
 def test_a_misspelt_hook_is_refused() -> None:
     with pytest.raises(torchbp.PluginError, match="torchbp_cost"):
         torchbp.register_plugin(MisspeltPlugin(), name="misspelt")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,12 +13,13 @@ import torch
 
 from .nn import MLP
 from .nn.models import lenet
-from .plugins import PluginEntry
-from .registry import list_costs, list_layers, list_rules, rule_hyperparameters
+from .plugins import PluginEntry, PluginError
+from .registry import cost_options, list_costs, list_layers, list_rules, rule_hyperparameters, rule_options
 from .specs import CostSpec, LayerSpec, RuleSpec
 from .training import DATASETS, fit, load
 from .training.checkpoints import CheckpointError
 from .training.config import CONFIG, DEFAULTS, MODEL_DEFAULTS, MODELS, load_config
+from .training.divergence import DivergenceError
 
 
 def _options(entry: PluginEntry) -> str:
@@ -66,15 +66,13 @@ def _plugins(args: argparse.Namespace) -> int:
     return 0
 
 
-def _option(text: str) -> tuple[str, Any]:
-    """``key=value`` with the value read as TOML (``0.9``, ``true``, ``[0.9, 0.99]``), else as text."""
+def _option(text: str) -> tuple[str, str]:
+    """``key=value``, the value kept as text: the cost or rule reads it by the option's declared type
+    (``amsgrad=no`` → ``False``, ``betas=[0.9,0.99]`` → a pair) and refuses what does not parse."""
     key, sep, value = text.partition("=")
-    if not sep or not key:
+    if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        return key.strip(), tomllib.loads(f"v = {value}")["v"]
-    except tomllib.TOMLDecodeError:
-        return key.strip(), value
+    return key.strip(), value
 
 
 def _layers(text: str) -> list[int]:
@@ -115,9 +113,20 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     return config
 
 
+def typed_options(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with its cost and rule options read by their declared types (``--rule-option
+    amsgrad=no`` → ``False``), so that the run's ``config.toml`` records typed values; an unknown
+    option, or a value that does not parse or is out of range, is an error naming it."""
+    return {
+        **config,
+        "cost_options": cost_options(config["cost"], dict(config["cost_options"])),
+        "rule_options": rule_options(config["rule"], dict(config["rule_options"])),
+    }
+
+
 def _train(args: argparse.Namespace) -> int:
     try:
-        config = resolve_config(args)
+        config = typed_options(resolve_config(args))
         data = load(
             config["dataset"],
             config["data_dir"] or None,
@@ -147,7 +156,10 @@ def _train(args: argparse.Namespace) -> int:
             config={k: v for k, v in config.items() if k not in ("rule_options", "cost_options")},
             **config["rule_options"],
         )
-    except (ValueError, TypeError, FileNotFoundError, PermissionError, CheckpointError) as error:
+    except DivergenceError as error:
+        print(f"torchbp train: error: {error}", file=sys.stderr)
+        return 1
+    except (ValueError, TypeError, OSError, CheckpointError, PluginError) as error:
         print(f"torchbp train: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -97,9 +97,13 @@ def _cross_entropy_gradient(z: Tensor, y: Tensor, label_smoothing: float = 0.0) 
 
 
 def _check_cross_entropy(z: Tensor, y: Tensor, label_smoothing: float = 0.0) -> None:
+    check_classes(z, y, "cross_entropy")
+
+
+def _check_label_smoothing(label_smoothing: float) -> None:
+    # as torch.nn.functional.cross_entropy
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"label_smoothing: expected a value in [0, 1], got {label_smoothing}")
-    check_classes(z, y)
 
 
 # binary_cross_entropy from probabilities a: Cₖ = mean of −[y log a + (1 − y) log(1 − a)]
@@ -180,6 +184,7 @@ COSTS = [
         _check_cross_entropy,
         class_targets=True,
         mean=_cross_entropy_mean,
+        check_options=_check_label_smoothing,
     ),
     CostSpec(
         "binary_cross_entropy",

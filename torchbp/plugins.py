@@ -18,7 +18,9 @@ import importlib.metadata
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pluggy
 
@@ -226,6 +228,46 @@ def unregister_plugin(plugin: object | str) -> None:
     else:
         state.manager.unregister(plugin)
     state.cache.clear()
+
+
+def _raising_plugin(hook: pluggy.HookCaller, error: BaseException) -> str | None:
+    """The name of the plugin whose implementation of ``hook`` raised ``error`` (read off its traceback)."""
+    codes = {}
+    for impl in hook.get_hookimpls():
+        function = getattr(impl.function, "__func__", impl.function)
+        code = getattr(function, "__code__", None)
+        if code is not None:
+            codes[code] = impl.plugin_name
+    traceback = error.__traceback__
+    while traceback is not None:
+        name = codes.get(traceback.tb_frame.f_code)
+        if name is not None:
+            return name
+        traceback = traceback.tb_next
+    return None
+
+
+def reporting_plugin(hook: pluggy.HookCaller) -> Callable[..., Any]:
+    """``hook`` as a callable whose failure in a plugin is a :class:`PluginError` naming that plugin.
+
+    For the training hooks, which fit calls while it trains: a logger or callback that raises
+    stops the run (its results could not be trusted), and the message says whose it was.
+    """
+
+    def call(**kwargs: Any) -> Any:
+        try:
+            return hook(**kwargs)
+        except Exception as error:
+            name = _raising_plugin(hook, error)
+            if name is None:
+                raise
+            distribution, version = _get().sources.get(name, (None, None))
+            source = " ".join(filter(None, (distribution, version))) or "registered at run time"
+            raise PluginError(
+                f"torchbp plugin {name!r} ({source}) raised in {hook.name}(): {type(error).__name__}: {error}"
+            ) from error
+
+    return call
 
 
 def lookup(kind: str, name: str) -> PluginEntry:

@@ -12,6 +12,7 @@ from torch import Tensor
 
 from .functional import cost as cost_function
 from .functional.cost import mean_of_values
+from .options import declared, declared_options, parse_options
 from .plugins import PluginEntry, listing, lookup
 from .specs import CostSpec, RuleSpec
 from .targets import check_output
@@ -68,12 +69,44 @@ def get_cost(name: str, **options: Any) -> Cost:
     if unknown:
         accepted = ", ".join(f"{k}={v!r}" for k, v in spec.options.items()) or "none"
         raise TypeError(f"cost {name!r}: unknown option(s) {', '.join(unknown)}; accepted: {accepted}")
-    return Cost(spec, {**spec.options, **options})
+    return Cost(spec, {**spec.options, **cost_options(name, options)})
+
+
+def cost_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The options of cost ``name`` read by their declared types (those of their defaults) and checked
+    by the cost's ``check_options``: text such as ``"no"`` becomes ``False``; what does not parse, or
+    lies out of range, is an error naming the option."""
+    spec = lookup("cost", name).spec
+    assert isinstance(spec, CostSpec)
+    types = {key: declared(None, default) for key, default in spec.options.items()}
+    parsed = parse_options(f"cost {name!r}", options, types)
+    if spec.check_options is not None:
+        try:
+            spec.check_options(**{**spec.options, **parsed})
+        except ValueError as error:
+            raise ValueError(f"cost {name!r}: {error}") from None
+    return parsed
 
 
 def list_costs(pattern: str = "*") -> list[PluginEntry]:
     """Every registered cost whose name matches the shell-style ``pattern``, with its provider."""
     return listing("cost", pattern)
+
+
+def rule_options(name: str, hyperparameters: dict[str, Any]) -> dict[str, Any]:
+    """The hyperparameters of rule ``name`` read by their declared types (the constructor's annotations,
+    else its defaults): ``"no"`` becomes ``False`` for a bool, ``"abc"`` for a float is an error naming
+    the option. Unknown names are refused with the accepted ones."""
+    spec = lookup("rule", name).spec
+    assert isinstance(spec, RuleSpec)
+    accepted = rule_hyperparameters(spec)
+    unknown = sorted(set(hyperparameters) - set(accepted))
+    if unknown:
+        listed = ", ".join(
+            name if default is inspect.Parameter.empty else f"{name}={default!r}" for name, default in accepted.items()
+        )
+        raise TypeError(f"rule {name!r}: unknown hyperparameter(s) {', '.join(unknown)}; accepted: {listed}")
+    return parse_options(f"rule {name!r}", hyperparameters, declared_options(spec.optimizer.__init__))
 
 
 def rule_hyperparameters(spec: RuleSpec) -> dict[str, Any]:
@@ -118,12 +151,7 @@ def create_rule(
     spec = lookup("rule", name).spec
     assert isinstance(spec, RuleSpec)
     accepted = rule_hyperparameters(spec)
-    unknown = sorted(set(hyperparameters) - set(accepted))
-    if unknown:
-        listed = ", ".join(
-            name if default is inspect.Parameter.empty else f"{name}={default!r}" for name, default in accepted.items()
-        )
-        raise TypeError(f"rule {name!r}: unknown hyperparameter(s) {', '.join(unknown)}; accepted: {listed}")
+    hyperparameters = rule_options(name, hyperparameters)
     if isinstance(params, torch.nn.Module):
         decay = hyperparameters.get("weight_decay", accepted.get("weight_decay", 0.0))
         params = _param_groups(params, decay not in (0, 0.0, inspect.Parameter.empty))

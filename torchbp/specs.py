@@ -40,6 +40,10 @@ class CostSpec:
             tensor, for a cost with a faster form of it than ``value(a, y).mean()`` (one reduction
             over all elements, or PyTorch's own loss kernel). It must equal that mean: torchbp's
             test suite checks it for every installed cost that gives one.
+        check_options: optional ``check_options(**options)``: raise ``ValueError`` naming an
+            option whose value is out of range (as torch does: Huber's ``delta`` > 0, …). Called
+            once, when the cost is built, so a bad option fails before any training starts.
+            Option values already have the types of their defaults and are finite.
     """
 
     name: str
@@ -51,6 +55,7 @@ class CostSpec:
     check: Callable[..., None] | None = None
     class_targets: bool = False
     mean: Callable[..., Tensor] | None = None
+    check_options: Callable[..., None] | None = None
 
 
 @dataclass(frozen=True)

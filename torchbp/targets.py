@@ -37,11 +37,21 @@ def check_probabilities(name: str, t: Tensor) -> None:
         )
 
 
-def check_classes(logits: Tensor, y: object) -> None:
-    """Targets for ``(n, C)`` logits: class indices ``(n,)`` in [0, C) or probabilities ``(n, C)``."""
+def check_classes(logits: Tensor, y: object, cost: str = "this cost") -> None:
+    """Targets for ``(n, C)`` logits: class indices ``(n,)`` in [0, C) or probabilities ``(n, C)``.
+
+    One output (C = 1) is refused: a softmax over one class is 1 whatever the logit, so the cost
+    would be 0 and nothing would train. ``cost`` names the cost in that message.
+    """
     if logits.dim() != 2:
         raise ValueError(f"output: expected logits of shape (n, C), got shape {_shape(logits)}")
     n, classes = logits.shape
+    if classes < 2:
+        raise ValueError(
+            f"output: {cost} needs logits for at least 2 classes, got {classes} output per example "
+            "(a softmax over one class is always 1: the cost would be 0 and nothing would train); "
+            "give the network one output per class, or use binary_cross_entropy_with_logits for one output"
+        )
     if not isinstance(y, Tensor):
         raise TypeError(f"target: expected a torch.Tensor, got {type(y).__name__}")
     if y.is_floating_point():

@@ -10,6 +10,7 @@ are ``torch.optim.Optimizer``'s own.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Iterable
 from itertools import chain
 from typing import Any
@@ -144,7 +145,17 @@ def with_weight_decay(grads: list[Tensor], params: list[Tensor], weight_decay: f
 
 
 def check_hyperparameter(name: str, value: float, low: float, high: float | None = None) -> None:
-    """Raise ``ValueError`` unless low <= value (< high), naming the hyperparameter."""
+    """Raise unless ``value`` is a finite real number with low <= value (< high), naming the hyperparameter.
+
+    ``TypeError`` for what is not a number (``"0.9"``), ``ValueError`` for a non-finite or
+    out-of-range one, as ``torch.optim``'s constructors do.
+    """
+    if isinstance(value, Tensor) and value.numel() == 1:
+        value = float(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name}: expected a real number, got {value!r} ({type(value).__name__})")
+    if not math.isfinite(value):
+        raise ValueError(f"{name}: expected a finite value, got {value}")
     if not (low <= value and (high is None or value < high)):
         upper = f" and < {high}" if high is not None else ""
         raise ValueError(f"{name}: expected a value >= {low}{upper}, got {value}")

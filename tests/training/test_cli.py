@@ -115,3 +115,62 @@ def test_lenet_run_records_its_model_and_resumes_as_lenet(tmp_path: Path, capsys
 def test_lenet_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "--no-log", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "options, recorded",
+    [
+        (["--rule", "adam", "--rule-option", "amsgrad=False"], {"rule_options": {"amsgrad": False}}),
+        (
+            ["--rule-option", "momentum=0.5", "--rule-option", "nesterov=no"],
+            {"rule_options": {"momentum": 0.5, "nesterov": False}},
+        ),
+        (["--cost-option", "halved=NO"], {"cost_options": {"halved": False}}),
+        (["--rule", "adam", "--rule-option", "betas=[0.8,0.9]"], {"rule_options": {"betas": [0.8, 0.9]}}),
+        (["--rule-option", "momentum=1"], {"rule_options": {"momentum": 1.0}}),
+    ],
+)
+def test_option_values_are_parsed_by_type_and_recorded_typed(
+    tmp_path: Path, options: list[str], recorded: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["train", "--dataset", "xor", "--epochs", "1", "--lr", "0.1", "--logdir", str(tmp_path), *options]
+    assert main(argv) == 0
+    config = tomllib.loads((tmp_path / "xor" / "version_0" / "config.toml").read_text())
+    for table, values in recorded.items():
+        assert config[table] == values
+        for key, value in values.items():
+            assert type(config[table][key]) is type(value)
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--rule-option", "momentum=abc"], "rule 'sgd': option momentum expects a finite float, got 'abc'"),
+        (["--rule", "adam", "--rule-option", "amsgrad=maybe"], "option amsgrad expects a bool (true/false/yes/no/1/0)"),
+        (["--cost-option", "halved=2"], "cost 'quadratic': option halved expects a bool"),
+        (["--lr", "inf"], "lr: expected a finite float >= 0, got inf"),
+        (["--lr", "nan"], "lr: expected a finite float >= 0, got nan"),
+        (["--rule-option", "momentum=inf"], "momentum must be finite"),
+        (["--name", "../elsewhere"], "name: expected a plain directory name"),
+        (["--name", "a/b"], "name: expected a plain directory name"),
+        (["--cost", "cross_entropy", "--dataset", "csv", "--data-file", "."], "expected a CSV file, got the directory"),
+    ],
+)
+def test_bad_values_are_refused_before_training(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", "--dataset", "xor", "--epochs", "1", "--logdir", str(tmp_path), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not list(tmp_path.glob("*/version_*"))
+
+
+def test_resume_with_an_invalid_device_in_its_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--dataset", "xor", "--epochs", "1", "--logdir", str(tmp_path)]) == 0
+    run = tmp_path / "xor" / "version_0"
+    config = run / "config.toml"
+    config.write_text(config.read_text().replace('device = "auto"', 'device = "tpu"'))
+    assert main(["train", "--resume", str(run), "--epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "device: expected 'cpu', 'cuda', 'cuda:N', 'mps', 'auto' or a torch.device, got 'tpu'" in err

@@ -87,3 +87,101 @@ def test_synthetic_sets_are_seeded_two_class_problems(name: str) -> None:
 def test_unknown_dataset_lists_the_known_ones() -> None:
     with pytest.raises(ValueError, match="unknown dataset 'cifar'; available: digits, mnist, csv"):
         load("cifar")
+
+
+def test_csv_trailing_and_inner_blank_lines_are_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "blank.csv"
+    path.write_text("a,b,y\n1,2,0\n\n3,4,1\n\n\n")
+    data = csv_file(path)
+    assert data.inputs.tolist() == [[1.0, 2.0], [3.0, 4.0]] and data.targets.tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("row, count", [("1,2", 2), ("1,2,0,9", 4), ("1", 1)], ids=["short", "long", "one field"])
+def test_csv_rows_of_another_width_name_the_line_and_the_field_count(tmp_path: Path, row: str, count: int) -> None:
+    path = tmp_path / "ragged.csv"
+    path.write_text(f"a,b,y\n1,2,0\n\n{row}\n3,4,1\n")
+    with pytest.raises(ValueError) as raised:
+        csv_file(path)
+    assert f"ragged.csv, line 4: expected 3 fields (as the header: a, b, y), got {count}" in str(raised.value)
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf", "NaN"])
+@pytest.mark.parametrize("column", ["b", "y"])
+def test_csv_non_finite_values_are_refused_naming_line_and_column(tmp_path: Path, text: str, column: str) -> None:
+    path = tmp_path / "holes.csv"
+    row = f"3,{text},0.5" if column == "b" else f"3,4,{text}"
+    path.write_text(f"a,b,y\n1,2,1.5\n{row}\n")
+    with pytest.raises(ValueError) as raised:
+        csv_file(path)
+    assert f"holes.csv, line 3, column '{column}': expected a finite number, got '{text}'" in str(raised.value)
+
+
+def test_csv_non_numeric_fields_name_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "words.csv"
+    path.write_text("a,b,y\n1,2,0\n1,two,1\n")
+    with pytest.raises(ValueError, match=r"words.csv, line 3, column 'b': expected a number .* got 'two'"):
+        csv_file(path)
+
+
+def test_csv_a_directory_or_a_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(IsADirectoryError, match=f"--data-file: expected a CSV file, got the directory {tmp_path}"):
+        csv_file(tmp_path)
+    with pytest.raises(FileNotFoundError, match="--data-file: no file .*missing.csv"):
+        csv_file(tmp_path / "missing.csv")
+
+
+@pytest.mark.parametrize(
+    "labels, used, found",
+    [
+        ([-1, 1, 1, -1], [0, 1, 1, 0], "found 2 distinct labels -1 (2×), 1 (2×)"),
+        ([1, 2, 3, 2], [0, 1, 2, 1], "found 3 distinct labels 1 (1×), 2 (2×), 3 (1×)"),
+        ([0, 1, 200, 1], [0, 1, 2, 1], "found 3 distinct labels 0 (1×), 1 (2×), 200 (1×)"),
+    ],
+)
+def test_csv_integer_labels_not_0_to_k_are_renumbered_with_a_warning(
+    tmp_path: Path, labels: list[int], used: list[int], found: str
+) -> None:
+    path = tmp_path / "labels.csv"
+    path.write_text("a,y\n" + "".join(f"{i},{label}\n" for i, label in enumerate(labels)))
+    with pytest.warns(UserWarning) as record:
+        data = csv_file(path)
+    message = str(record[0].message)
+    assert "class labels are not 0…K−1" in message and found in message
+    assert f"using them as classes 0…{max(used)}" in message
+    assert data.targets.tolist() == used and data.outputs == max(used) + 1
+
+
+def test_mnist_a_stray_label_is_reported(tmp_path: Path) -> None:
+    images = torch.randint(0, 256, (6, 4, 4))
+    labels = torch.tensor([0, 1, 2, 200, 1, 0])
+    _write_idx(tmp_path / "train-images-idx3-ubyte", images, False)
+    _write_idx(tmp_path / "train-labels-idx1-ubyte", labels, False)
+    with pytest.warns(UserWarning, match=r"train-labels-idx1-ubyte: class labels are not 0…K−1: .* 200 \(1×\)"):
+        data = mnist(tmp_path)
+    assert data.targets.tolist() == [0, 1, 2, 3, 1, 0] and data.outputs == 4
+
+
+def test_idx_gz_that_is_not_gzip_or_is_truncated_is_named(tmp_path: Path) -> None:
+    plain = tmp_path / "plain-idx1-ubyte.gz"
+    _write_idx(plain, torch.tensor([1, 2, 3]), False)
+    with pytest.raises(ValueError, match="plain-idx1-ubyte.gz: not a gzip file.*remove the .gz"):
+        read_idx(plain)
+    truncated = tmp_path / "cut-idx1-ubyte.gz"
+    _write_idx(truncated, torch.arange(200) % 10, True)
+    truncated.write_bytes(truncated.read_bytes()[:-12])
+    with pytest.raises(ValueError, match="cut-idx1-ubyte.gz: the gzip data is truncated or corrupt"):
+        read_idx(truncated)
+    with pytest.raises(IsADirectoryError, match="expected an IDX file, got a directory"):
+        read_idx(tmp_path)
+
+
+def test_idx_float_images_with_nan_are_refused_with_their_index(tmp_path: Path) -> None:
+    images = torch.rand(3, 2, 2, dtype=torch.float32)
+    images[1, 0, 1] = float("nan")
+    header = struct.pack(">BBBB", 0, 0, 0x0D, 3) + b"".join(struct.pack(">I", s) for s in images.shape)
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(header + images.numpy().astype(">f4").tobytes())
+    _write_idx(tmp_path / "train-labels-idx1-ubyte", torch.tensor([0, 1, 0]), False)
+    with pytest.raises(
+        ValueError, match=r"train-images-idx3-ubyte: expected finite numbers, got nan at index \(1, 0, 1\)"
+    ):
+        mnist(tmp_path)

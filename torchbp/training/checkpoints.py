@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 from pathlib import Path
@@ -14,13 +15,15 @@ _KEYS = {"epoch", "model", "rule", "history", "rng", "config"}
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint is missing, unreadable or not torchbp's; nothing was changed."""
+    """A checkpoint is missing, unreadable, not torchbp's, or could not be written; the one on disk stays."""
 
 
 def save_checkpoint(directory: Path, payload: dict[str, Any]) -> Path:
     """Write ``payload`` to ``directory/checkpoint.pt`` atomically: a temporary file, then a rename.
 
     A reader (or a crash) sees either the previous checkpoint or the new one, never half of one.
+    A write that fails (a full disk, a quota) leaves the previous checkpoint and raises
+    :class:`CheckpointError` saying why.
     """
     path = directory / CHECKPOINT
     temporary = directory / f".{CHECKPOINT}.{os.getpid()}.tmp"
@@ -30,9 +33,41 @@ def save_checkpoint(directory: Path, payload: dict[str, Any]) -> Path:
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
+    except OSError as error:
+        kept = "the previous checkpoint is kept" if path.exists() else "no earlier checkpoint exists"
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            reason = f"the disk is full ({os.strerror(error.errno)})"
+            advice = "free some space, then resume the run with --resume"
+        else:
+            reason = f"{type(error).__name__}: {error}"
+            advice = "check the directory can be written, then resume the run"
+        raise CheckpointError(f"{path}: cannot write the checkpoint: {reason}; {kept}; {advice}") from None
     finally:
         temporary.unlink(missing_ok=True)
     return path
+
+
+def remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Remove the temporary checkpoint files that processes killed while writing left in ``directory``
+    (those of processes still alive are theirs to finish); returns what was removed."""
+    removed = []
+    for temporary in Path(directory).glob(f".{CHECKPOINT}.*.tmp"):
+        pid = temporary.name[len(CHECKPOINT) + 2 : -len(".tmp")]
+        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+            continue
+        temporary.unlink(missing_ok=True)
+        removed.append(temporary)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def load_checkpoint(directory: Path) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import torch
 from torch import Tensor
 
 from .idx import find_idx, read_idx
+from .validate import check_finite
 
 DATASETS = ("digits", "mnist", "csv", "xor", "moons", "spirals")
 
@@ -66,45 +68,112 @@ def mnist(data_dir: str | Path, split: str = "train") -> Data:
     if not directory.is_dir():
         raise FileNotFoundError(f"--data-dir: expected a directory holding the MNIST IDX files, got {directory}")
     prefix = {"train": "train", "test": "t10k"}[split]
-    images = read_idx(find_idx(directory, f"{prefix}-images-idx3-ubyte"))
-    labels = read_idx(find_idx(directory, f"{prefix}-labels-idx1-ubyte"))
+    images_file = find_idx(directory, f"{prefix}-images-idx3-ubyte")
+    labels_file = find_idx(directory, f"{prefix}-labels-idx1-ubyte")
+    images, labels = read_idx(images_file), read_idx(labels_file)
     if images.dim() != 3 or labels.dim() != 1 or len(images) != len(labels):
         raise ValueError(
             f"{directory}: expected images (N, rows, cols) and labels (N,), got {tuple(images.shape)} "
             f"and {tuple(labels.shape)}"
         )
-    return Data("mnist", images.reshape(len(images), -1).float() / 255.0, labels.long())
+    if images.is_floating_point():
+        check_finite(str(images_file), images)
+    return Data("mnist", images.reshape(len(images), -1).float() / 255.0, class_indices(labels, str(labels_file)))
+
+
+def _read_rows(path: Path) -> list[tuple[int, list[str]]]:
+    """The CSV file's non-blank rows with their line numbers (blank lines, trailing ones too, are skipped)."""
+    if path.is_dir():
+        raise IsADirectoryError(f"--data-file: expected a CSV file, got the directory {path}")
+    if not path.exists():
+        raise FileNotFoundError(f"--data-file: no file {path}")
+    try:
+        with open(path, newline="") as file:
+            reader = csv.reader(file)
+            return [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not a text CSV file ({error.reason} at byte {error.start})") from None
+    except csv.Error as error:
+        raise ValueError(f"{path}: not a readable CSV file ({error})") from None
+
+
+def _number(path: Path, line: int, column: str, text: str) -> float:
+    """One CSV field as a finite number, or an error naming the line and the column."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(
+            f"{path}, line {line}, column {column!r}: expected a number "
+            f"(every column but the target must be numeric), got {text!r}"
+        ) from None
+    if not math.isfinite(value):
+        raise ValueError(
+            f"{path}, line {line}, column {column!r}: expected a finite number, got {text!r}; "
+            "clean or impute the data before training"
+        )
+    return value
+
+
+def class_indices(labels: list[int] | Tensor, source: str) -> Tensor:
+    """Integer class labels as indices 0…K−1.
+
+    Labels that already are 0…K−1 are kept. Others (−1/1, 1…10, 0…9 with a stray 200) are numbered
+    in sorted order, with a warning saying what was found and what is used, since they would
+    otherwise change the task or the number of outputs.
+    """
+    labels = torch.as_tensor(labels, dtype=torch.int64)
+    found, counts = torch.unique(labels, return_counts=True)
+    if len(found) == 0 or torch.equal(found, torch.arange(len(found))):
+        return labels
+    shown = ", ".join(f"{int(v)} ({int(c)}×)" for v, c in zip(found[:12], counts[:12]))
+    more = f", … {len(found) - 12} more" if len(found) > 12 else ""
+    mapping = ", ".join(f"{int(v)}→{i}" for i, v in enumerate(found[:12].tolist()))
+    warnings.warn(
+        f"{source}: class labels are not 0…K−1: found {len(found)} distinct labels {shown}{more}; "
+        f"using them as classes 0…{len(found) - 1} in sorted order ({mapping}{', …' if more else ''}), "
+        f"so the network gets {len(found)} outputs",
+        UserWarning,
+        stacklevel=3,
+    )
+    return torch.searchsorted(found, labels)
 
 
 def csv_file(path: str | Path, target: str | None = None) -> Data:
     """A CSV file with a header row; ``target`` names the target column (default: the last).
 
-    Integer or text targets become class indices (text labels sorted, then numbered);
-    other numeric targets are regression values.
+    Integer or text targets become class indices 0…K−1 (text labels sorted, then numbered;
+    integers that are not 0…K−1 too, with a warning); other numeric targets are regression
+    values. Blank lines are skipped; a row with another number of fields than the header, a
+    field that is not a number, NaN or ±inf are errors naming the line and the column.
     """
     path = Path(path)
-    with open(path, newline="") as file:
-        rows = list(csv.reader(file))
+    rows = _read_rows(path)
     if len(rows) < 2:
         raise ValueError(f"{path}: expected a header row and at least one data row, got {len(rows)} rows")
-    header, body = rows[0], rows[1:]
+    (_, header), body = rows[0], rows[1:]
+    for line, row in body:
+        if len(row) != len(header):
+            raise ValueError(
+                f"{path}, line {line}: expected {len(header)} fields (as the header: {', '.join(header)}), "
+                f"got {len(row)}"
+            )
     column = header[-1] if target is None else target
     if column not in header:
         raise ValueError(f"--target: no column {column!r} in {path}; columns: {', '.join(header)}")
     index = header.index(column)
-    try:
-        inputs = torch.tensor([[float(v) for i, v in enumerate(row) if i != index] for row in body])
-    except ValueError as error:
-        raise ValueError(f"{path}: every column but the target must be numeric ({error})") from None
-    labels = [row[index] for row in body]
+    inputs = torch.tensor(
+        [[_number(path, line, header[i], v) for i, v in enumerate(row) if i != index] for line, row in body]
+    )
+    labels = [row[index].strip() for _, row in body]
     try:
         values = [float(v) for v in labels]
     except ValueError:
         names = sorted(set(labels))
         targets = torch.tensor([names.index(v) for v in labels])
     else:
-        if all(v.is_integer() and v >= 0 for v in values):
-            targets = torch.tensor([int(v) for v in values])
+        values = [_number(path, line, column, row[index]) for line, row in body]
+        if all(v.is_integer() for v in values):
+            targets = class_indices([int(v) for v in values], f"{path}, target {column!r}")
         else:
             targets = torch.tensor(values).unsqueeze(1)
     return Data(path.stem, inputs.float(), targets)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +27,19 @@ def read_idx(path: str | Path) -> Tensor:
     Raises ``ValueError`` naming the file when the header or the size does not fit the format.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: expected an IDX file, got a directory")
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as file:
-        data = file.read()
+    try:
+        with opener(path, "rb") as file:
+            data = file.read()
+    except gzip.BadGzipFile:
+        raise ValueError(
+            f"{path}: not a gzip file, though its name ends in .gz; if it is an uncompressed IDX file, "
+            "remove the .gz from its name"
+        ) from None
+    except (EOFError, zlib.error) as error:
+        raise ValueError(f"{path}: the gzip data is truncated or corrupt ({error}); download the file again") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _TYPES:
         raise ValueError(f"{path}: not an IDX file (expected a magic number 0x0000TTDD, got {data[:4].hex()})")
     dtype = _TYPES[data[2]]

@@ -7,9 +7,11 @@ plugins on them.
 
 from __future__ import annotations
 
+import inspect
 import os
 import random
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,11 +25,17 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from ..nn import MLP
-from ..plugins import get_plugin_manager
-from ..registry import Cost, create_rule, get_cost
-from .checkpoints import load_checkpoint, save_checkpoint
+from ..plugins import get_plugin_manager, lookup, reporting_plugin
+from ..registry import Cost, create_rule, get_cost, rule_hyperparameters
+from ..registry import cost_options as cost_options_for
+from ..registry import rule_options as rule_options_for
+from ..specs import RuleSpec
+from .checkpoints import CheckpointError, load_checkpoint, remove_stale_temporaries, save_checkpoint
 from .config import CONFIG, dump_config
+from .divergence import DivergenceError, NonFiniteCost, first_non_finite
 from .graph_free import GraphFreeStep, supports
+from .run_directory import new_run_directory, removed_if_unstarted
+from .validate import check_finite_data, check_fit_arguments, warn_if_probabilities_into_logit_cost
 
 TrainData = tuple[Tensor, Tensor] | Dataset | DataLoader
 
@@ -60,22 +68,6 @@ class Run:
     rank: int = 0
     world_size: int = 1
     state: dict[str, Any] = field(default_factory=dict)
-
-
-def new_run_directory(logdir: str | Path, name: str) -> Path:
-    """Create ``logdir/name/version_N`` with the next free N; an unwritable place is a clear error."""
-    parent = Path(logdir) / name
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        versions = [int(p.name.split("_")[1]) for p in parent.glob("version_*") if p.name.split("_")[1].isdigit()]
-        directory = parent / f"version_{max(versions, default=-1) + 1}"
-        directory.mkdir()
-        probe = directory / ".writable"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as error:
-        raise PermissionError(f"logdir: cannot create a run directory under {parent} ({error})") from None
-    return directory
 
 
 def _batches(
@@ -230,19 +222,23 @@ class _EpochCost:
 
     The cost's value is not needed for a step (the gradients need ∇ₐC only), so it is computed
     here once for many batches together: outputs are kept until some 2²⁰ elements are waiting.
+    A sum that is not finite is traced back to the first step whose cost was not
+    (:class:`~torchbp.training.divergence.NonFiniteCost`).
     """
 
     def __init__(self, cost: Cost) -> None:
         self.cost = cost
         self.outputs: list[Tensor] = []
         self.targets: list[Tensor] = []
+        self.steps: list[int] = []
         self.waiting = 0
         self.sums: list[Tensor] = []
         self.count = 0
 
-    def add(self, output: Tensor, targets: Tensor) -> None:
+    def add(self, output: Tensor, targets: Tensor, step: int) -> None:
         self.outputs.append(output.detach())
         self.targets.append(targets)
+        self.steps.append(step)
         self.waiting += output.numel()
         if self.waiting >= 2**20:
             self.reduce()
@@ -252,9 +248,15 @@ class _EpochCost:
             return
         output, targets = torch.cat(self.outputs), torch.cat(self.targets)
         with torch.no_grad():
-            self.sums.append(self.cost(output, targets).to(torch.float64) * output.shape[0])
+            total = self.cost(output, targets).to(torch.float64) * output.shape[0]
+            if not bool(torch.isfinite(total)):
+                costs = [self.cost.mean(a, y) for a, y in zip(self.outputs, self.targets)]
+                index = first_non_finite(costs)
+                if index is not None:
+                    raise NonFiniteCost(self.steps[index], costs[index].item())
+        self.sums.append(total)
         self.count += output.shape[0]
-        self.outputs, self.targets, self.waiting = [], [], 0
+        self.outputs, self.targets, self.steps, self.waiting = [], [], [], 0
 
     def total(self, device: torch.device) -> tuple[Tensor, int]:
         """(Σₖ Cₖ, the number of examples)."""
@@ -272,46 +274,137 @@ def _train_epoch(
     batch_size: int,
     seed: int,
     epoch: int,
+    skip_nonfinite: bool = False,
 ) -> tuple[Tensor, int]:
     """One pass over ``data``, stepping ``run.rule`` after each batch; returns (Σₖ Cₖ, n) over the epoch.
 
     Tensor data is already on the device with its targets encoded; other data is moved per batch.
-    A graph-free step computes its batch's cost only while a step listener takes ``loss``.
+    A graph-free step computes its batch's cost only while a step listener takes ``loss`` (or
+    ``skip_nonfinite`` asks for it). A cost that is not finite raises
+    :class:`~torchbp.training.divergence.DivergenceError` naming its step, or, with
+    ``skip_nonfinite``, that step is not taken (a warning counts such steps).
     """
+    try:
+        return _epoch_steps(run, network, graph_free_step, data, batch_size, seed, epoch, skip_nonfinite)
+    except NonFiniteCost as found:
+        last = epoch if run.directory is not None and epoch > 0 else None
+        raise DivergenceError(
+            epoch + 1,
+            found.step + 1,
+            run.steps_per_epoch,
+            found.value,
+            float(run.rule.param_groups[0]["lr"]),
+            run.directory,
+            last,
+        ) from None
+
+
+def _epoch_steps(
+    run: Run,
+    network: torch.nn.Module,
+    graph_free_step: GraphFreeStep | None,
+    data: TrainData,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    skip_nonfinite: bool,
+) -> tuple[Tensor, int]:
     model, rule, cost, device = run.model, run.rule, run.cost, run.device
     on_device = isinstance(data, tuple)
     step_end = get_plugin_manager().hook.torchbp_step_end
     wants_loss = any("loss" in listener.argnames for listener in step_end.get_hookimpls())
+    report_step = reporting_plugin(step_end)
     model.train()
     if graph_free_step is not None:
         # tensor data: every row's targets were checked in the first epoch
         graph_free_step.check_targets = not (on_device and epoch > run.start_epoch)
     epoch_cost = _EpochCost(cost)
     loss: Tensor | None = None
+    skipped = 0
     with torch.set_grad_enabled(graph_free_step is None):
         for step, (inputs, targets) in enumerate(_batches(data, batch_size, seed, epoch, run.rank, run.world_size)):
+            output: Tensor | None = None
             if not on_device:
                 inputs, targets = inputs.to(device), targets.to(device)
-            if graph_free_step is not None:
-                if not on_device:
-                    targets = targets_for(cost, targets, cast(MLP, model).sizes[-1], inputs.dtype)
-                # sets every .grad afresh: no zero_grad needed
-                output = graph_free_step(inputs, targets)
-                if wants_loss:
-                    loss = cost.mean(output, targets)
-                if run.world_size > 1:
-                    _average_gradients(model, run.world_size)
-            else:
+            try:
+                if graph_free_step is not None:
+                    if not on_device:
+                        targets = targets_for(cost, targets, cast(MLP, model).sizes[-1], inputs.dtype)
+                    # sets every .grad afresh: no zero_grad needed
+                    output = graph_free_step(inputs, targets)
+                    if wants_loss or skip_nonfinite:
+                        loss = cost.mean(output, targets)
+                    if run.world_size > 1:
+                        _average_gradients(model, run.world_size)
+                else:
+                    rule.zero_grad(set_to_none=True)
+                    output = network(inputs)
+                    targets = targets_for(cost, targets, output.shape[-1], output.dtype)
+                    loss = cost(output, targets)
+                    loss.backward()
+                    loss = loss.detach()
+            except ValueError:
+                # a cost's own check (probabilities in [0, 1], …) fails on NaN outputs: that is divergence
+                if output is None or bool(torch.isfinite(output.detach()).all()):
+                    raise
+                if not skip_nonfinite:
+                    raise NonFiniteCost(step, float("nan")) from None
+                loss = torch.tensor(float("nan"))
+            if skip_nonfinite and loss is not None and not bool(torch.isfinite(loss)):
                 rule.zero_grad(set_to_none=True)
-                output = network(inputs)
-                targets = targets_for(cost, targets, output.shape[-1], output.dtype)
-                loss = cost(output, targets)
-                loss.backward()
-                loss = loss.detach()
+                skipped += 1
+                continue
             rule.step()
-            epoch_cost.add(output, targets)
-            step_end(run=run, epoch=epoch, step=step, loss=loss)
+            epoch_cost.add(cast(Tensor, output), targets, step)
+            report_step(run=run, epoch=epoch, step=step, loss=loss)
+    if skipped:
+        if skipped == run.steps_per_epoch:
+            raise NonFiniteCost(0, float("nan"))
+        warnings.warn(
+            f"epoch {epoch + 1}: skipped {skipped} of {run.steps_per_epoch} steps whose cost was not finite "
+            "(skip_nonfinite=True); the epoch's loss is over the other steps",
+            RuntimeWarning,
+            stacklevel=4,
+        )
     return epoch_cost.total(device)
+
+
+def _check_rule_keywords(rule: str, rule_options: dict[str, Any]) -> None:
+    """Keywords that are neither fit's nor the rule's are fit's error, as Python reports them."""
+    spec = lookup("rule", rule).spec
+    assert isinstance(spec, RuleSpec)
+    accepted = rule_hyperparameters(spec)
+    unknown = sorted(set(rule_options) - set(accepted))
+    if unknown:
+        own = [name for name in inspect.signature(fit).parameters if name != "rule_options"]
+        raise TypeError(
+            f"fit() got unexpected keyword argument(s) {', '.join(unknown)}: neither an argument of fit "
+            f"({', '.join(own[2:])}) nor a hyperparameter of rule {rule!r} ({', '.join(accepted)})"
+        )
+
+
+def _restore(directory: Path, checkpoint: dict[str, Any], model: torch.nn.Module, rule: torch.optim.Optimizer) -> None:
+    """The model's and the rule's state from ``checkpoint``; one of another architecture is a clear error."""
+    try:
+        model.load_state_dict(checkpoint["model"])
+        rule.load_state_dict(checkpoint["rule"])
+    except (RuntimeError, ValueError, KeyError) as error:
+        saved = {key: tuple(value.shape) for key, value in checkpoint["model"].items()}
+        own = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+        differences = [
+            f"{key}: saved {saved.get(key, 'absent')}, model {own.get(key, 'absent')}"
+            for key in sorted(saved.keys() | own.keys())
+            if saved.get(key) != own.get(key)
+        ]
+        found = "; ".join(differences[:4]) + (" …" if len(differences) > 4 else "")
+        raise CheckpointError(
+            f"--resume {directory}: the checkpoint is of another model than this one "
+            f"({found or str(error).splitlines()[0]}); resume with the model the run was trained with "
+            f"(its {CONFIG} records it)"
+        ) from None
+
+
+_DEVICES = "'cpu', 'cuda', 'cuda:N', 'mps', 'auto' or a torch.device"
 
 
 def _device(device: str | torch.device | None, model: torch.nn.Module) -> torch.device:
@@ -320,7 +413,12 @@ def _device(device: str | torch.device | None, model: torch.nn.Module) -> torch.
         return parameter.device if parameter is not None else torch.device("cpu")
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    if not isinstance(device, str | torch.device):
+        raise TypeError(f"device: expected {_DEVICES}, got {device!r} ({type(device).__name__})")
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device: expected {_DEVICES}, got {device!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device: 'cuda' was asked for, but torch sees no CUDA device; use 'cpu' or 'auto'")
     return device
@@ -337,7 +435,7 @@ def fit(
     batch_size: int = 10,
     val_data: TrainData | None = None,
     logdir: str | Path | None = None,
-    name: str = "torchbp",
+    name: str = "torchbp-run",
     seed: int | None = None,
     device: str | torch.device | None = None,
     resume: str | Path | None = None,
@@ -346,6 +444,7 @@ def fit(
     verbose: bool = True,
     graph_free: bool | None = None,
     threads: int | None = None,
+    skip_nonfinite: bool = False,
     **rule_options: Any,
 ) -> list[dict[str, float]]:
     """Train ``model`` on ``train_data`` with a registered cost and update rule.
@@ -369,7 +468,9 @@ def fit(
             averaged across processes, as DistributedDataParallel does) and process 0 alone
             prints, logs and writes checkpoints.
         config: extra settings recorded in ``config.toml`` (the command line passes its own).
-        name: the run's name, the middle part of ``logdir/name/version_N``.
+        name: the run's name, the middle part of ``logdir/name/version_N``: one directory level
+            (no path separators, not ``..``). The default, ``torchbp-run``, cannot be imported,
+            so a run directory in the working directory never shadows a Python package.
         cost_options: keyword options of the cost.
         rule_options: hyperparameters of the update rule besides ``lr``.
         verbose: print a progress bar and a summary line per epoch.
@@ -379,16 +480,45 @@ def fit(
             torch's setting, except for a torchbp ``MLP`` whose every layer is small (batch ×
             in × out < 2²¹) on the CPU: that trains on one thread, because handing such small
             products to other threads costs more than the arithmetic (see :func:`threads_for`).
+        skip_nonfinite: skip the steps whose cost is NaN or ±inf (their gradients are dropped and
+            a warning counts them) instead of stopping. Off by default: a cost that stops being
+            finite raises :class:`~torchbp.training.divergence.DivergenceError` naming the epoch
+            and step, and the last finite checkpoint stays as it was.
+
+    Raises:
+        TypeError, ValueError: an argument of the wrong type or out of range, named; non-finite
+            numbers in tensor data, with their index; an unknown keyword (neither ``fit``'s nor
+            the rule's).
+        DivergenceError: the cost became NaN or ±inf (see ``skip_nonfinite``).
+        CheckpointError: ``resume`` is not a run of this model, or a checkpoint cannot be written.
+        PluginError: a training hook (a logger, a callback) raised; the plugin is named.
 
     Returns:
         One dict per epoch: ``epoch``, ``train_loss``, ``lr``, ``seconds`` and, with
         validation data, ``val_loss`` and ``val_accuracy``.
     """
+    check_fit_arguments(
+        lr=lr,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        threads=threads,
+        cost=cost,
+        rule=rule,
+        logdir=logdir,
+        resume=resume,
+        name=name,
+        cost_options=cost_options,
+        config=config,
+        verbose=verbose,
+        graph_free=graph_free,
+    )
+    _check_rule_keywords(rule, rule_options)
     _check_train_data("train_data", train_data)
+    check_finite_data("train_data", train_data)
     if val_data is not None:
         _check_train_data("val_data", val_data)
-    if batch_size < 1 or epochs < 0:
-        raise ValueError(f"batch_size must be >= 1 and epochs >= 0, got {batch_size} and {epochs}")
+        check_finite_data("val_data", val_data)
     checkpoint = load_checkpoint(Path(resume)) if resume is not None else None
     if checkpoint is not None:
         seed = int(checkpoint["config"]["seed"])
@@ -400,19 +530,20 @@ def fit(
     verbose = verbose and rank == 0
     if graph_free and not supports(model):
         raise ValueError("graph_free=True needs a torchbp.nn.MLP without module hooks; got " + type(model).__name__)
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"threads: expected a positive int or None, got {threads!r}")
     use_graph_free = supports(model) if graph_free is None else graph_free
     if threads is None and isinstance(model, MLP):
         threads = threads_for(model, batch_size, device)
-    cost_module = get_cost(cost, **(cost_options or {}))
+    cost_options = cost_options_for(cost, dict(cost_options or {}))
+    rule_options = rule_options_for(rule, rule_options)
+    cost_module = get_cost(cost, **cost_options)
     update_rule = create_rule(rule, model, lr=lr, **rule_options)
+    warn_if_probabilities_into_logit_cost(model, cost)
     if isinstance(train_data, tuple):
         train_data = _encoded(model, cost_module, train_data[0].to(device), train_data[1].to(device))
     settings = {
         **(config or {}),
         "cost": cost,
-        "cost_options": dict(cost_options or {}),
+        "cost_options": cost_options,
         "rule": rule,
         "rule_options": dict(rule_options),
         "lr": lr,
@@ -424,8 +555,8 @@ def fit(
     history: list[dict[str, float]] = []
     start_epoch = 0
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        update_rule.load_state_dict(checkpoint["rule"])
+        _restore(Path(cast(Path, resume)), checkpoint, model, update_rule)
+        remove_stale_temporaries(Path(cast(Path, resume)))
         torch.set_rng_state(checkpoint["rng"])
         history = list(checkpoint["history"])
         start_epoch = int(checkpoint["epoch"]) + 1
@@ -452,38 +583,41 @@ def fit(
     network = DistributedDataParallel(model) if world > 1 and not use_graph_free else model
     graph_free_step = GraphFreeStep(cast(MLP, model), cost_module) if use_graph_free else None
     hooks = get_plugin_manager().hook
-    hooks.torchbp_train_start(run=run)
-    for epoch in range(start_epoch, epochs):
-        started = time.perf_counter()
-        with intra_op_threads(threads):
-            total, count = _train_epoch(run, network, graph_free_step, train_data, batch_size, seed, epoch)
-        if world > 1:
-            totals = torch.stack([total, torch.tensor(float(count), dtype=total.dtype, device=device)])
-            dist.all_reduce(totals)
-            total, count = totals[0], int(totals[1].item())
-        metrics: dict[str, float] = {
-            "epoch": epoch + 1,
-            "train_loss": total.item() / max(count, 1),
-            "lr": float(update_rule.param_groups[0]["lr"]),
-        }
-        if val_data is not None:
-            metrics.update({f"val_{k}": v for k, v in evaluate(model, cost_module, val_data, device).items()})
-        metrics["seconds"] = time.perf_counter() - started
-        history.append(metrics)
-        if directory is not None:
-            save_checkpoint(
-                directory,
-                {
-                    "epoch": epoch,
-                    "model": model.state_dict(),
-                    "rule": update_rule.state_dict(),
-                    "history": history,
-                    "rng": torch.get_rng_state(),
-                    "config": settings,
-                },
-            )
-        hooks.torchbp_epoch_end(run=run, epoch=epoch, metrics=metrics)
-    hooks.torchbp_train_end(run=run, history=history)
+    with removed_if_unstarted(directory if checkpoint is None else None):
+        reporting_plugin(hooks.torchbp_train_start)(run=run)
+        for epoch in range(start_epoch, epochs):
+            started = time.perf_counter()
+            with intra_op_threads(threads):
+                total, count = _train_epoch(
+                    run, network, graph_free_step, train_data, batch_size, seed, epoch, skip_nonfinite
+                )
+            if world > 1:
+                totals = torch.stack([total, torch.tensor(float(count), dtype=total.dtype, device=device)])
+                dist.all_reduce(totals)
+                total, count = totals[0], int(totals[1].item())
+            metrics: dict[str, float] = {
+                "epoch": epoch + 1,
+                "train_loss": total.item() / max(count, 1),
+                "lr": float(update_rule.param_groups[0]["lr"]),
+            }
+            if val_data is not None:
+                metrics.update({f"val_{k}": v for k, v in evaluate(model, cost_module, val_data, device).items()})
+            metrics["seconds"] = time.perf_counter() - started
+            history.append(metrics)
+            if directory is not None:
+                save_checkpoint(
+                    directory,
+                    {
+                        "epoch": epoch,
+                        "model": model.state_dict(),
+                        "rule": update_rule.state_dict(),
+                        "history": history,
+                        "rng": torch.get_rng_state(),
+                        "config": settings,
+                    },
+                )
+            reporting_plugin(hooks.torchbp_epoch_end)(run=run, epoch=epoch, metrics=metrics)
+        reporting_plugin(hooks.torchbp_train_end)(run=run, history=history)
     if started_group:
         dist.barrier()  # every process done (and process 0's files written) before any leaves
         dist.destroy_process_group()

@@ -54,10 +54,16 @@ def _smooth_l1_gradient(a: Tensor, y: Tensor, beta: float = 1.0) -> Tensor:
     return torch.where(r.abs() < beta, r / beta, torch.sign(r)) / _size(a)
 
 
-def _check_smooth_l1(a: Tensor, y: Tensor, beta: float = 1.0) -> None:
+def _check_delta(delta: float) -> None:
+    # as torch.nn.functional.huber_loss
+    if delta <= 0:
+        raise ValueError(f"delta: expected a value > 0, got {delta}")
+
+
+def _check_beta(beta: float) -> None:
+    # as torch.nn.functional.smooth_l1_loss
     if beta < 0:
         raise ValueError(f"beta: expected a value >= 0, got {beta}")
-    check_like(a, y)
 
 
 # log_cosh: log cosh r = r + softplus(−2r) − log 2 (stable for large |r|)
@@ -92,7 +98,7 @@ def _multi_margin_gradient(z: Tensor, y: Tensor, margin: float = 1.0) -> Tensor:
 
 
 def _check_multi_margin(z: Tensor, y: Tensor, margin: float = 1.0) -> None:
-    check_classes(z, y)
+    check_classes(z, y, "multi_margin")
     if y.is_floating_point():
         raise TypeError("target: multi_margin expects integer class indices, got probabilities")
 
@@ -110,6 +116,7 @@ COSTS = [
         _regression_sample,
         {"delta": 1.0},
         _check_regression,
+        check_options=_check_delta,
     ),
     CostSpec(
         "smooth_l1",
@@ -118,7 +125,8 @@ COSTS = [
         _smooth_l1_gradient,
         _regression_sample,
         {"beta": 1.0},
-        _check_smooth_l1,
+        _check_regression,
+        check_options=_check_beta,
     ),
     CostSpec(
         "log_cosh",
