@@ -39,14 +39,14 @@ def _write_idx(path: Path, array: torch.Tensor, compress: bool) -> None:
 @pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
 def test_mnist_from_idx_files(tmp_path: Path, compress: bool) -> None:
     images = torch.randint(0, 256, (5, 28, 28))
-    labels = torch.tensor([3, 1, 4, 1, 5])
+    labels = torch.tensor([3, 1, 4, 1, 0])
     suffix = ".gz" if compress else ""
     _write_idx(tmp_path / f"train-images-idx3-ubyte{suffix}", images, compress)
     _write_idx(tmp_path / f"train-labels-idx1-ubyte{suffix}", labels, compress)
     data = mnist(tmp_path)
     assert data.inputs.shape == (5, 784)
     torch.testing.assert_close(data.inputs, images.reshape(5, -1).float() / 255)
-    assert data.targets.tolist() == [3, 1, 4, 1, 5]
+    assert data.targets.tolist() == [3, 1, 4, 1, 0]
 
 
 def test_bad_idx_files_are_named(tmp_path: Path) -> None:
@@ -130,25 +130,33 @@ def test_csv_a_directory_or_a_missing_file_is_named(tmp_path: Path) -> None:
         csv_file(tmp_path / "missing.csv")
 
 
+def test_csv_negative_integer_labels_are_renumbered_with_a_warning(tmp_path: Path) -> None:
+    path = tmp_path / "labels.csv"
+    path.write_text("a,y\n1,-1\n2,1\n3,1\n4,-1\n")
+    with pytest.warns(UserWarning) as record:
+        data = csv_file(path)
+    assert str(record[0].message) == (
+        f"{path}, target 'y': class labels are not 0…K−1: found 2 distinct labels -1 (2×), 1 (2×); "
+        "using them as classes 0…1 in sorted order (-1→0, 1→1), so the network gets 2 outputs"
+    )
+    assert data.targets.tolist() == [0, 1, 1, 0] and data.outputs == 2 and data.classes == 2
+
+
 @pytest.mark.parametrize(
-    "labels, used, found",
-    [
-        ([-1, 1, 1, -1], [0, 1, 1, 0], "found 2 distinct labels -1 (2×), 1 (2×)"),
-        ([1, 2, 3, 2], [0, 1, 2, 1], "found 3 distinct labels 1 (1×), 2 (2×), 3 (1×)"),
-        ([0, 1, 200, 1], [0, 1, 2, 1], "found 3 distinct labels 0 (1×), 1 (2×), 200 (1×)"),
-    ],
+    "labels, found, outputs, unused",
+    [([1, 2, 3, 2], "1 (1×), 2 (2×), 3 (1×)", 4, 1), ([0, 1, 200, 1], "0 (1×), 1 (2×), 200 (1×)", 201, 198)],
 )
-def test_csv_integer_labels_not_0_to_k_are_renumbered_with_a_warning(
-    tmp_path: Path, labels: list[int], used: list[int], found: str
+def test_csv_labels_with_gaps_say_how_many_outputs_go_unused(
+    tmp_path: Path, labels: list[int], found: str, outputs: int, unused: int
 ) -> None:
     path = tmp_path / "labels.csv"
     path.write_text("a,y\n" + "".join(f"{i},{label}\n" for i, label in enumerate(labels)))
     with pytest.warns(UserWarning) as record:
         data = csv_file(path)
     message = str(record[0].message)
-    assert "class labels are not 0…K−1" in message and found in message
-    assert f"using them as classes 0…{max(used)}" in message
-    assert data.targets.tolist() == used and data.outputs == max(used) + 1
+    assert f"class labels are not 0…K−1: found {len(set(labels))} distinct labels {found}" in message
+    assert f"the network gets {outputs} outputs, {unused} of them for labels no example has" in message
+    assert data.targets.tolist() == labels and data.outputs == outputs
 
 
 def test_mnist_a_stray_label_is_reported(tmp_path: Path) -> None:
@@ -156,9 +164,9 @@ def test_mnist_a_stray_label_is_reported(tmp_path: Path) -> None:
     labels = torch.tensor([0, 1, 2, 200, 1, 0])
     _write_idx(tmp_path / "train-images-idx3-ubyte", images, False)
     _write_idx(tmp_path / "train-labels-idx1-ubyte", labels, False)
-    with pytest.warns(UserWarning, match=r"train-labels-idx1-ubyte: class labels are not 0…K−1: .* 200 \(1×\)"):
+    with pytest.warns(UserWarning, match=r"idx1-ubyte: class labels are not 0…K−1: .* 200 \(1×\); .* 201 outputs"):
         data = mnist(tmp_path)
-    assert data.targets.tolist() == [0, 1, 2, 3, 1, 0] and data.outputs == 4
+    assert data.targets.tolist() == [0, 1, 2, 200, 1, 0] and data.outputs == 201
 
 
 def test_idx_gz_that_is_not_gzip_or_is_truncated_is_named(tmp_path: Path) -> None:

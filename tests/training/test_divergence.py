@@ -105,12 +105,24 @@ def test_skip_nonfinite_skips_the_bad_batches_and_counts_them(digits: tuple) -> 
 
 def test_a_cost_check_failing_on_nan_outputs_is_reported_as_divergence() -> None:
     # binary cross-entropy checks its outputs are probabilities: NaN ones are divergence, not bad data
-    torch.manual_seed(0)
+    class TurnsNaN(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = torch.nn.Linear(2, 2)
+            self.calls = 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.calls += self.training
+            a = torch.sigmoid(self.linear(x))
+            return a * math.nan if self.calls > 3 else a
+
     data = load("moons")
-    inputs, targets = data.inputs[:200], torch.nn.functional.one_hot(data.targets[:200], 2).float()
-    model = torchbp.nn.MLP([2, 8, 2], "relu", "sigmoid")
-    with pytest.raises(DivergenceError, match="training diverged"):
-        torchbp.fit(model, (inputs, targets), cost="binary_cross_entropy", lr=1e12, epochs=2, verbose=False)
+    inputs, targets = data.inputs[:100], torch.nn.functional.one_hot(data.targets[:100], 2).float()
+    with pytest.raises(DivergenceError, match="the cost became nan at epoch 1, step 4 of 10"):
+        torchbp.fit(TurnsNaN(), (inputs, targets), cost="binary_cross_entropy", lr=0.1, epochs=2, verbose=False)
+    inputs[3, 0] = 0.5
+    with pytest.raises(ValueError, match="target: expected probabilities in"):  # bad targets stay bad targets
+        torchbp.fit(TurnsNaN(), (inputs, targets * 2), cost="binary_cross_entropy", verbose=False)
 
 
 def test_the_cli_exits_non_zero_naming_epoch_step_and_cause(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -115,36 +115,46 @@ def _number(path: Path, line: int, column: str, text: str) -> float:
 
 
 def class_indices(labels: list[int] | Tensor, source: str) -> Tensor:
-    """Integer class labels as indices 0…K−1.
+    """Integer class labels as indices into the network's outputs, with a warning when they are not 0…K−1.
 
-    Labels that already are 0…K−1 are kept. Others (−1/1, 1…10, 0…9 with a stray 200) are numbered
-    in sorted order, with a warning saying what was found and what is used, since they would
-    otherwise change the task or the number of outputs.
+    Labels 0…K−1 are used as they are. Non-negative labels with gaps (1…10, 0…9 with a stray 200)
+    are used as they are too — the network gets max + 1 outputs — and the warning says which
+    outputs no example has. Negative labels (−1/1) cannot be indices: they are numbered 0…K−1 in
+    sorted order, and the warning says how.
     """
     labels = torch.as_tensor(labels, dtype=torch.int64)
     found, counts = torch.unique(labels, return_counts=True)
     if len(found) == 0 or torch.equal(found, torch.arange(len(found))):
         return labels
     shown = ", ".join(f"{int(v)} ({int(c)}×)" for v, c in zip(found[:12], counts[:12]))
-    more = f", … {len(found) - 12} more" if len(found) > 12 else ""
-    mapping = ", ".join(f"{int(v)}→{i}" for i, v in enumerate(found[:12].tolist()))
+    shown += f", … {len(found) - 12} more" if len(found) > 12 else ""
+    what = f"{source}: class labels are not 0…K−1: found {len(found)} distinct labels {shown}; "
+    if int(found[0]) < 0:
+        mapping = ", ".join(f"{int(v)}→{i}" for i, v in enumerate(found[:12].tolist()))
+        warnings.warn(
+            what + f"using them as classes 0…{len(found) - 1} in sorted order ({mapping}"
+            f"{', …' if len(found) > 12 else ''}), so the network gets {len(found)} outputs",
+            UserWarning,
+            stacklevel=3,
+        )
+        return torch.searchsorted(found, labels)
+    outputs = int(found[-1]) + 1
     warnings.warn(
-        f"{source}: class labels are not 0…K−1: found {len(found)} distinct labels {shown}{more}; "
-        f"using them as classes 0…{len(found) - 1} in sorted order ({mapping}{', …' if more else ''}), "
-        f"so the network gets {len(found)} outputs",
+        what + f"using them as they are, so the network gets {outputs} outputs, {outputs - len(found)} of them "
+        "for labels no example has (renumber the labels 0…K−1 if that is not meant)",
         UserWarning,
         stacklevel=3,
     )
-    return torch.searchsorted(found, labels)
+    return labels
 
 
 def csv_file(path: str | Path, target: str | None = None) -> Data:
     """A CSV file with a header row; ``target`` names the target column (default: the last).
 
-    Integer or text targets become class indices 0…K−1 (text labels sorted, then numbered;
-    integers that are not 0…K−1 too, with a warning); other numeric targets are regression
-    values. Blank lines are skipped; a row with another number of fields than the header, a
-    field that is not a number, NaN or ±inf are errors naming the line and the column.
+    Integer or text targets become class indices (text labels sorted, then numbered; integers
+    as :func:`class_indices` says); other numeric targets are regression values. Blank lines are
+    skipped; a row with another number of fields than the header, a field that is not a number,
+    NaN or ±inf are errors naming the line and the column.
     """
     path = Path(path)
     rows = _read_rows(path)

@@ -34,7 +34,7 @@ from .checkpoints import CheckpointError, load_checkpoint, remove_stale_temporar
 from .config import CONFIG, dump_config
 from .divergence import DivergenceError, NonFiniteCost, first_non_finite
 from .graph_free import GraphFreeStep, supports
-from .run_directory import new_run_directory, removed_if_unstarted
+from .run_directory import closed_on_failure, new_run_directory
 from .validate import check_finite_data, check_fit_arguments, warn_if_probabilities_into_logit_cost
 
 TrainData = tuple[Tensor, Tensor] | Dataset | DataLoader
@@ -583,7 +583,7 @@ def fit(
     network = DistributedDataParallel(model) if world > 1 and not use_graph_free else model
     graph_free_step = GraphFreeStep(cast(MLP, model), cost_module) if use_graph_free else None
     hooks = get_plugin_manager().hook
-    with removed_if_unstarted(directory if checkpoint is None else None):
+    with closed_on_failure(run, history, fresh=checkpoint is None):
         reporting_plugin(hooks.torchbp_train_start)(run=run)
         for epoch in range(start_epoch, epochs):
             started = time.perf_counter()

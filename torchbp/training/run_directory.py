@@ -1,5 +1,5 @@
-"""Run directories ``logdir/name/version_N``: made race-free, and removed again by a run that fails
-before it has anything to keep."""
+"""Run directories ``logdir/name/version_N``: made race-free; a run that fails still ends (its loggers
+close), and one that fails before it has anything to keep leaves no directory."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+from ..plugins import get_plugin_manager
 from .checkpoints import CHECKPOINT
 from .divergence import DivergenceError
 
@@ -39,16 +41,31 @@ def new_run_directory(logdir: str | Path, name: str) -> Path:
 
 
 @contextmanager
-def removed_if_unstarted(directory: Path | None) -> Iterator[None]:
-    """Inside the block, a new run directory that ends without a checkpoint (a setup error found
-    only at the first step: targets that do not fit the outputs, a model that raises) is removed,
-    so that no half-made run is left behind. A divergence keeps its directory: its TensorBoard
-    events show how the cost blew up."""
+def closed_on_failure(run: Any, history: list[dict[str, float]], fresh: bool) -> Iterator[None]:
+    """Inside the block, a failing run still ends: ``torchbp_train_end`` runs with the history so far
+    (loggers close their files, plugins remove their hooks from the model), then the error goes on.
+
+    A ``fresh`` run directory that ends without a checkpoint (a setup error found only at the first
+    step: targets that do not fit the outputs, a model that raises) is removed, so that no half-made
+    run is left behind. A divergence keeps its directory: its TensorBoard events show how the cost
+    blew up.
+    """
     try:
         yield
-    except DivergenceError:
-        raise
-    except Exception:
-        if directory is not None and not (directory / CHECKPOINT).exists():
+    except Exception as error:
+        directory = run.directory
+        remove = (
+            fresh
+            and directory is not None
+            and not (directory / CHECKPOINT).exists()
+            and not isinstance(error, DivergenceError)
+        )
+        if remove:
+            run.directory = None  # nothing to point the user at
+        try:
+            get_plugin_manager().hook.torchbp_train_end(run=run, history=history)
+        except Exception:  # the first error is the one to report
+            pass
+        if remove:
             shutil.rmtree(directory, ignore_errors=True)
         raise
