@@ -10,8 +10,7 @@ import torch
 
 import torchbp
 from torchbp.cli import main
-from torchbp.training import load, load_checkpoint
-from torchbp.training.divergence import DivergenceError
+from torchbp.training import DivergenceError, load, load_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -93,7 +93,7 @@ def test_a_plain_torch_model_logs_linear_deltas(tmp_path: Path) -> None:
     x, y = torch.randn(40, 3), torch.randint(0, 2, (40,))
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
     torchbp.fit(model, (x, y), cost="cross_entropy", lr=0.1, epochs=1, logdir=tmp_path, verbose=False)
-    scalars = _events(tmp_path / "torchbp" / "version_0").Tags()["scalars"]
+    scalars = _events(tmp_path / "torchbp-run" / "version_0").Tags()["scalars"]
     assert {"delta_norm/0", "delta_norm/2"} <= set(scalars)
 
 
@@ -116,7 +116,7 @@ def test_a_lenet_logs_each_layers_delta_norm_as_its_mean_over_the_epoch(tmp_path
         verbose=False,
         seed=0,
     )
-    events = _events(tmp_path / "torchbp" / "version_0")
+    events = _events(tmp_path / "torchbp-run" / "version_0")
     for index, values in norms.items():
         assert len(values) == 5  # one δ per step
         (logged,) = events.Scalars(f"delta_norm/{index}")

@@ -45,7 +45,7 @@ def _model() -> torchbp.nn.MLP:
         ({"cost_options": ["a"]}, TypeError, ["cost_options", "a dict", "['a']", "list"]),
         ({"cost": 3}, TypeError, ["cost", "a registered cost's name", "3"]),
         ({"verbose": "no"}, TypeError, ["verbose", "True or False", "'no'"]),
-        ({"threads": 0}, ValueError, ["threads", ">= 1", "0"]),
+        ({"threads": 1.5}, ValueError, ["threads", "a positive int or None", "1.5"]),
         ({"device": "tpu"}, ValueError, ["device", "'cpu', 'cuda'", "'tpu'"]),
         ({"device": 3.5}, TypeError, ["device", "3.5"]),
         ({"momentum": "abc"}, ValueError, ["rule 'sgd'", "momentum", "a finite float", "'abc'"]),

@@ -2,6 +2,17 @@
 
 from .checkpoints import CheckpointError, load_checkpoint
 from .datasets import DATASETS, Data, load
+from .divergence import DivergenceError
 from .loop import Run, evaluate, fit
 
-__all__ = ["DATASETS", "CheckpointError", "Data", "Run", "evaluate", "fit", "load", "load_checkpoint"]
+__all__ = [
+    "DATASETS",
+    "CheckpointError",
+    "Data",
+    "DivergenceError",
+    "Run",
+    "evaluate",
+    "fit",
+    "load",
+    "load_checkpoint",
+]

@@ -45,8 +45,8 @@ def check_fit_arguments(*, lr: Any, epochs: Any, batch_size: Any, seed: Any, thr
     _integer("batch_size", batch_size, 1)
     if seed is not None:
         _integer("seed", seed, 0)
-    if threads is not None:
-        _integer("threads", threads, 1)
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads: expected a positive int or None, got {threads!r}")
     if isinstance(lr, Tensor) and lr.numel() == 1:
         lr = float(lr)
     if isinstance(lr, bool) or not isinstance(lr, int | float):
