@@ -9,7 +9,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -18,25 +20,79 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import torchbp
 from torchbp.training import load
 
+PATHS = ["graph-free", "autograd"]
+
+
+class _Recorder:
+    """What a run's hooks see, to compare with what was logged: each step's loss, every δ of each
+    layer (per epoch, through the layers' own delta hooks) and, at each epoch's end, the parameters
+    and their gradients."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.losses: list[float] = []
+        self.deltas: dict[str, list[list[torch.Tensor]]] = {}
+        self.parameters: list[dict[str, torch.Tensor]] = []
+        self.gradients: list[dict[str, torch.Tensor]] = []
+        for name, layer in model.named_modules():
+            if isinstance(layer, torchbp.nn.DeltaHooks):
+                self.deltas[name] = [[]]
+                layer.register_delta_hook(
+                    lambda layer, delta, name=name: self.deltas[name][-1].append(delta.detach().clone())
+                )
+
+    @torchbp.hookimpl
+    def torchbp_step_end(self, loss: torch.Tensor) -> None:
+        self.losses.append(loss.item())
+
+    @torchbp.hookimpl
+    def torchbp_epoch_end(self, run: Any) -> None:
+        self.parameters.append({name: p.detach().clone() for name, p in run.model.named_parameters()})
+        self.gradients.append({name: p.grad.clone() for name, p in run.model.named_parameters()})
+        for deltas in self.deltas.values():
+            deltas.append([])
+
+
+@dataclass
+class LoggedRun:
+    directory: Path
+    history: list[dict[str, float]]
+    recorder: _Recorder
+
 
 @pytest.fixture(scope="module")
-def run_directory(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def logged_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, LoggedRun]:
+    """The same 3-epoch digits run, graph-free and through autograd, each with a recorder listening."""
     data = load("digits")
     train, val = data.split(0.2, seed=0)
-    torch.manual_seed(0)
-    logdir = tmp_path_factory.mktemp("runs")
-    torchbp.fit(
-        torchbp.nn.MLP([64, 30, 10]),
-        (train.inputs[:500], train.targets[:500]),
-        val_data=(val.inputs[:200], val.targets[:200]),
-        epochs=3,
-        seed=0,
-        logdir=logdir,
-        name="digits",
-        verbose=False,
-        config={"layers": [64, 30, 10]},
-    )
-    return logdir / "digits" / "version_0"
+    runs = {}
+    for path in PATHS:
+        torch.manual_seed(0)
+        model = torchbp.nn.MLP([64, 30, 10])
+        recorder = _Recorder(model)
+        logdir = tmp_path_factory.mktemp("runs")
+        name = torchbp.register_plugin(recorder, name="tensorboard-test-recorder")
+        try:
+            history = torchbp.fit(
+                model,
+                (train.inputs[:500], train.targets[:500]),
+                val_data=(val.inputs[:200], val.targets[:200]),
+                epochs=3,
+                seed=0,
+                logdir=logdir,
+                name="digits",
+                verbose=False,
+                config={"layers": [64, 30, 10]},
+                graph_free=path == "graph-free",
+            )
+        finally:
+            torchbp.unregister_plugin(name)
+        runs[path] = LoggedRun(logdir / "digits" / "version_0", history, recorder)
+    return runs
+
+
+@pytest.fixture(scope="module")
+def run_directory(logged_runs: dict[str, LoggedRun]) -> Path:
+    return logged_runs["graph-free"].directory
 
 
 def _events(directory: Path) -> EventAccumulator:
@@ -68,6 +124,72 @@ def test_scalars_exist_with_sane_values(run_directory: Path) -> None:
         assert all(math.isfinite(e.value) and e.value > 0 for e in events.Scalars(f"delta_norm/{layer}"))
 
 
+def _float32(value: float) -> float:
+    """``value`` as TensorBoard stores a scalar (a float32)."""
+    return torch.tensor(value, dtype=torch.float32).item()
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_epoch_scalars_are_the_history_fit_returned(logged_runs: dict[str, LoggedRun], path: str) -> None:
+    run = logged_runs[path]
+    events = _events(run.directory)
+    for tag, key in (("loss/train", "train_loss"), ("loss/val", "val_loss"), ("accuracy/val", "val_accuracy")):
+        logged = events.Scalars(tag)
+        assert [e.step for e in logged] == [1, 2, 3], tag
+        assert [e.value for e in logged] == [_float32(epoch[key]) for epoch in run.history], tag
+        (final,) = events.Scalars(f"hparam/{key}")
+        assert (final.step, final.value) == (3, _float32(run.history[-1][key]))
+    assert [e.value for e in events.Scalars("lr")] == [_float32(epoch["lr"]) for epoch in run.history]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_step_losses_are_those_the_steps_reported(logged_runs: dict[str, LoggedRun], path: str) -> None:
+    run = logged_runs[path]
+    logged = _events(run.directory).Scalars("loss/train_step")
+    assert [e.step for e in logged] == list(range(3 * 50))
+    assert [e.value for e in logged] == [_float32(loss) for loss in run.recorder.losses]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_delta_norms_are_the_epoch_means_of_the_deltas_the_hooks_saw(
+    logged_runs: dict[str, LoggedRun], path: str
+) -> None:
+    run = logged_runs[path]
+    events = _events(run.directory)
+    assert set(run.recorder.deltas) == {"layers.0", "layers.1"}
+    for name, per_epoch in run.recorder.deltas.items():
+        logged = events.Scalars(f"delta_norm/{name}")
+        assert [e.step for e in logged] == [1, 2, 3]
+        for event, deltas in zip(logged, per_epoch):
+            assert len(deltas) == 50  # one δ per step
+            norms = [float(torch.linalg.vector_norm(delta.double())) for delta in deltas]
+            assert event.value == pytest.approx(sum(norms) / len(norms), rel=1e-5)
+
+
+def _check_histogram(events: EventAccumulator, tag: str, tensors: list[torch.Tensor]) -> None:
+    """The histograms logged under ``tag`` (steps 1, 2, …) are of ``tensors``: count, extremes, sums."""
+    logged = events.Histograms(tag)
+    assert [e.step for e in logged] == list(range(1, len(tensors) + 1)), tag
+    for event, tensor in zip(logged, tensors):
+        histogram, values = event.histogram_value, tensor.double().flatten()
+        assert histogram.num == values.numel(), tag
+        assert (histogram.min, histogram.max) == (values.min().item(), values.max().item()), tag
+        assert histogram.sum == pytest.approx(values.sum().item(), rel=1e-9, abs=1e-12), tag
+        assert histogram.sum_squares == pytest.approx(values.square().sum().item(), rel=1e-9), tag
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_histograms_are_of_the_weights_gradients_and_last_deltas(logged_runs: dict[str, LoggedRun], path: str) -> None:
+    run = logged_runs[path]
+    events = _events(run.directory)
+    recorder = run.recorder
+    for name in recorder.parameters[0]:
+        _check_histogram(events, f"weights/{name}", [epoch[name] for epoch in recorder.parameters])
+        _check_histogram(events, f"gradients/{name}", [epoch[name] for epoch in recorder.gradients])
+    for name, per_epoch in recorder.deltas.items():
+        _check_histogram(events, f"delta/{name}", [deltas[-1] for deltas in per_epoch if deltas])
+
+
 def test_histograms_of_weights_gradients_and_deltas(run_directory: Path) -> None:
     histograms = set(_events(run_directory).Tags()["histograms"])
     for layer in ("layers.0", "layers.1"):
@@ -92,9 +214,19 @@ def test_hyperparameters_and_custom_scalar_layout(run_directory: Path) -> None:
 def test_a_plain_torch_model_logs_linear_deltas(tmp_path: Path) -> None:
     x, y = torch.randn(40, 3), torch.randint(0, 2, (40,))
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+    norms: dict[int, list[float]] = {0: [], 2: []}
+    for index, values in norms.items():
+
+        def watch(module: torch.nn.Module, args: tuple, z: torch.Tensor, values: list[float] = values) -> None:
+            z.register_hook(lambda delta: values.append(float(torch.linalg.vector_norm(delta))))
+
+        model[index].register_forward_hook(watch)
     torchbp.fit(model, (x, y), cost="cross_entropy", lr=0.1, epochs=1, logdir=tmp_path, verbose=False)
-    scalars = _events(tmp_path / "torchbp" / "version_0").Tags()["scalars"]
-    assert {"delta_norm/0", "delta_norm/2"} <= set(scalars)
+    events = _events(tmp_path / "torchbp" / "version_0")
+    for index, values in norms.items():
+        assert len(values) == 4  # one δ = ∂C/∂z per step
+        (logged,) = events.Scalars(f"delta_norm/{index}")
+        assert logged.value == pytest.approx(sum(values) / len(values), rel=1e-5)
 
 
 def test_a_lenet_logs_each_layers_delta_norm_as_its_mean_over_the_epoch(tmp_path: Path) -> None:
