@@ -178,7 +178,8 @@ def _native_deltas(
 
 def _check_deltas(mlp: tnn.MLP, seen: Seen, native: list[torch.Tensor], inputs: list[torch.Tensor]) -> None:
     layers = mlp.dense_layers
-    assert sorted((layers.index(layer) for layer, _ in seen)) == list(range(len(layers)))  # once per layer
+    # once per layer, from the top down as the δ-recursion goes (and as a layer-by-layer backward goes)
+    assert [layers.index(layer) for layer, _ in seen] == list(reversed(range(len(layers))))
     for layer, delta in seen:
         l = layers.index(layer)
         torch.testing.assert_close(delta, native[l], msg=lambda m, l=l: f"δ of layer {l}: {m}")
@@ -291,7 +292,7 @@ def test_a_converted_sequential_chain_hands_every_layer_its_own_delta_on_every_b
     first = list(seen)
     _batch_mean_cost(native(x), target).backward()
     expected = {id(ours[i]): (i, outputs[i].grad) for i in with_parameters}
-    assert sorted(expected[id(layer)][0] for layer, _ in first) == with_parameters
+    assert [expected[id(layer)][0] for layer, _ in first] == with_parameters[::-1]  # from the top down
     for layer, delta in first:
         i, native_delta = expected[id(layer)]
         torch.testing.assert_close(delta, native_delta, msg=lambda m, i=i: f"δ of layer {i}: {m}")

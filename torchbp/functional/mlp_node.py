@@ -269,7 +269,9 @@ class MLPFunction(Function):
             None if reaching is None else [None if s.z_output is None else reaching[s.z_output] for s in slots],
         )
         if ctx.on_delta is not None:
-            for l, delta in enumerate(deltas):
+            # from the top down, the order the δ-recursion (and a layer-by-layer backward) gives
+            for l in reversed(range(layers)):
+                delta = deltas[l]
                 if delta is not None:
                     ctx.on_delta(l, delta.detach())
         return grad_x, None, None, *[g for pair in zip(grad_weights, grad_biases) for g in pair]

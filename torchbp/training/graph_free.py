@@ -73,7 +73,8 @@ class GraphFreeStep:
         deltas, _, grad_weights, grad_biases = mlp_backward(
             grad_output, a[:-1], self.weights, self.activations, saved, self.needs
         )
-        for layer, delta in zip(self.layers, deltas):
+        # from the top down, as the autograd backward hands them over
+        for layer, delta in reversed(list(zip(self.layers, deltas))):
             if layer._delta_hooks and delta is not None:
                 layer._call_delta_hooks(delta)
         for parameter, grad in zip(self.parameters, (*grad_weights, *grad_biases)):
