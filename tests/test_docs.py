@@ -57,13 +57,14 @@ def test_code_quoted_in_the_theory_page_is_in_the_sources() -> None:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The documentation built with ``mkdocs build --strict`` into a temporary directory."""
+    """The documentation built with ``mkdocs build --strict`` into a temporary directory, run from
+    another directory (the snippet includes must not depend on where mkdocs runs)."""
     site = tmp_path_factory.mktemp("site")
     result = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-f", str(ROOT / "mkdocs.yml"), "-d", str(site)],
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=site.parent,
         check=False,
     )
     assert result.returncode == 0, result.stderr
