@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import socket
 import subprocess
 import sys
@@ -112,6 +113,8 @@ def test_scalars_exist_with_sane_values(run_directory: Path) -> None:
         "loss/train_step",
         "delta_norm/layers.0",
         "delta_norm/layers.1",
+        "delta_rms/layers.0",
+        "delta_rms/layers.1",
     }
     assert expected <= scalars
     train = [e.value for e in events.Scalars("loss/train")]
@@ -209,6 +212,86 @@ def test_hyperparameters_and_custom_scalar_layout(run_directory: Path) -> None:
     assert (
         b"lr" in hparams["_hparams_/session_start_info"] and b"hparam/val_accuracy" in hparams["_hparams_/experiment"]
     )
+
+
+def _layout_regexes(events: EventAccumulator) -> dict[str, list[str]]:
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    (event,) = events.Tensors("custom_scalars__config__")
+    layout = layout_pb2.Layout.FromString(event.tensor_proto.string_val[0])
+    return {chart.title: list(chart.multiline.tag) for category in layout.category for chart in category.chart}
+
+
+def _charted(regexes: list[str], tags: set[str]) -> set[str]:
+    """The tags a Multiline chart draws: TensorBoard *searches* each tag with each regex."""
+    return {tag for tag in tags if any(re.search(regex, tag) for regex in regexes)}
+
+
+def test_custom_scalar_charts_match_exactly_their_tags(run_directory: Path) -> None:
+    events = _events(run_directory)
+    tags = set(events.Tags()["scalars"])
+    charts = _layout_regexes(events)
+    assert _charted(charts["loss"], tags) == {"loss/train", "loss/val"}  # not loss/train_step
+    assert _charted(charts["accuracy"], tags) == {"accuracy/val"}
+    assert _charted(charts["δ-norm per layer"], tags) == {"delta_norm/layers.0", "delta_norm/layers.1"}
+    assert _charted(charts["δ RMS per example, per layer"], tags) == {"delta_rms/layers.0", "delta_rms/layers.1"}
+
+
+def test_one_layout_serves_nets_of_any_depth(tmp_path: Path) -> None:
+    x, y = torch.rand(20, 4), torch.randint(0, 2, (20,))
+    for sizes in ([4, 2], [4, 5, 5, 5, 2]):
+        torchbp.fit(torchbp.nn.MLP(sizes), (x, y), epochs=1, logdir=tmp_path, name=str(len(sizes)), verbose=False)
+    shallow, deep = (_events(tmp_path / str(depth) / "version_0") for depth in (2, 5))
+    assert _layout_regexes(shallow) == _layout_regexes(deep)
+    charted = _charted(_layout_regexes(deep)["δ-norm per layer"], set(deep.Tags()["scalars"]))
+    assert charted == {f"delta_norm/layers.{l}" for l in range(4)}
+
+
+def test_hparams_hold_no_empty_columns(tmp_path: Path) -> None:
+    from google.protobuf import json_format
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    x, y = torch.rand(20, 4), torch.randint(0, 2, (20,))
+    config = {"data_file": "", "data_dir": "", "target": "", "layers": [4, 2], "dataset": "moons"}
+    torchbp.fit(torchbp.nn.MLP([4, 2]), (x, y), epochs=1, logdir=tmp_path, verbose=False, config=config)
+    content = _events(tmp_path / "torchbp" / "version_0").PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    values = json_format.MessageToDict(start.session_start_info)["hparams"]
+    assert values["dataset"] == "moons" and values["layers"] == "[4, 2]" and values["lr"] == 3.0
+    assert not {"data_file", "data_dir", "target"} & set(values)
+    assert all(value != "" for value in values.values())
+
+
+def _rms_and_norm(tmp_path: Path, model: torch.nn.Module, x: torch.Tensor, batch_size: int) -> tuple[float, float]:
+    """One epoch at lr = 0 (the weights stay put), read back: the layer's δ RMS and δ-norm."""
+    name = f"{model.layers[0].out_features}x{batch_size}"
+    y = torch.zeros(len(x), model.layers[0].out_features)
+    torchbp.fit(model, (x, y), lr=0.0, epochs=1, batch_size=batch_size, logdir=tmp_path, name=name, verbose=False)
+    events = _events(tmp_path / name / "version_0")
+    ((rms,), (norm,)) = events.Scalars("delta_rms/layers.0"), events.Scalars("delta_norm/layers.0")
+    return rms.value, norm.value
+
+
+def test_delta_rms_does_not_grow_with_batch_size_or_width(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(200, 4)
+    narrow = torchbp.nn.MLP([4, 8], output_activation="identity")
+    wide = torchbp.nn.MLP([4, 64], output_activation="identity")
+    with torch.no_grad():  # the wide layer is the narrow one 8 times over: the same per-unit signal
+        wide.layers[0].weight.copy_(narrow.layers[0].weight.repeat(8, 1))
+        wide.layers[0].bias.copy_(narrow.layers[0].bias.repeat(8))
+    # quadratic cost, zero targets, identity output: the examples' own δₖ = ∂Cₖ/∂z = z
+    z = x @ narrow.layers[0].weight.detach().T + narrow.layers[0].bias.detach()
+    rms, norm = _rms_and_norm(tmp_path, narrow, x, 200)
+    assert rms == pytest.approx(float(z.pow(2).mean().sqrt()), rel=1e-5)
+    assert norm == pytest.approx(float(torch.linalg.vector_norm(z / 200)), rel=1e-5)
+    small_batch_rms, small_batch_norm = _rms_and_norm(tmp_path, narrow, x, 20)
+    wide_rms, wide_norm = _rms_and_norm(tmp_path, wide, x, 200)
+    assert small_batch_rms == pytest.approx(rms, rel=0.1)
+    assert wide_rms == pytest.approx(rms, rel=1e-5)
+    # while the norm moves with both: × √10 for batches 10 times smaller, × √8 for 8 times the width
+    assert small_batch_norm == pytest.approx(norm * math.sqrt(10), rel=0.1)
+    assert wide_norm == pytest.approx(norm * math.sqrt(8), rel=1e-5)
 
 
 def test_a_plain_torch_model_logs_linear_deltas(tmp_path: Path) -> None:
