@@ -23,7 +23,7 @@ def save_checkpoint(directory: Path, payload: dict[str, Any]) -> Path:
 
     A reader (or a crash) sees either the previous checkpoint or the new one, never half of one.
     A write that fails (a full disk, a quota) leaves the previous checkpoint and raises
-    :class:`CheckpointError` saying why.
+    ``CheckpointError`` saying why.
     """
     path = directory / CHECKPOINT
     temporary = directory / f".{CHECKPOINT}.{os.getpid()}.tmp"

@@ -152,7 +152,7 @@ def csv_file(path: str | Path, target: str | None = None) -> Data:
     """A CSV file with a header row; ``target`` names the target column (default: the last).
 
     Integer or text targets become class indices (text labels sorted, then numbered; integers
-    as :func:`class_indices` says); other numeric targets are regression values. Blank lines are
+    as ``class_indices`` says); other numeric targets are regression values. Blank lines are
     skipped; a row with another number of fields than the header, a field that is not a number,
     NaN or ±inf are errors naming the line and the column.
     """
@@ -226,7 +226,7 @@ def load(
     target: str | None = None,
     seed: int = 0,
 ) -> Data:
-    """The dataset ``name`` (one of :data:`DATASETS`) with its options."""
+    """The dataset ``name`` (one of ``DATASETS``) with its options."""
     if name == "digits":
         return digits()
     if name == "mnist":

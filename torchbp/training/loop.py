@@ -146,7 +146,7 @@ def _check_train_data(name: str, data: Any) -> None:
 
 def targets_for(cost: Cost, targets: Tensor, classes: int, dtype: torch.dtype) -> Tensor:
     """Targets in the form the cost takes, for outputs of ``dtype``: floating-point targets in that
-    dtype (as :class:`~torchbp.registry.Cost` casts them; the graph-free step has no such cast),
+    dtype (as ``Cost`` casts them; the graph-free step has no such cast),
     integer class targets one-hot encoded (``classes`` wide) for costs that compare outputs with
     vectors, and as they are for costs that take class indices."""
     if targets.is_floating_point():
@@ -179,7 +179,7 @@ def evaluate(
 
 
 def _encoded(model: torch.nn.Module, cost: Cost, inputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-    """Tensor data with its targets put in the cost's form once, as :func:`targets_for` would per batch."""
+    """Tensor data with its targets put in the cost's form once, as ``targets_for`` would per batch."""
     if (cost.spec.class_targets and not targets.is_floating_point()) or len(inputs) == 0:
         return inputs, targets
     was_training = model.training
@@ -223,7 +223,7 @@ class _EpochCost:
     The cost's value is not needed for a step (the gradients need ∇ₐC only), so it is computed
     here once for many batches together: outputs are kept until some 2²⁰ elements are waiting.
     A sum that is not finite is traced back to the first step whose cost was not
-    (:class:`~torchbp.training.divergence.NonFiniteCost`).
+    (``NonFiniteCost``).
     """
 
     def __init__(self, cost: Cost) -> None:
@@ -281,7 +281,7 @@ def _train_epoch(
     Tensor data is already on the device with its targets encoded; other data is moved per batch.
     A graph-free step computes its batch's cost only while a step listener takes ``loss`` (or
     ``skip_nonfinite`` asks for it). A cost that is not finite raises
-    :class:`~torchbp.training.divergence.DivergenceError` naming its step, or, with
+    ``DivergenceError`` naming its step, or, with
     ``skip_nonfinite``, that step is not taken (a warning counts such steps).
     """
     try:
@@ -479,10 +479,10 @@ def fit(
         threads: torch's intra-op threads while training (restored afterwards). ``None`` keeps
             torch's setting, except for a torchbp ``MLP`` whose every layer is small (batch ×
             in × out < 2²¹) on the CPU: that trains on one thread, because handing such small
-            products to other threads costs more than the arithmetic (see :func:`threads_for`).
+            products to other threads costs more than the arithmetic (see ``threads_for``).
         skip_nonfinite: skip the steps whose cost is NaN or ±inf (their gradients are dropped and
             a warning counts them) instead of stopping. Off by default: a cost that stops being
-            finite raises :class:`~torchbp.training.divergence.DivergenceError` naming the epoch
+            finite raises ``DivergenceError`` naming the epoch
             and step, and the last finite checkpoint stays as it was.
 
     Raises:
