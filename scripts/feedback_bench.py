@@ -4,8 +4,11 @@ The scenario users live in: a torch.nn model converted with ``torchbp.nn.convert
 feedback=…)``, their own loss (``torch.nn.functional.cross_entropy``) and ``torch.optim.SGD``;
 only the layers are torchbp's. Every round times each rule once, in turn (interleaved, so a
 shared machine's load hits all alike); the figure is the median over rounds of each rule's time
-divided by backprop's in the same round. BioTorch, where installed, is timed beside them.
-Usage: python scripts/feedback_bench.py [--rounds 30] [--steps 20] [--models mlp,lenet]
+divided by backprop's in the same round. ``--clock cpu`` times the process's own CPU time on one
+thread (``time.process_time``): on a machine shared with other jobs, wall time mostly measures
+them. BioTorch (optional) is not timed here: it could not be installed offline; the report says
+whether it is importable.
+Usage: python scripts/feedback_bench.py [--rounds 30] [--steps 20] [--models mlp,lenet] [--clock wall|cpu]
 """
 
 from __future__ import annotations
@@ -42,14 +45,14 @@ def _models(name: str) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
     return model, x, torch.randint(0, 10, (64,))
 
 
-def _step_time(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> float:
+def _step_time(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, clock=time.perf_counter) -> float:
     rule = torch.optim.SGD(model.parameters(), lr=0.01)
-    started = time.perf_counter()
+    started = clock()
     for _ in range(steps):
         rule.zero_grad(set_to_none=True)
         torch.nn.functional.cross_entropy(model(x), y).backward()
         rule.step()
-    return (time.perf_counter() - started) / steps
+    return (clock() - started) / steps
 
 
 def main() -> None:
@@ -57,10 +60,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--models", default="mlp,lenet")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall")
     args = parser.parse_args()
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
+    if args.clock == "cpu":
+        torch.set_num_threads(1)
+    biotorch = importlib.util.find_spec("biotorch") is not None
     print(
         f"torch {torch.__version__}, torchbp {torchbp.__version__}, {platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} threads; BioTorch installed: {importlib.util.find_spec('biotorch') is not None}"
+        f"{torch.get_num_threads()} threads, {args.clock} clock; BioTorch installed: {biotorch}"
     )
     print("| model (batch 64) | rule | step (ms, median) | ÷ backprop (median of per-round ratios) |")
     print("|---|---|---|---|")
@@ -72,7 +80,7 @@ def main() -> None:
         times: dict[str, list[float]] = {rule: [] for rule in RULES}
         for _ in range(args.rounds):
             for rule, model in contenders.items():
-                times[rule].append(_step_time(model, x, y, args.steps))
+                times[rule].append(_step_time(model, x, y, args.steps, clock))
         for rule in RULES:
             ratios = [t / b for t, b in zip(times[rule], times["backprop"])]
             print(

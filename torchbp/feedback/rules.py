@@ -84,7 +84,8 @@ class UniformSignFeedback(FeedbackRule):
         return self.matrix(weight, weight, generator)
 
     def matrix(self, weight: Tensor, feedback_weight: Tensor, generator: torch.Generator) -> Tensor:
-        return torch.sign(weight).mul_(self.scale / fan_in(weight) ** 0.5)
+        # B = sign(W) · s, in one pass (copysign: a weight of exactly +0 counts as positive)
+        return torch.copysign(weight.new_tensor(self.scale / fan_in(weight) ** 0.5), weight)
 
 
 class BatchRandomSignFeedback(FeedbackRule):
@@ -107,8 +108,9 @@ class BatchRandomSignFeedback(FeedbackRule):
         return self.matrix(weight, weight, generator)
 
     def matrix(self, weight: Tensor, feedback_weight: Tensor, generator: torch.Generator) -> Tensor:
-        magnitude = uniform(tuple(weight.shape), fan_in(weight), weight, generator).abs_().mul_(self.scale)
-        return magnitude.mul_(torch.sign(weight))
+        # |R| ~ U(0, s), then B = sign(W) ⊙ |R| (copysign: one pass)
+        magnitude = torch.rand(weight.shape, generator=generator, dtype=weight.dtype, device=weight.device)
+        return magnitude.mul_(self.scale / fan_in(weight) ** 0.5).copysign_(weight)
 
 
 class FixedRandomSignFeedback(FeedbackRule):
@@ -130,7 +132,8 @@ class FixedRandomSignFeedback(FeedbackRule):
         return magnitude.mul_(torch.sign(weight))
 
     def matrix(self, weight: Tensor, feedback_weight: Tensor, generator: torch.Generator) -> Tensor:
-        return feedback_weight.abs().mul_(torch.sign(weight))
+        # B = sign(W) ⊙ |B|: the stored magnitudes with W's current signs, in one pass
+        return torch.copysign(feedback_weight, weight)
 
 
 class KolenPollack(FeedbackRule):
