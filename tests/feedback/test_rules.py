@@ -197,3 +197,21 @@ def test_convolution_hands_down_its_rules_error(rule: str) -> None:
     xs = torch.nn.functional.unfold(x.detach(), 3, padding=1)  # (n, C·k·k, positions)
     grad_w = torch.einsum("nop,nkp->ok", delta_conv.flatten(2), xs).reshape(conv.weight.shape)
     torch.testing.assert_close(conv.weight.grad, grad_w, rtol=1e-12, atol=1e-12)
+
+
+def test_bad_input_is_a_clear_error_at_convert_time() -> None:
+    with pytest.raises(ValueError, match="unknown feedback rule 'nope'; registered feedback rules: backprop, brsf"):
+        tnn.convert(_sequential(), feedback="nope")
+    with pytest.raises(TypeError, match="unknown option.*accepted: seed=0, scale=1.0"):
+        tnn.convert(_sequential(), feedback="fa", sclae=2.0)
+    lstm = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LSTM(4, 2))
+    with pytest.raises(ValueError, match=r"cannot act in: 1 \(LSTM: its backward is not torchbp's\)"):
+        tnn.convert(lstm, feedback="fa")
+    reflect = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, padding=1, padding_mode="reflect"), torch.nn.Flatten())
+    with pytest.raises(ValueError, match=r"0 \(Conv2d: its padding is a layer of its own\)"):
+        tnn.convert(reflect, feedback="usf")
+    conv_last = torch.nn.Sequential(torch.nn.Linear(4, 9), torch.nn.Unflatten(1, (1, 3, 3)), torch.nn.Conv2d(1, 2, 3))
+    with pytest.raises(ValueError, match="cannot identify the network's outputs.*pass outputs=N"):
+        tnn.convert(conv_last, feedback="dfa")
+    tnn.convert(conv_last, feedback="dfa", outputs=2)  # told, it draws B of (2, inputs)
+    assert conv_last[0].feedback_weight.shape == (2, 4)

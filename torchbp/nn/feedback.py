@@ -221,6 +221,10 @@ def feedback_of(model: torch.nn.Module) -> FeedbackRule | None:
     return None
 
 
+_NO_INPUT_GRADIENT = (torch.nn.Embedding, torch.nn.EmbeddingBag)
+"""Modules with a weight matrix whose input (indices) takes no gradient: no δ goes below them."""
+
+
 def _check_supported(model: torch.nn.Module, rule: FeedbackRule) -> None:
     refused = []
     for name, module in model.named_modules():
@@ -229,7 +233,9 @@ def _check_supported(model: torch.nn.Module, rule: FeedbackRule) -> None:
             linkable = getattr(module, "linkable", None)
             if weight is not None and weight.dim() > 2 and linkable is not None and not linkable():
                 refused.append(f"{name or '(model)'} ({type(module).__name__}: its padding is a layer of its own)")
-        elif weight is not None and weight.dim() >= 2:
+        elif not isinstance(module, _NO_INPUT_GRADIENT) and any(
+            p is not None and p.dim() >= 2 for p in module._parameters.values()
+        ):
             refused.append(f"{name or '(model)'} ({type(module).__name__}: its backward is not torchbp's)")
     if refused:
         raise ValueError(
