@@ -1,8 +1,8 @@
 """Dense layers a = σ(x Wᵀ + b) and stacks of them: the δ-recursion as plain maths, no autograd.
 
-The fused dense and MLP nodes (:mod:`torchbp.functional.mlp_node`) and the graph-free training
+The fused dense and MLP nodes (``torchbp.functional.mlp_node``) and the graph-free training
 step call these routines, so all three compute the same numbers. Conventions as in
-:mod:`torchbp.derivatives.linear`: rows are examples, ``z`` and ``a`` are ``(*, out)``.
+``torchbp.derivatives.linear``: rows are examples, ``z`` and ``a`` are ``(*, out)``.
 """
 
 from __future__ import annotations
@@ -31,14 +31,14 @@ def dense_backward(
     needs: tuple[bool, bool, bool],
     extra_delta: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
-    """Gradients of a = σ(x Wᵀ + b) from ∂C/∂a: first δ = ∂C/∂a ⊙ σ′(z), then :func:`linear_backward`.
+    """Gradients of a = σ(x Wᵀ + b) from ∂C/∂a: first δ = ∂C/∂a ⊙ σ′(z), then ``linear_backward``.
 
     ``saved`` is what ``activation.read(z, a)`` returned in the forward pass; ``extra_delta`` is
     a gradient that reached z directly (only in a double backward), added to δ.
 
     Returns:
         ``(delta, grad_x, grad_weight, grad_bias)``: δ itself, shape ``(*, out)``, then the
-        gradients of :func:`linear_backward`.
+        gradients of ``linear_backward``.
     """
     # BP1 / BP2: δ = ∂C/∂a ⊙ σ′(z)
     delta = activation.delta(grad_a, saved)
@@ -48,7 +48,7 @@ def dense_backward(
 
 
 class StackFeedback(NamedTuple):
-    """A feedback rule's part in a stack of dense layers (:mod:`torchbp.feedback`): BP2 reads Bˡ.
+    """A feedback rule's part in a stack of dense layers (``torchbp.feedback``): BP2 reads Bˡ.
 
     Attributes:
         matrices: Bˡ per layer, read by BP2 in Wˡ's place: shaped like Wˡ, or, for a direct
@@ -96,7 +96,7 @@ def mlp_backward(
     """The δ-recursion through a stack of dense layers, from the last layer down.
 
     δᴸ = ∂C/∂aᴸ ⊙ σ′(zᴸ) (BP1); for each layer l, ∂C/∂bˡ (BP3) and ∂C/∂Wˡ (BP4) from δˡ; then
-    δˡ⁻¹ = (δˡ Wˡ) ⊙ σ′(zˡ⁻¹) (BP2). Each step is :func:`dense_backward`.
+    δˡ⁻¹ = (δˡ Wˡ) ⊙ σ′(zˡ⁻¹) (BP2). Each step is ``dense_backward``.
 
     Args:
         grad_output: ∂C/∂aᴸ, shape ``(*, out)``.
@@ -108,7 +108,7 @@ def mlp_backward(
         extra_grad_a: per layer, a gradient reaching its output aˡ directly (only in a double
             backward through saved tensors), added to ∂C/∂aˡ.
         extra_delta: per layer, a gradient reaching its zˡ directly, added to δˡ.
-        direct_error: e for a direct feedback rule (:mod:`torchbp.feedback`): each layer then
+        direct_error: e for a direct feedback rule (``torchbp.feedback``): each layer then
             hands down e Bˡ, with ``weights`` holding the Bˡ ``(outputs, n_{l-1})``, in place of δˡ Wˡ.
 
     Returns:

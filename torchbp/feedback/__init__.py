@@ -1,7 +1,7 @@
 """Feedback rules: how δ reaches the layer below (backprop, fa, dfa, usf, brsf, frsf, kolen_pollack).
 
-See :mod:`torchbp.feedback.base` for what a rule is and :mod:`torchbp.feedback.rules` for the
-built-ins; :func:`torchbp.nn.convert` (``feedback=``) puts one in a model.
+See ``torchbp.feedback.base`` for what a rule is and ``torchbp.feedback.rules`` for the
+built-ins; ``torchbp.nn.convert`` (``feedback=``) puts one in a model.
 """
 
 from .base import FeedbackRule, OutputError

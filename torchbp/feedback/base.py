@@ -26,17 +26,17 @@ class FeedbackRule:
     model's layers. Each layer keeps its B in a buffer named ``feedback_weight`` (so B is in the
     ``state_dict`` and in every checkpoint) and asks the rule three things:
 
-    - :meth:`initial`: its starting B, drawn from the layer's own generator (seeded from ``seed``
+    - ``initial``: its starting B, drawn from the layer's own generator (seeded from ``seed``
       and the layer's position, independent of the weight initialisation's random stream);
-    - :meth:`matrix`: the B this batch's backward pass uses (by default ``feedback_weight``
+    - ``matrix``: the B this batch's backward pass uses (by default ``feedback_weight``
       itself; sign-symmetry rules derive it from W's current signs);
-    - :meth:`learn`: told the layer's weight gradient ∂C/∂W after its backward pass, a rule that
+    - ``learn``: told the layer's weight gradient ∂C/∂W after its backward pass, a rule that
       learns B (Kolen–Pollack) updates ``feedback_weight`` in place.
 
     Class attributes:
         direct: ``True`` for rules that send the network's output error e straight to every
             layer (dfa): B is then ``(network outputs, layer inputs)`` and BP2 becomes e B.
-        redraws: ``True`` for rules whose :meth:`matrix` draws random numbers each batch: the
+        redraws: ``True`` for rules whose ``matrix`` draws random numbers each batch: the
             layer then seeds its generator from ``(seed, layer, batch count)``, the count kept
             in a buffer ``feedback_draws``, so a resumed run redraws what an unbroken one would.
         exact: ``True`` for backprop only: layers then keep no B and run their exact equations.
@@ -49,7 +49,7 @@ class FeedbackRule:
     redraws: ClassVar[bool] = False
     exact: ClassVar[bool] = False
     name: str = ""
-    """The name it was looked up by (set by :func:`torchbp.get_feedback`)."""
+    """The name it was looked up by (set by ``torchbp.get_feedback``)."""
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
@@ -86,9 +86,9 @@ def fan_in(weight: Tensor) -> int:
 class OutputError:
     """The error e = ∂C/∂(network output) of the current backward pass, for direct rules.
 
-    A tensor hook on the network's output (:meth:`capture`) stores e as soon as the ordinary
+    A tensor hook on the network's output (``capture``) stores e as soon as the ordinary
     ``loss.backward()`` has computed it, before any layer's backward pass runs; the layers read
-    it (:meth:`read`). Any cost, any loss: e is whatever gradient reaches the output.
+    it (``read``). Any cost, any loss: e is whatever gradient reaches the output.
     """
 
     def __init__(self) -> None:

@@ -1,4 +1,4 @@
-"""A layer's equations with BP2 changed by a feedback rule: one :class:`Derivatives` around another.
+"""A layer's equations with BP2 changed by a feedback rule: one ``Derivatives`` around another.
 
 The layer's forward pass, its saved tensors and its parameter gradients (BP3 and BP4 analogues)
 are the wrapped layer's own; only the error handed to the layer below changes::

@@ -140,7 +140,7 @@ class KolenPollack(FeedbackRule):
     """Kolen–Pollack learning / weight mirroring (Kolen & Pollack 1994; Akrout, Wilson, Humphreys,
     Lillicrap & Tweed 2019): ∂C/∂aˡ⁻¹ = δˡ Bˡ, with B learned.
 
-    B starts random (as in :class:`FeedbackAlignment`) and after each backward pass takes the very
+    B starts random (as in ``FeedbackAlignment``) and after each backward pass takes the very
     step W's gradient calls for, plus a decay:
 
         Bˡ ← Bˡ − η (∂C/∂Wˡ + λ Bˡ)

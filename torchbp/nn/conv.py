@@ -21,7 +21,7 @@ from .feedback import FeedbackLayer
 
 class _Conv(FeedbackLayer, DeltaHooks):
     """What Conv1d and Conv2d share: the call (padding first where its mode is not zeros, as torch's
-    convolutions do) and, in a chain, a zero-padded convolution as one :class:`~torchbp.derivatives.conv.Conv`.
+    convolutions do) and, in a chain, a zero-padded convolution as one ``Conv``.
 
     With a feedback rule, BP2 reads the buffer ``feedback_weight`` B in W's place: ∂C/∂x = Bᵀ ⋆ δ,
     or, for a direct rule, e B reshaped like x, B ``(outputs, C_in · spatial size of x)``.

@@ -1,10 +1,10 @@
 """A feedback rule put into a model: each layer's B (buffer ``feedback_weight``) and its use.
 
-:func:`attach` (what ``convert(model, feedback=…)`` and ``MLP(…, feedback=…)`` call) gives each
+``attach`` (what ``convert(model, feedback=…)`` and ``MLP(…, feedback=…)`` call) gives each
 layer with a weight (``Linear``, ``Dense``, ``Conv1d``, ``Conv2d``, the layers of an ``MLP``) a
-:class:`LayerFeedback`, numbered in ``model.modules()`` order. At each forward pass that records
+``LayerFeedback``, numbered in ``model.modules()`` order. At each forward pass that records
 a graph, the layer asks it for this batch's B and runs its equations wrapped in
-:class:`~torchbp.feedback.WithFeedback` (or hands the Bˡ to the fused MLP node); without a
+``WithFeedback`` (or hands the Bˡ to the fused MLP node); without a
 graph (evaluation, ``no_grad``) the layers run exactly as without a rule.
 """
 

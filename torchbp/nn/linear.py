@@ -21,7 +21,7 @@ _LINEAR = derivatives.Linear()
 class Linear(FeedbackLayer, DeltaHooks, torch.nn.Linear):
     """z = x Wᵀ + b, like ``torch.nn.Linear``; input ``(*, in_features)``, output ``(*, out_features)``.
 
-    With a feedback rule (:func:`torchbp.nn.convert` ``feedback=``), BP2 reads the buffer
+    With a feedback rule (``torchbp.nn.convert`` ``feedback=``), BP2 reads the buffer
     ``feedback_weight`` B in W's place: ∂C/∂x = δ B (or e B for a direct rule).
 
     Examples:
@@ -47,14 +47,14 @@ class Dense(FeedbackLayer, DeltaHooks, torch.nn.Module):
     """The fused layer a = σ(x Wᵀ + b), one autograd node.
 
     With a feedback rule, BP2 reads the buffer ``feedback_weight`` B in W's place (the layer then
-    runs as a one-layer :func:`torchbp.functional.mlp` node, which takes the rule's B).
+    runs as a one-layer ``torchbp.functional.mlp`` node, which takes the rule's B).
 
     ``weight`` ``(out_features, in_features)`` and ``bias`` ``(out_features,)`` are named, shaped
     and initialised like ``torch.nn.Linear``'s. Input ``(*, in_features)``, output ``(*, out_features)``.
 
     Args:
-        activation: a name from :data:`torchbp.functional.ACTIVATIONS` or an
-            :class:`~torchbp.functional.Activation`, e.g.
+        activation: a name from ``torchbp.functional.ACTIVATIONS`` or an
+            ``Activation``, e.g.
             ``get_activation("leaky_relu", negative_slope=0.2)``.
 
     Examples:

@@ -16,7 +16,7 @@ from .linear import Dense
 
 
 class MLP(torch.nn.Module):
-    """A stack of :class:`Dense` layers run as one autograd node (:func:`torchbp.functional.mlp`).
+    """A stack of ``Dense`` layers run as one autograd node (``torchbp.functional.mlp``).
 
     ``sizes = [n₀, n₁, …, n_L]`` gives L layers. Delta hooks on its layers fire as usual; a
     module hook on a layer (forward, forward-pre, backward, backward-pre, or a global one) makes
@@ -28,8 +28,8 @@ class MLP(torch.nn.Module):
         output_activation: σ of the last layer; ``None`` uses ``activation`` too (as in
             Nielsen's ``network.py``), ``"identity"`` gives raw outputs (logits).
         bias: whether the layers have biases.
-        feedback: the feedback rule that carries δ down (:mod:`torchbp.feedback`): a registered
-            name (``"fa"``, ``"dfa"``, …) or a rule object from :func:`torchbp.get_feedback` (with
+        feedback: the feedback rule that carries δ down (``torchbp.feedback``): a registered
+            name (``"fa"``, ``"dfa"``, …) or a rule object from ``torchbp.get_feedback`` (with
             its options). Each layer keeps its B in ``layers.<l>.feedback_weight``; for ``"dfa"``
             the MLP's output is the network's (e = ∂C/∂aᴸ).
 

@@ -29,7 +29,7 @@ def _specs() -> list[LayerSpec]:
 def twins() -> dict[type[torch.nn.Module], type[torch.nn.Module]]:
     """``torch.nn`` class → its torchbp twin, over every registered layer.
 
-    Raises :class:`~torchbp.PluginError` when two layers claim one ``torch.nn`` class.
+    Raises ``PluginError`` when two layers claim one ``torch.nn`` class.
     """
     table: dict[type[torch.nn.Module], LayerSpec] = {}
     for spec in _specs():
@@ -62,7 +62,7 @@ def _replace(model: torch.nn.Module, table: dict[type[torch.nn.Module], type[tor
 
 @dataclass
 class Conversion:
-    """What :func:`convert` left explicit and what stays native, by qualified module name.
+    """What ``convert`` left explicit and what stays native, by qualified module name.
 
     Attributes:
         converted: ``name → class name`` of the torchbp layers in the model.
@@ -119,13 +119,13 @@ def convert(
     classes only, user subclasses stay as they are. Each module only changes class: it keeps its
     ``Parameter`` objects, buffers and hooks, so outputs, gradients and ``state_dict`` are
     unchanged, optimizers built before go on working, and a layer shared between two places stays
-    shared. :func:`conversion` says afterwards what was converted and what stays native.
+    shared. ``conversion`` says afterwards what was converted and what stays native.
 
     Args:
         model: any ``torch.nn.Module``.
         strict: raise ``ValueError`` naming every module with parameters that stays native
             (the model is then left as it was).
-        feedback: a feedback rule to carry δ down (:mod:`torchbp.feedback`, ``torchbp plugins
+        feedback: a feedback rule to carry δ down (``torchbp.feedback``, ``torchbp plugins
             --kind feedback``): a registered name such as ``"fa"`` or ``"dfa"``, with its
             ``options`` (``seed=``, …), or a rule object. Each layer with a weight then keeps its B
             in a buffer ``feedback_weight``. ``None`` leaves the model's rule as it was (backprop
@@ -164,9 +164,9 @@ def convert(
 
 
 def revert(model: torch.nn.Module) -> torch.nn.Module:
-    """Undo :func:`convert`: each torchbp twin becomes its ``torch.nn`` layer again, in place.
+    """Undo ``convert``: each torchbp twin becomes its ``torch.nn`` layer again, in place.
 
-    :class:`~torchbp.nn.Dense` and :class:`~torchbp.nn.MLP` have no single ``torch.nn`` twin and
+    ``Dense`` and ``MLP`` have no single ``torch.nn`` twin and
     are left as they are. A feedback rule is taken out first (its ``feedback_weight`` buffers go).
     """
     if not isinstance(model, torch.nn.Module):

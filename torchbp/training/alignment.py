@@ -1,7 +1,7 @@
 """Feedback alignment in TensorBoard: how close a feedback rule comes to backprop, per layer.
 
 A built-in plugin on the training hooks, active in runs with a directory whose model has a
-feedback rule other than backprop (:mod:`torchbp.feedback`). It logs, in degrees:
+feedback rule other than backprop (``torchbp.feedback``). It logs, in degrees:
 
 - ``alignment/B_vs_W/<layer>`` after each epoch: the angle between vec(Bˡ) and vec(Wˡ). For a
   direct rule (dfa) Bˡ ``(outputs, inputs)`` stands in for the whole path above the layer, so

@@ -155,7 +155,7 @@ def _check_train_data(name: str, data: Any) -> None:
 
 def targets_for(cost: Cost, targets: Tensor, classes: int, dtype: torch.dtype) -> Tensor:
     """Targets in the form the cost takes, for outputs of ``dtype``: floating-point targets in that
-    dtype (as :class:`~torchbp.registry.Cost` casts them; the graph-free step has no such cast),
+    dtype (as ``Cost`` casts them; the graph-free step has no such cast),
     integer class targets one-hot encoded (``classes`` wide) for costs that compare outputs with
     vectors, and as they are for costs that take class indices."""
     if targets.is_floating_point():
@@ -188,7 +188,7 @@ def evaluate(
 
 
 def _encoded(model: torch.nn.Module, cost: Cost, inputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-    """Tensor data with its targets put in the cost's form once, as :func:`targets_for` would per batch."""
+    """Tensor data with its targets put in the cost's form once, as ``targets_for`` would per batch."""
     if (cost.spec.class_targets and not targets.is_floating_point()) or len(inputs) == 0:
         return inputs, targets
     was_training = model.training
@@ -381,7 +381,7 @@ def fit(
         cost_options: keyword options of the cost.
         rule_options: hyperparameters of the update rule besides ``lr``.
         feedback: a registered feedback rule (``torchbp plugins --kind feedback``) put into the
-            model's layers (:func:`torchbp.nn.convert`), built with ``feedback_options``; its B
+            model's layers (``torchbp.nn.convert``), built with ``feedback_options``; its B
             seed is the run's ``seed`` unless the options give one. ``None`` keeps the model's own
             (backprop unless it was given one), or, on ``resume``, the run's. Recorded in
             ``config.toml``; B is in checkpoints, so a resumed run is the unbroken one.
@@ -395,7 +395,7 @@ def fit(
         threads: torch's intra-op threads while training (restored afterwards). ``None`` keeps
             torch's setting, except for a torchbp ``MLP`` whose every layer is small (batch ×
             in × out < 2²¹) on the CPU: that trains on one thread, because handing such small
-            products to other threads costs more than the arithmetic (see :func:`threads_for`).
+            products to other threads costs more than the arithmetic (see ``threads_for``).
 
     Returns:
         One dict per epoch: ``epoch``, ``train_loss``, ``lr``, ``seconds`` and, with
