@@ -262,3 +262,39 @@ def test_the_layer_plugin_guide_example_works() -> None:
         assert type(model[1]) is plugin.PReLU
     finally:
         torchbp.unregister_plugin(name)
+
+
+def test_code_quoted_in_the_feedback_page_is_in_the_sources() -> None:
+    sources = "\n".join(path.read_text() for path in (ROOT / "torchbp").rglob("*.py"))
+    page = (DOCS / "feedback.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", page, re.S) if "torchbp.nn.convert" not in b]
+    assert len(blocks) >= 5
+    for block in blocks:
+        for line in block.strip("\n").splitlines():
+            assert line in sources, line
+    for entry in torchbp.list_feedback():
+        assert f"`{entry.name}`" in page, entry.name
+        assert len(entry.description) > 10, entry.name
+
+
+def test_the_feedback_plugin_guide_example_works() -> None:
+    plugin = _example_plugin("torchbp-sparse-fa")
+    name = torchbp.register_plugin(plugin, name="sparse-fa-example")
+    try:
+        (entry,) = torchbp.list_feedback("sparse_fa")
+        assert entry.plugin == "sparse-fa-example"
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(40, 50), torch.nn.Tanh(), torch.nn.Linear(50, 3)).double()
+        torchbp.nn.convert(model, feedback="sparse_fa", density=0.25, seed=4)
+        b = model[2].feedback_weight
+        assert b.shape == (3, 50) and 0.15 < (b != 0).double().mean() < 0.35
+        x, y = torch.randn(6, 40, dtype=torch.float64), torch.randn(6, 3, dtype=torch.float64)
+        torchbp.get_cost("quadratic")(model(x), y).backward()
+        a = torch.tanh(x @ model[0].weight.T + model[0].bias).detach()
+        e = (a @ model[2].weight.T + model[2].bias - y).detach() / 6
+        delta = (e @ b) * (1 - a**2)  # δ¹ = (δ² B²) ⊙ tanh′(z¹)
+        torch.testing.assert_close(model[0].weight.grad, delta.T @ x, rtol=1e-12, atol=1e-12)
+        with pytest.raises(TypeError, match="accepted: seed=0, density=0.1"):
+            torchbp.get_feedback("sparse_fa", sparsity=0.5)
+    finally:
+        torchbp.unregister_plugin(name)

@@ -2,7 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import functional, nn
+from . import feedback, functional, nn
 from .hookspecs import hookimpl
 from .plugins import (
     PluginEntry,
@@ -12,8 +12,17 @@ from .plugins import (
     register_plugin,
     unregister_plugin,
 )
-from .registry import Cost, create_rule, get_cost, list_costs, list_layers, list_rules
-from .specs import CostSpec, LayerSpec, RuleSpec
+from .registry import (
+    Cost,
+    create_rule,
+    get_cost,
+    get_feedback,
+    list_costs,
+    list_feedback,
+    list_layers,
+    list_rules,
+)
+from .specs import CostSpec, FeedbackSpec, LayerSpec, RuleSpec
 from .training import fit
 from .update_rule import UpdateRule
 
@@ -25,6 +34,7 @@ except PackageNotFoundError:  # a source tree that was never installed
 __all__ = [
     "Cost",
     "CostSpec",
+    "FeedbackSpec",
     "LayerSpec",
     "PluginEntry",
     "PluginError",
@@ -33,12 +43,15 @@ __all__ = [
     "UpdateRule",
     "__version__",
     "create_rule",
+    "feedback",
     "fit",
     "functional",
     "get_cost",
+    "get_feedback",
     "get_plugin_manager",
     "hookimpl",
     "list_costs",
+    "list_feedback",
     "list_layers",
     "list_rules",
     "nn",

@@ -14,8 +14,17 @@ import torch
 from .nn import MLP
 from .nn.models import lenet
 from .plugins import PluginEntry, PluginError
-from .registry import cost_options, list_costs, list_layers, list_rules, rule_hyperparameters, rule_options
-from .specs import CostSpec, LayerSpec, RuleSpec
+from .registry import (
+    cost_options,
+    feedback_options,
+    list_costs,
+    list_feedback,
+    list_layers,
+    list_rules,
+    rule_hyperparameters,
+    rule_options,
+)
+from .specs import CostSpec, FeedbackSpec, LayerSpec, RuleSpec
 from .training import DATASETS, fit, load
 from .training.checkpoints import CheckpointError
 from .training.config import CONFIG, DEFAULTS, MODEL_DEFAULTS, MODELS, load_config
@@ -28,6 +37,8 @@ def _options(entry: PluginEntry) -> str:
         return f"replaces torch.nn.{spec.module.__name__}"
     if isinstance(spec, CostSpec):
         options = dict(spec.options)
+    elif isinstance(spec, FeedbackSpec):
+        options = feedback_options(spec)
     else:
         assert isinstance(spec, RuleSpec)
         options = rule_hyperparameters(spec)
@@ -42,6 +53,8 @@ def _plugins(args: argparse.Namespace) -> int:
         entries += list_rules(args.pattern)
     if args.kind in (None, "layer"):
         entries += list_layers(args.pattern)
+    if args.kind in (None, "feedback"):
+        entries += list_feedback(args.pattern)
     rows = [
         (
             entry.kind,
@@ -153,7 +166,10 @@ def _train(args: argparse.Namespace) -> int:
             logdir=None if args.no_log else config["logdir"],
             name=config["name"],
             resume=args.resume,
-            config={k: v for k, v in config.items() if k not in ("rule_options", "cost_options")},
+            feedback=config["feedback"],
+            feedback_options=config["feedback_options"],
+            alignment_every=config["alignment_every"],
+            config={k: v for k, v in config.items() if not k.endswith("_options")},
             **config["rule_options"],
         )
     except DivergenceError as error:
@@ -208,8 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="torchbp", description="Explicit backpropagation in PyTorch: plugins, training, benchmarks."
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    plugins = commands.add_parser("plugins", help="list registered costs, update rules and layers with their providers")
-    plugins.add_argument("--kind", choices=["cost", "rule", "layer"], help="only this kind")
+    plugins = commands.add_parser(
+        "plugins", help="list registered costs, update rules, layers and feedback rules with their providers"
+    )
+    plugins.add_argument("--kind", choices=["cost", "rule", "layer", "feedback"], help="only this kind")
     plugins.add_argument("--pattern", default="*", help="shell-style name filter, e.g. 'adam*'")
     plugins.add_argument("-v", "--verbose", action="store_true", help="also print each description")
     plugins.set_defaults(run=_plugins)
@@ -238,6 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--cost-option", dest="cost_options", type=_option, action="append", metavar="KEY=VALUE")
     train.add_argument("--rule", help="a registered update rule (default sgd)")
     train.add_argument("--rule-option", dest="rule_options", type=_option, action="append", metavar="KEY=VALUE")
+    train.add_argument(
+        "--feedback", help="how δ travels down: a registered feedback rule (default backprop; fa, dfa, usf, …)"
+    )
+    train.add_argument("--feedback-option", dest="feedback_options", type=_option, action="append", metavar="KEY=VALUE")
+    train.add_argument(
+        "--alignment-every", type=int, help="log the angle to the backprop gradient every K steps (default 100)"
+    )
     train.add_argument("--lr", type=float, help="learning rate (default 3.0)")
     train.add_argument("--epochs", type=int, help="default 30")
     train.add_argument("--batch-size", type=int, help="default 10")

@@ -20,7 +20,7 @@ from typing import Any
 import pluggy
 from torch import Tensor
 
-from .specs import CostSpec, LayerSpec, RuleSpec
+from .specs import CostSpec, FeedbackSpec, LayerSpec, RuleSpec
 
 hookspec = pluggy.HookspecMarker("torchbp")
 hookimpl = pluggy.HookimplMarker("torchbp")
@@ -71,6 +71,25 @@ def torchbp_layers() -> list[LayerSpec]:
     """
 
 
+@hookspec
+def torchbp_feedback() -> list[FeedbackSpec]:
+    """Return the feedback rules this plugin provides: ways for δ to reach the layer below.
+
+    Called when torchbp first looks up or lists feedback rules. Each ``FeedbackSpec``
+    names a ``torchbp.feedback.FeedbackRule`` subclass, which says what stands in for Wˡ in
+    BP2, ∂C/∂aˡ⁻¹ = δˡ Wˡ: a matrix Bˡ shaped like Wˡ (its ``initial`` B, the ``matrix`` used
+    for each batch, and optionally how it learns B from ∂C/∂Wˡ), or, for a ``direct`` rule,
+    a matrix ``(network outputs, layer inputs)`` that carries the output error e. torchbp keeps B
+    in each layer's ``feedback_weight`` buffer, seeds it, saves it in checkpoints and runs it in
+    the backward passes of ``Linear``, ``Dense``, ``MLP`` (fused and graph-free) and the
+    convolutions; the parameter gradients of each layer stay exact. A name may be provided by one
+    plugin only.
+
+    Returns:
+        A list of ``FeedbackSpec``.
+    """
+
+
 # Training events. ``run`` is the ``torchbp.training.Run`` being trained: it holds the model,
 # the update rule, the cost, the resolved config, the run directory (``None`` when nothing is
 # logged), the device and a ``state`` dict in which a plugin may keep what it needs per run.
@@ -83,6 +102,21 @@ def torchbp_train_start(run: Any) -> None:
 
     ``run.start_epoch`` says where training starts (0, or the epoch after the checkpoint).
     A logger opens its files here; a plugin may register hooks on ``run.model``.
+    """
+
+
+@hookspec
+def torchbp_before_update(run: Any, epoch: int, step: int, inputs: Tensor, targets: Tensor) -> None:
+    """Called after a batch's gradients are in every ``.grad`` and before the update rule steps.
+
+    For plugins that compare those gradients with something computed on the same batch (the
+    feedback-alignment monitor compares them with the exact backprop gradients). ``fit`` calls
+    this hook only while some plugin implements it; leave the model, its gradients and torch's
+    random state as you found them.
+
+    Args:
+        inputs: the batch's inputs, on ``run.device``.
+        targets: its targets, in the form the cost takes.
     """
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .specs import CostSpec, LayerSpec, RuleSpec
+from .specs import CostSpec, FeedbackSpec, LayerSpec, RuleSpec
 
 ENTRY_POINT_GROUP = "torchbp"
 
@@ -40,19 +40,19 @@ class PluginError(RuntimeError):
 
 @dataclass(frozen=True)
 class PluginEntry:
-    """One registered cost or update rule, and who provides it.
+    """One registered cost, update rule, layer or feedback rule, and who provides it.
 
     Attributes:
         name: the name to look it up by.
-        kind: ``"cost"``, ``"rule"`` or ``"layer"``.
+        kind: ``"cost"``, ``"rule"``, ``"layer"`` or ``"feedback"``.
         description: its one-line description.
         plugin: the name of the plugin that provides it (the entry point's name for an
             installed distribution).
         distribution: the distribution that ships the plugin, or ``None`` for one registered
             from Python.
         version: that distribution's version, or ``None``.
-        spec: the ``CostSpec``, ``RuleSpec`` or
-            ``LayerSpec`` itself.
+        spec: the ``CostSpec``, ``RuleSpec``,
+            ``LayerSpec`` or ``FeedbackSpec`` itself.
     """
 
     name: str
@@ -61,17 +61,19 @@ class PluginEntry:
     plugin: str
     distribution: str | None
     version: str | None
-    spec: CostSpec | RuleSpec | LayerSpec
+    spec: CostSpec | RuleSpec | LayerSpec | FeedbackSpec
 
 
 _KINDS = {
     "cost": ("torchbp_costs", CostSpec),
     "rule": ("torchbp_rules", RuleSpec),
     "layer": ("torchbp_layers", LayerSpec),
+    "feedback": ("torchbp_feedback", FeedbackSpec),
 }
 _BUILTINS = (
     "torchbp.costs",
     "torchbp.rules",
+    "torchbp.feedback.rules",
     "torchbp.nn.linear",
     "torchbp.nn.activation",
     "torchbp.nn.conv",
@@ -81,6 +83,7 @@ _BUILTINS = (
     "torchbp.nn.sequential",
     "torchbp.training.console",
     "torchbp.training.tensorboard",
+    "torchbp.training.alignment",
 )
 
 
@@ -271,7 +274,8 @@ def reporting_plugin(hook: pluggy.HookCaller) -> Callable[..., Any]:
 
 
 def lookup(kind: str, name: str) -> PluginEntry:
-    """The entry registered as ``name`` (``kind`` ``"cost"``, ``"rule"`` or ``"layer"``), or an error that teaches."""
+    """The entry registered as ``name`` of ``kind`` (``"cost"``, ``"rule"``, ``"layer"`` or
+    ``"feedback"``), or an error that teaches."""
     unique, conflicts = _get().collect(kind)
     if name in conflicts:
         providers = " and ".join(_provider(entry) for entry in conflicts[name])
@@ -280,7 +284,8 @@ def lookup(kind: str, name: str) -> PluginEntry:
         )
     if name not in unique:
         known = ", ".join(sorted(unique)) or "none"
-        raise ValueError(f"unknown {kind} {name!r}; registered {kind}s: {known}")
+        noun = "feedback rule" if kind == "feedback" else kind
+        raise ValueError(f"unknown {noun} {name!r}; registered {noun}s: {known}")
     return unique[name]
 
 

@@ -1,4 +1,4 @@
-"""Looking up and listing costs and update rules, whoever provides them."""
+"""Looking up and listing costs, update rules, layers and feedback rules, whoever provides them."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .feedback.base import FeedbackRule
 from .functional import cost as cost_function
 from .functional.cost import mean_of_values
 from .options import declared, declared_options, parse_options
 from .plugins import PluginEntry, listing, lookup
-from .specs import CostSpec, RuleSpec
+from .specs import CostSpec, FeedbackSpec, RuleSpec
 from .targets import check_output
 
 
@@ -171,3 +172,54 @@ def list_layers(pattern: str = "*") -> list[PluginEntry]:
         ['Conv1d', 'Conv2d']
     """
     return listing("layer", pattern)
+
+
+def feedback_options(spec: FeedbackSpec) -> dict[str, Any]:
+    """The options a feedback rule accepts (``seed`` first), with their defaults."""
+    signature = inspect.signature(spec.rule.__init__)
+    return {
+        name: parameter.default
+        for name, parameter in signature.parameters.items()
+        if name != "self" and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
+    }
+
+
+def parsed_feedback_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The options of feedback rule ``name`` read by their declared types (``"0.5"`` → ``0.5``,
+    ``"no"`` → ``False``); an unknown option is a ``TypeError`` listing the accepted ones."""
+    spec = lookup("feedback", name).spec
+    assert isinstance(spec, FeedbackSpec)
+    accepted = feedback_options(spec)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        listed = ", ".join(f"{k}={v!r}" for k, v in accepted.items())
+        raise TypeError(f"feedback {name!r}: unknown option(s) {', '.join(unknown)}; accepted: {listed}")
+    return parse_options(f"feedback {name!r}", options, declared_options(spec.rule.__init__, skip=("self",)))
+
+
+def get_feedback(name: str, **options: Any) -> FeedbackRule:
+    """The registered feedback rule ``name``, built with its options (``seed`` among them).
+
+    An unknown name is a ``ValueError`` listing the registered ones; an unknown option a
+    ``TypeError`` listing the accepted ones with their defaults.
+
+    Examples:
+        >>> rule = get_feedback("fa", seed=3)
+        >>> type(rule).__name__, rule.seed
+        ('FeedbackAlignment', 3)
+    """
+    spec = lookup("feedback", name).spec
+    assert isinstance(spec, FeedbackSpec)
+    rule = spec.rule(**parsed_feedback_options(name, options))
+    rule.name = name
+    return rule
+
+
+def list_feedback(pattern: str = "*") -> list[PluginEntry]:
+    """Every registered feedback rule whose name matches the shell-style ``pattern``, with its provider.
+
+    Examples:
+        >>> [entry.name for entry in list_feedback("*sf")]
+        ['brsf', 'frsf', 'usf']
+    """
+    return listing("feedback", pattern)

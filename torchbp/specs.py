@@ -1,4 +1,4 @@
-"""What a plugin hands to torchbp: the description of one cost function or one update rule."""
+"""What a plugin hands to torchbp: the description of one cost, update rule, layer or feedback rule."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from .derivatives.base import Derivatives
+from .feedback.base import FeedbackRule
 
 
 @dataclass(frozen=True)
@@ -99,3 +100,20 @@ class LayerSpec:
     twin: type[torch.nn.Module]
     derivatives: type[Derivatives] | None = None
     examples: Callable[[torch.dtype], list[tuple[torch.nn.Module, Tensor]]] | None = None
+
+
+@dataclass(frozen=True)
+class FeedbackSpec:
+    """A feedback rule: how δ reaches the layer below a layer with a weight (BP2 changed).
+
+    Attributes:
+        name: the name users pass to ``torchbp.nn.convert`` (``feedback="fa"``), ``MLP``,
+            ``torchbp.fit`` and ``torchbp train --feedback``.
+        description: one line giving the equation that replaces BP2's δˡ Wˡ.
+        rule: a ``torchbp.feedback.FeedbackRule`` subclass; ``rule(seed=…, **options)``
+            builds it, so its constructor's keyword arguments and defaults are the options.
+    """
+
+    name: str
+    description: str
+    rule: type[FeedbackRule]

@@ -7,7 +7,8 @@ step call these routines, so all three compute the same numbers. Conventions as 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from torch import Tensor
 
@@ -46,6 +47,25 @@ def dense_backward(
     return delta, *linear_backward(delta, x, weight, needs)
 
 
+class StackFeedback(NamedTuple):
+    """A feedback rule's part in a stack of dense layers (``torchbp.feedback``): BP2 reads Bˡ.
+
+    Attributes:
+        matrices: Bˡ per layer, read by BP2 in Wˡ's place: shaped like Wˡ, or, for a direct
+            rule, ``(outputs, n_{l-1})``.
+        error: for a direct rule, what returns e = ∂C/∂(network output) ``(*, outputs)`` in the
+            backward pass (``None``: the stack's own output is the network's, e = ∂C/∂aᴸ); ``None``
+            too for the other rules, with ``direct`` false.
+        direct: whether BP2 becomes e Bˡ.
+        learn: called with the stack's ∂C/∂Wˡ after the backward pass (a rule that learns B).
+    """
+
+    matrices: list[Tensor]
+    error: Callable[[], Tensor] | None = None
+    direct: bool = False
+    learn: Callable[[list[Tensor | None]], None] | None = None
+
+
 def mlp_forward(
     x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor | None], activations: Sequence[Activation]
 ) -> tuple[list[Tensor], list[Tensor]]:
@@ -71,6 +91,7 @@ def mlp_backward(
     needs: Sequence[tuple[bool, bool, bool]],
     extra_grad_a: Sequence[Tensor | None] | None = None,
     extra_delta: Sequence[Tensor | None] | None = None,
+    direct_error: Tensor | None = None,
 ) -> tuple[list[Tensor | None], Tensor | None, list[Tensor | None], list[Tensor | None]]:
     """The δ-recursion through a stack of dense layers, from the last layer down.
 
@@ -87,6 +108,8 @@ def mlp_backward(
         extra_grad_a: per layer, a gradient reaching its output aˡ directly (only in a double
             backward through saved tensors), added to ∂C/∂aˡ.
         extra_delta: per layer, a gradient reaching its zˡ directly, added to δˡ.
+        direct_error: e for a direct feedback rule (``torchbp.feedback``): each layer then
+            hands down e Bˡ, with ``weights`` holding the Bˡ ``(outputs, n_{l-1})``, in place of δˡ Wˡ.
 
     Returns:
         ``(deltas, grad_x, grad_weights, grad_biases)``: δˡ per layer (``None`` where no
@@ -102,14 +125,18 @@ def mlp_backward(
         if reaching is not None:
             grad_a = reaching if grad_a is None else grad_a + reaching
         extra = extra_delta[l] if extra_delta is not None else None
+        layer_needs = needs[l] if direct_error is None else (False, *needs[l][1:])
         if grad_a is None:
             if extra is None:
                 continue
             delta = extra
-            grad_a, grad_weights[l], grad_biases[l] = linear_backward(delta, inputs[l], weights[l], needs[l])
+            grad_a, grad_weights[l], grad_biases[l] = linear_backward(delta, inputs[l], weights[l], layer_needs)
         else:
             delta, grad_a, grad_weights[l], grad_biases[l] = dense_backward(
-                grad_a, inputs[l], weights[l], activations[l], saved[l], needs[l], extra
+                grad_a, inputs[l], weights[l], activations[l], saved[l], layer_needs, extra
             )
         deltas[l] = delta
+        if direct_error is not None and needs[l][0]:
+            # direct feedback: ∂C/∂aˡ⁻¹ = e Bˡ in place of δˡ Wˡ
+            grad_a = direct_error @ weights[l]  # type: ignore[operator]
     return deltas, grad_a, grad_weights, grad_biases

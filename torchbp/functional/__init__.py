@@ -19,7 +19,7 @@ from torch import Tensor
 
 from ..derivatives import activations
 from ..derivatives.activations import ACTIVATIONS, Activation, get_activation
-from ..derivatives.dense import dense_forward, mlp_forward
+from ..derivatives.dense import StackFeedback, dense_forward, mlp_forward
 from ..derivatives.linear import Linear
 from .batchnorm import batch_norm
 from .chain_node import chain
@@ -138,6 +138,7 @@ def mlp(
     biases: list[Tensor | None],
     activations: list[str | Activation],
     on_delta: Callable[[int, Tensor], None] | None = None,
+    feedback: StackFeedback | None = None,
 ) -> Tensor:
     """A stack of dense layers aˡ = σˡ(aˡ⁻¹ Wˡᵀ + bˡ) as one autograd node.
 
@@ -150,6 +151,7 @@ def mlp(
         biases: bˡ, shapes ``(n_l,)``, or ``None`` entries.
         activations: σˡ per layer, names or ``Activation`` objects.
         on_delta: called as ``on_delta(l, δˡ)`` (l counts from 0) during the backward pass.
+        feedback: a feedback rule's Bˡ for BP2 (``torchbp.feedback``); ``None`` is backprop.
 
     Returns:
         aᴸ, shape ``(*, n_L)``.
@@ -174,7 +176,7 @@ def mlp(
     params = [t for pair in zip(weights, biases) for t in pair]
     if traced_without_grad(x, *params):
         return mlp_forward(x, weights, biases, acts)[0][-1]
-    return apply(MLPFunction, MLP_WITH_JVP, x, acts, on_delta, *params)[len(acts) - 1]
+    return apply(MLPFunction, MLP_WITH_JVP, x, acts, on_delta, feedback, *params)[len(acts) - 1]
 
 
 def activate(z: Tensor, activation: str | Activation, **options: object) -> Tensor:

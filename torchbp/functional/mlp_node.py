@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.autograd import Function
 
 from ..derivatives.activations import Activation
-from ..derivatives.dense import dense_backward, dense_forward, mlp_backward, mlp_forward
+from ..derivatives.dense import StackFeedback, dense_backward, dense_forward, mlp_backward, mlp_forward
 from ..derivatives.linear import linear_backward, linear_jvp
 from .factory import twin_with_jvp
 from .internals import forward_mode
@@ -220,11 +220,13 @@ def _work_out_layout(needs: tuple[bool, ...], saves: tuple[str, ...]) -> Layout:
 class MLPFunction(Function):
     """A whole stack of dense layers as one node; backward: the δ-recursion in a loop.
 
-    ``forward(x, activations, on_delta, W¹, b¹, W², b², …)`` returns ``(a¹, …, aᴸ)`` and then the
+    ``forward(x, activations, on_delta, feedback, W¹, b¹, W², b², …)`` returns ``(a¹, …, aᴸ)`` and then the
     zˡ of the layers whose σ′ reads z. They are handed out, as in ``DenseFunction``, so
     that every saved tensor stays in the graph and a double backward is exact; callers keep aᴸ.
     Each tensor is saved once even where it plays two parts (aˡ is the input of layer l+1 and,
-    for sigmoid, what σ′ reads); ``Layout`` says which.
+    for sigmoid, what σ′ reads); ``Layout`` says which. ``feedback`` (a
+    ``StackFeedback``, or ``None`` for backprop) gives the Bˡ
+    that BP2 reads in Wˡ's place.
     """
 
     generate_vmap_rule = True
@@ -234,6 +236,7 @@ class MLPFunction(Function):
         x: Tensor,
         activations: list[Activation],
         on_delta: Callable[[int, Tensor], None] | None,
+        feedback: StackFeedback | None,
         *params: Tensor | None,
     ) -> tuple[Tensor, ...]:
         a, z = mlp_forward(x, params[0::2], params[1::2], activations)  # type: ignore[arg-type]
@@ -242,15 +245,16 @@ class MLPFunction(Function):
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
         activations, on_delta = inputs[1], inputs[2]
-        layout = mlp_layout(ctx.needs_input_grad, tuple([act.saves for act in activations]))
-        ctx.layout, ctx.activations, ctx.on_delta = layout, activations, on_delta
+        needs = ctx.needs_input_grad[:3] + ctx.needs_input_grad[4:]  # the feedback argument wants none
+        layout = mlp_layout(needs, tuple([act.saves for act in activations]))
+        ctx.layout, ctx.activations, ctx.on_delta, ctx.feedback = layout, activations, on_delta, inputs[3]
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(*layout.gather(inputs[0], inputs[3:], output, activations))
+        ctx.save_for_backward(*layout.gather(inputs[0], inputs[4:], output, activations))
         if forward_mode():
             layers = len(activations)
             z = iter(output[layers:])
             saved = (act.read(next(z) if act.saves == "z" else None, a_l) for act, a_l in zip(activations, output))
-            ctx.save_for_forward(inputs[0], *output[: layers - 1], *inputs[3::2], *saved)
+            ctx.save_for_forward(inputs[0], *output[: layers - 1], *inputs[4::2], *saved)
 
     @staticmethod
     def backward(ctx: Any, *grads: Tensor | None) -> tuple[Tensor | None, ...]:
@@ -258,15 +262,23 @@ class MLPFunction(Function):
         layers, slots, saved = len(activations), layout.layers, ctx.saved_tensors
         # gradients reaching a¹ … aᴸ⁻¹ or some zˡ directly: only in a double backward through what was saved
         reaching = grads if any(g is not None for g in grads[: layers - 1] + grads[layers:]) else None
+        feedback: StackFeedback | None = ctx.feedback
+        weights = [None if s.weight is None else saved[s.weight] for s in slots]
+        direct_error = None
+        if feedback is not None:  # BP2 reads each Bˡ in Wˡ's place (torchbp.feedback)
+            weights = [None if s.weight is None else b for s, b in zip(slots, feedback.matrices)]
+            if feedback.direct:
+                direct_error = grads[layers - 1] if feedback.error is None else feedback.error()
         deltas, grad_x, grad_weights, grad_biases = mlp_backward(
             grads[layers - 1],
             [None if s.input is None else saved[s.input] for s in slots],
-            [None if s.weight is None else saved[s.weight] for s in slots],
+            weights,
             activations,
             [None if s.read is None else saved[s.read] for s in slots],
             layout.plan,
             None if reaching is None else [*reaching[: layers - 1], None],
             None if reaching is None else [None if s.z_output is None else reaching[s.z_output] for s in slots],
+            direct_error,
         )
         if ctx.on_delta is not None:
             # from the top down, the order the δ-recursion (and a layer-by-layer backward) gives
@@ -274,10 +286,14 @@ class MLPFunction(Function):
                 delta = deltas[l]
                 if delta is not None:
                     ctx.on_delta(l, delta.detach())
-        return grad_x, None, None, *[g for pair in zip(grad_weights, grad_biases) for g in pair]
+        if feedback is not None and feedback.learn is not None:
+            feedback.learn(grad_weights)
+        return grad_x, None, None, None, *[g for pair in zip(grad_weights, grad_biases) for g in pair]
 
     @staticmethod
-    def tangent(ctx: Any, x_t: Tensor | None, _: None, __: None, *param_t: Tensor | None) -> tuple[Tensor, ...]:
+    def tangent(
+        ctx: Any, x_t: Tensor | None, _: None, __: None, ___: None, *param_t: Tensor | None
+    ) -> tuple[Tensor, ...]:
         layers = len(ctx.activations)
         saved = ctx.saved_tensors
         inputs, weights, sigma = saved[:layers], saved[layers : 2 * layers], saved[2 * layers :]

@@ -10,15 +10,22 @@ import torch
 from torch import Tensor
 
 from ..derivatives import conv as derivatives
+from ..derivatives.base import Derivatives
 from ..functional.conv import checked_settings, conv1d, conv2d, conv_settings, pad
+from ..functional.factory import apply_layer
 from ..hookspecs import hookimpl
 from ..specs import LayerSpec
 from .delta_hooks import DeltaHooks
+from .feedback import FeedbackLayer
 
 
-class _Conv(DeltaHooks):
+class _Conv(FeedbackLayer, DeltaHooks):
     """What Conv1d and Conv2d share: the call (padding first where its mode is not zeros, as torch's
-    convolutions do) and, in a chain, a zero-padded convolution as one ``Conv``."""
+    convolutions do) and, in a chain, a zero-padded convolution as one ``Conv``.
+
+    With a feedback rule, BP2 reads the buffer ``feedback_weight`` B in W's place: ∂C/∂x = Bᵀ ⋆ δ,
+    or, for a direct rule, e B reshaped like x, B ``(outputs, C_in · spatial size of x)``.
+    """
 
     convolve: Callable[..., Tensor]
     _reversed_padding_repeated_twice: list[int]
@@ -32,6 +39,8 @@ class _Conv(DeltaHooks):
     padding_mode: Literal["zeros", "reflect", "replicate", "circular"]
 
     def forward(self, input: Tensor) -> Tensor:
+        if self._feedback is not None and torch.is_grad_enabled():
+            return apply_layer(self.link(input), input, self.link_params(), self.on_delta())
         padding: str | tuple[int, ...] | int = self.padding
         if self.padding_mode != "zeros":
             input = pad(input, self._reversed_padding_repeated_twice, self.padding_mode)
@@ -48,11 +57,11 @@ class _Conv(DeltaHooks):
         d = len(self.stride)
         return conv_settings(d, self.stride, self.padding, self.dilation, self.groups, self.weight).extra is None
 
-    def link(self, x: Tensor) -> derivatives.Conv:
+    def link(self, x: Tensor) -> Derivatives:
         d = len(self.stride)
-        return checked_settings(
-            d, x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
-        ).conv
+        settings = checked_settings(d, x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        conv = settings.conv
+        return conv if self._feedback is None else self.feedback_equations(conv, x)
 
     def link_params(self) -> tuple[Tensor | None, ...]:
         return self._parameters["weight"], self._parameters["bias"]  # type: ignore[attr-defined]

@@ -8,16 +8,21 @@ from torch import Tensor
 from .. import functional as F
 from ..derivatives import linear as derivatives
 from ..derivatives.activations import Activation
+from ..derivatives.base import Derivatives
 from ..functional.checks import check_linear
 from ..hookspecs import hookimpl
 from ..specs import LayerSpec
 from .delta_hooks import DeltaHooks
+from .feedback import FeedbackLayer, stack_feedback
 
 _LINEAR = derivatives.Linear()
 
 
-class Linear(DeltaHooks, torch.nn.Linear):
+class Linear(FeedbackLayer, DeltaHooks, torch.nn.Linear):
     """z = x Wᵀ + b, like ``torch.nn.Linear``; input ``(*, in_features)``, output ``(*, out_features)``.
+
+    With a feedback rule (``torchbp.nn.convert`` ``feedback=``), BP2 reads the buffer
+    ``feedback_weight`` B in W's place: ∂C/∂x = δ B (or e B for a direct rule).
 
     Examples:
         >>> layer = Linear(3, 2)
@@ -26,18 +31,23 @@ class Linear(DeltaHooks, torch.nn.Linear):
     """
 
     def forward(self, input: Tensor) -> Tensor:
+        if self._feedback is not None and torch.is_grad_enabled():
+            return F.apply_layer(self.link(input), input, self.link_params(), self.on_delta())
         return F.linear(input, self.weight, self.bias, self.on_delta())
 
-    def link(self, x: Tensor) -> derivatives.Linear:
+    def link(self, x: Tensor) -> Derivatives:
         check_linear(x, self._parameters["weight"], self._parameters["bias"], ("input", "weight", "bias"))
-        return _LINEAR
+        return _LINEAR if self._feedback is None else self.feedback_equations(_LINEAR, x)
 
     def link_params(self) -> tuple[Tensor | None, ...]:
         return self._parameters["weight"], self._parameters["bias"]
 
 
-class Dense(DeltaHooks, torch.nn.Module):
+class Dense(FeedbackLayer, DeltaHooks, torch.nn.Module):
     """The fused layer a = σ(x Wᵀ + b), one autograd node.
+
+    With a feedback rule, BP2 reads the buffer ``feedback_weight`` B in W's place (the layer then
+    runs as a one-layer ``torchbp.functional.mlp`` node, which takes the rule's B).
 
     ``weight`` ``(out_features, in_features)`` and ``bias`` ``(out_features,)`` are named, shaped
     and initialised like ``torch.nn.Linear``'s. Input ``(*, in_features)``, output ``(*, out_features)``.
@@ -77,6 +87,10 @@ class Dense(DeltaHooks, torch.nn.Module):
         torch.nn.Linear.reset_parameters(self)  # type: ignore[arg-type]
 
     def forward(self, input: Tensor) -> Tensor:
+        feedback = None if self._feedback is None else stack_feedback([self], input)
+        if feedback is not None:
+            on_delta = None if not self._delta_hooks else lambda _, delta: self._call_delta_hooks(delta)
+            return F.mlp(input, [self.weight], [self.bias], [self.activation], on_delta, feedback)
         return F.dense(input, self.weight, self.bias, self.activation, self.on_delta())
 
     def extra_repr(self) -> str:

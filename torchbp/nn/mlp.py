@@ -9,7 +9,9 @@ from torch import Tensor
 
 from .. import functional as F
 from ..derivatives.activations import Activation
+from ..feedback.base import FeedbackRule, OutputError
 from ..functional.internals import has_hooks
+from .feedback import attach, stack_feedback
 from .linear import Dense
 
 
@@ -26,6 +28,10 @@ class MLP(torch.nn.Module):
         output_activation: σ of the last layer; ``None`` uses ``activation`` too (as in
             Nielsen's ``network.py``), ``"identity"`` gives raw outputs (logits).
         bias: whether the layers have biases.
+        feedback: the feedback rule that carries δ down (``torchbp.feedback``): a registered
+            name (``"fa"``, ``"dfa"``, …) or a rule object from ``torchbp.get_feedback`` (with
+            its options). Each layer keeps its B in ``layers.<l>.feedback_weight``; for ``"dfa"``
+            the MLP's output is the network's (e = ∂C/∂aᴸ).
 
     Input ``(*, sizes[0])``, output ``(*, sizes[-1])``; parameters ``layers.<l>.weight`` / ``.bias``.
 
@@ -42,6 +48,7 @@ class MLP(torch.nn.Module):
         bias: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        feedback: str | FeedbackRule = "backprop",
     ) -> None:
         super().__init__()
         sizes = list(sizes)
@@ -54,6 +61,11 @@ class MLP(torch.nn.Module):
             Dense(n_in, n_out, act, bias=bias, device=device, dtype=dtype)
             for n_in, n_out, act in zip(sizes[:-1], sizes[1:], activations)
         )
+        if feedback != "backprop":
+            attach(self, feedback)
+
+    captures_output_error = True
+    """A direct feedback rule reads e off the MLP's own output (a tensor hook its forward sets)."""
 
     @property
     def dense_layers(self) -> list[Dense]:
@@ -63,6 +75,15 @@ class MLP(torch.nn.Module):
 
     def forward(self, input: Tensor) -> Tensor:
         layers: list[Dense] = list(self._modules["layers"]._modules.values())  # type: ignore[union-attr,arg-type]
+        output_error: OutputError | None = self.__dict__.get("_output_error")
+        if output_error is not None and torch.is_grad_enabled():
+            output = self._forward(input, layers)
+            if output.requires_grad:
+                output.register_hook(output_error.capture)
+            return output
+        return self._forward(input, layers)
+
+    def _forward(self, input: Tensor, layers: list[Dense]) -> Tensor:
         if has_hooks(*layers):
             # a module hook on a layer (forward or backward, its own or global) needs that layer's own call
             a = input
@@ -81,7 +102,8 @@ class MLP(torch.nn.Module):
             activations.append(layer.activation)
             delta_hooked = delta_hooked or bool(layer._delta_hooks)
         on_delta = self._call_layer_delta_hooks if delta_hooked else None
-        return F.mlp(input, weights, biases, activations, on_delta)
+        feedback = None if layers[0]._feedback is None else stack_feedback(layers, input)
+        return F.mlp(input, weights, biases, activations, on_delta, feedback)
 
     def _call_layer_delta_hooks(self, index: int, delta: Tensor) -> None:
         self.dense_layers[index]._call_delta_hooks(delta)

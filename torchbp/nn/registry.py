@@ -7,12 +7,15 @@ same way. It is read afresh whenever the set of plugins changes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
+from ..feedback.base import FeedbackRule
 from ..functional.factory import function_for
 from ..plugins import PluginError, listing
 from ..specs import LayerSpec
+from .feedback import attach, detach
 
 
 def _specs() -> list[LayerSpec]:
@@ -107,7 +110,9 @@ def conversion(model: torch.nn.Module) -> Conversion:
     return report
 
 
-def convert(model: torch.nn.Module, strict: bool = False) -> torch.nn.Module:
+def convert(
+    model: torch.nn.Module, strict: bool = False, feedback: str | FeedbackRule | None = None, **options: Any
+) -> torch.nn.Module:
     """Replace, in place and recursively, each ``torch.nn`` layer that has a torchbp twin.
 
     The twins are those of every registered layer (``torchbp plugins --kind layer``): exact
@@ -120,6 +125,12 @@ def convert(model: torch.nn.Module, strict: bool = False) -> torch.nn.Module:
         model: any ``torch.nn.Module``.
         strict: raise ``ValueError`` naming every module with parameters that stays native
             (the model is then left as it was).
+        feedback: a feedback rule to carry δ down (``torchbp.feedback``, ``torchbp plugins
+            --kind feedback``): a registered name such as ``"fa"`` or ``"dfa"``, with its
+            ``options`` (``seed=``, …), or a rule object. Each layer with a weight then keeps its B
+            in a buffer ``feedback_weight``. ``None`` leaves the model's rule as it was (backprop
+            for a model never given one). A module the rule cannot act in is a ``ValueError``.
+        options: the feedback rule's options, e.g. ``seed=1``.
 
     Returns:
         ``model`` itself.
@@ -144,15 +155,21 @@ def convert(model: torch.nn.Module, strict: bool = False) -> torch.nn.Module:
                 "convert(strict=True): these modules have parameters and no torchbp twin, so their backward "
                 f"would stay native: {', '.join(left)}; convert without strict, or register a layer plugin for them"
             )
-    return _replace(model, table)
+    converted = _replace(model, table)
+    if feedback is not None:
+        attach(converted, feedback, **options)
+    elif options:
+        raise TypeError(f"convert: options {', '.join(sorted(options))} are a feedback rule's; pass feedback= too")
+    return converted
 
 
 def revert(model: torch.nn.Module) -> torch.nn.Module:
     """Undo ``convert``: each torchbp twin becomes its ``torch.nn`` layer again, in place.
 
     ``Dense`` and ``MLP`` have no single ``torch.nn`` twin and
-    are left as they are.
+    are left as they are. A feedback rule is taken out first (its ``feedback_weight`` buffers go).
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    detach(model)
     return _replace(model, {twin: module for module, twin in twins().items()})

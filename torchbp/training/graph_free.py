@@ -57,6 +57,7 @@ class GraphFreeStep:
         self.reads = [{"z": "z", "a": "a", "mask": "a"}.get(act.saves) for act in self.activations]
         self.parameters = [*self.weights, *self.biases]
         self.check_targets = cost.spec.check is not None
+        self.feedback = [layer._feedback for layer in self.layers if layer._feedback is not None]
 
     def __call__(self, inputs: Tensor, targets: Tensor) -> Tensor:
         """Forward and backward pass on a batch ``inputs (n, in)``; returns the output aᴸ ``(n, out)``."""
@@ -70,9 +71,21 @@ class GraphFreeStep:
         # BP1's first factor: ∇ₐC = (1/n) ∇ₐCₖ
         grad_output = cost.gradient(output, targets) / output.shape[0]
         saved = [z_l if kind == "z" else a_l if kind == "a" else None for kind, z_l, a_l in zip(self.reads, z, a[1:])]
+        # BP2 reads each Bˡ in Wˡ's place where a feedback rule is attached (e = ∇ₐC for a direct one)
+        weights = [feedback.matrix(inputs) for feedback in self.feedback] if self.feedback else self.weights
+        direct = self.feedback[0].rule.direct if self.feedback else False
         deltas, _, grad_weights, grad_biases = mlp_backward(
-            grad_output, a[:-1], self.weights, self.activations, saved, self.needs
+            grad_output,
+            a[:-1],
+            weights,
+            self.activations,
+            saved,
+            self.needs,
+            direct_error=grad_output if direct else None,
         )
+        if self.feedback and self.feedback[0].learns:
+            for feedback, grad_weight in zip(self.feedback, grad_weights):
+                feedback.learn(grad_weight)  # type: ignore[arg-type]
         # from the top down, as the autograd backward hands them over
         for layer, delta in reversed(list(zip(self.layers, deltas))):
             if layer._delta_hooks and delta is not None:

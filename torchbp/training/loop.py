@@ -25,8 +25,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from ..nn import MLP
+from ..nn.feedback import attach, feedback_of
 from ..plugins import get_plugin_manager, lookup, reporting_plugin
-from ..registry import Cost, create_rule, get_cost, rule_hyperparameters
+from ..registry import Cost, create_rule, get_cost, parsed_feedback_options, rule_hyperparameters
 from ..registry import cost_options as cost_options_for
 from ..registry import rule_options as rule_options_for
 from ..specs import RuleSpec
@@ -311,9 +312,11 @@ def _epoch_steps(
 ) -> tuple[Tensor, int]:
     model, rule, cost, device = run.model, run.rule, run.cost, run.device
     on_device = isinstance(data, tuple)
-    step_end = get_plugin_manager().hook.torchbp_step_end
+    hooks = get_plugin_manager().hook
+    step_end = hooks.torchbp_step_end
     wants_loss = any("loss" in listener.argnames for listener in step_end.get_hookimpls())
     report_step = reporting_plugin(step_end)
+    before_update = hooks.torchbp_before_update if hooks.torchbp_before_update.get_hookimpls() else None
     model.train()
     if graph_free_step is not None:
         # tensor data: every row's targets were checked in the first epoch
@@ -354,6 +357,8 @@ def _epoch_steps(
                 rule.zero_grad(set_to_none=True)
                 skipped += 1
                 continue
+            if before_update is not None:
+                before_update(run=run, epoch=epoch, step=step, inputs=inputs, targets=targets)
             rule.step()
             epoch_cost.add(cast(Tensor, output), targets, step)
             report_step(run=run, epoch=epoch, step=step, loss=loss)
@@ -445,6 +450,9 @@ def fit(
     graph_free: bool | None = None,
     threads: int | None = None,
     skip_nonfinite: bool = False,
+    feedback: str | None = None,
+    feedback_options: dict[str, Any] | None = None,
+    alignment_every: int = 100,
     **rule_options: Any,
 ) -> list[dict[str, float]]:
     """Train ``model`` on ``train_data`` with a registered cost and update rule.
@@ -473,6 +481,15 @@ def fit(
             so a run directory in the working directory never shadows a Python package.
         cost_options: keyword options of the cost.
         rule_options: hyperparameters of the update rule besides ``lr``.
+        feedback: a registered feedback rule (``torchbp plugins --kind feedback``) put into the
+            model's layers (``torchbp.nn.convert``), built with ``feedback_options``; its B
+            seed is the run's ``seed`` unless the options give one. ``None`` keeps the model's own
+            (backprop unless it was given one), or, on ``resume``, the run's. Recorded in
+            ``config.toml``; B is in checkpoints, so a resumed run is the unbroken one.
+        feedback_options: the feedback rule's options, e.g. ``{"scale": 0.5}``.
+        alignment_every: with a feedback rule other than backprop and a run directory, every this
+            many steps TensorBoard gets the angle between each layer's gradient under the rule
+            and the true backprop gradient on the same batch (0: never).
         verbose: print a progress bar and a summary line per epoch.
         graph_free: train a torchbp ``MLP`` without an autograd graph (the same numbers, faster);
             ``None`` does so whenever the model allows it, ``False`` always goes through autograd.
@@ -533,6 +550,17 @@ def fit(
     use_graph_free = supports(model) if graph_free is None else graph_free
     if threads is None and isinstance(model, MLP):
         threads = threads_for(model, batch_size, device)
+    if checkpoint is not None and feedback is None:  # a resumed run keeps its feedback rule
+        feedback = checkpoint["config"].get("feedback")
+        feedback_options = checkpoint["config"].get("feedback_options")
+    if feedback is not None:
+        feedback_options = parsed_feedback_options(feedback, {"seed": seed, **(feedback_options or {})})
+        attach(model, feedback, **feedback_options)
+    else:
+        rule_in_model = feedback_of(model)
+        feedback = rule_in_model.name if rule_in_model is not None else "backprop"
+    if isinstance(alignment_every, bool) or not isinstance(alignment_every, int) or alignment_every < 0:
+        raise ValueError(f"alignment_every: expected a non-negative int, got {alignment_every!r}")
     cost_options = cost_options_for(cost, dict(cost_options or {}))
     rule_options = rule_options_for(rule, rule_options)
     cost_module = get_cost(cost, **cost_options)
@@ -546,6 +574,9 @@ def fit(
         "cost_options": cost_options,
         "rule": rule,
         "rule_options": dict(rule_options),
+        "feedback": feedback,
+        "feedback_options": dict(feedback_options or {}),
+        "alignment_every": alignment_every,
         "lr": lr,
         "epochs": epochs,
         "batch_size": batch_size,

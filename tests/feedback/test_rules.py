@@ -1,0 +1,217 @@
+"""Feedback rules against their formulas written out by hand in float64.
+
+For each rule, one training step of a small network through every path torchbp has (a converted
+Sequential as one chain node, the layers called one by one, the fused MLP node, the MLP layer by
+layer, the graph-free step, a CNN) gives the gradients of the rule's own equations: the top
+layer's exact, the hidden layers' from B (δ B, or e B for dfa), and B as the rule says.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import Tensor
+
+import torchbp
+from torchbp import nn as tnn
+from torchbp.training.graph_free import GraphFreeStep
+
+RULES = ["backprop", "fa", "dfa", "usf", "brsf", "frsf", "kolen_pollack"]
+
+
+def _hand_gradients(rule: str, x: Tensor, y: Tensor, weights: list[Tensor], biases: list[Tensor], bs: list[Tensor]):
+    """One step of Linear-tanh-Linear-tanh-Linear with the quadratic cost C = (1/2n)‖a − y‖², written out."""
+    z1 = x @ weights[0].T + biases[0]
+    a1 = torch.tanh(z1)
+    z2 = a1 @ weights[1].T + biases[1]
+    a2 = torch.tanh(z2)
+    out = a2 @ weights[2].T + biases[2]
+    e = (out - y) / x.shape[0]  # ∂C/∂(output)
+    delta3 = e  # the top layer is exact
+    if rule == "backprop":
+        carry3, carry2 = delta3 @ weights[2], None
+    elif rule == "dfa":
+        carry3 = e @ bs[2]  # ∂C/∂a² = e B³
+    else:
+        carry3 = delta3 @ bs[2]  # ∂C/∂a² = δ³ B³
+    delta2 = carry3 * (1 - a2**2)
+    if rule == "backprop":
+        carry2 = delta2 @ weights[1]
+    elif rule == "dfa":
+        carry2 = e @ bs[1]
+    else:
+        carry2 = delta2 @ bs[1]
+    delta1 = carry2 * (1 - a1**2)
+    grads_w = [delta1.T @ x, delta2.T @ a1, delta3.T @ a2]
+    grads_b = [delta1.sum(0), delta2.sum(0), delta3.sum(0)]
+    return grads_w, grads_b
+
+
+def _sequential() -> torch.nn.Module:
+    return torch.nn.Sequential(
+        torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3)
+    ).double()
+
+
+def _linears(model: torch.nn.Module) -> list[torch.nn.Module]:
+    return [m for m in model.modules() if hasattr(m, "weight")]
+
+
+def _step(model: torch.nn.Module, x: Tensor, y: Tensor, graph_free: bool = False) -> None:
+    cost = torchbp.get_cost("quadratic")
+    for p in model.parameters():
+        p.grad = None
+    if graph_free:
+        GraphFreeStep(model, cost)(x, y)  # type: ignore[arg-type]
+    else:
+        cost(model(x), y).backward()
+
+
+def _check(rule: str, model: torch.nn.Module, x: Tensor, y: Tensor, graph_free: bool = False) -> None:
+    layers = _linears(model)
+    weights = [layer.weight.detach().clone() for layer in layers]
+    biases = [layer.bias.detach().clone() for layer in layers]
+    before = [layer.feedback_weight.clone() for layer in layers] if rule != "backprop" else []
+    _step(model, x, y, graph_free)
+    used = [layer.feedback_weight.clone() for layer in layers] if rule != "backprop" else []
+    if rule == "kolen_pollack":
+        used = before  # B is read, then learns
+    grads_w, grads_b = _hand_gradients(rule, x, y, weights, biases, used)
+    for layer, gw, gb in zip(layers, grads_w, grads_b):
+        torch.testing.assert_close(layer.weight.grad, gw, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(layer.bias.grad, gb, rtol=1e-12, atol=1e-12)
+    scale = [w[0].numel() ** -0.5 for w in weights]
+    if rule in ("fa", "dfa"):
+        for b0, b1 in zip(before, used):
+            assert torch.equal(b0, b1)  # fixed
+    if rule == "usf":
+        for w, b, s in zip(weights, used, scale):
+            torch.testing.assert_close(b, torch.sign(w) * s)
+    if rule in ("brsf", "frsf"):
+        for w, b, s in zip(weights, used, scale):
+            assert torch.equal(torch.sign(b), torch.sign(w)) and b.abs().max() <= s
+    if rule == "frsf":
+        for b0, b1 in zip(before, used):
+            assert torch.equal(b0.abs(), b1.abs())  # the magnitudes stay
+    if rule == "brsf":
+        assert not any(torch.equal(b0.abs(), b1.abs()) for b0, b1 in zip(before, used))  # redrawn
+    if rule == "kolen_pollack":
+        for layer, b0, gw in zip(layers, before, grads_w):
+            torch.testing.assert_close(layer.feedback_weight, b0 - 0.1 * gw, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_chain_node_follows_the_rules_formula(rule: str) -> None:
+    model = tnn.convert(_sequential(), feedback=rule, seed=3)
+    x, y = torch.randn(7, 4, dtype=torch.float64), torch.randn(7, 3, dtype=torch.float64)
+    _check(rule, model, x, y)
+    assert "ChainFunction" in type(model(x).grad_fn).__name__
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_layers_one_by_one_follow_the_rules_formula(rule: str) -> None:
+    model = tnn.convert(_sequential(), feedback=rule, seed=3)
+    model.register_forward_pre_hook(lambda module, args: None)
+    for layer in model:
+        layer.register_forward_hook(lambda module, args, output: None)  # no chain: each layer its own node
+    x, y = torch.randn(7, 4, dtype=torch.float64), torch.randn(7, 3, dtype=torch.float64)
+    _check(rule, model, x, y)
+
+
+def _mlp(rule: str) -> tnn.MLP:
+    return tnn.MLP([4, 6, 5, 3], "tanh", "identity", dtype=torch.float64, feedback=torchbp.get_feedback(rule, seed=3))
+
+
+@pytest.mark.parametrize("rule", RULES)
+@pytest.mark.parametrize("path", ["fused", "layer by layer", "graph-free"])
+def test_mlp_follows_the_rules_formula(rule: str, path: str) -> None:
+    model = _mlp(rule)
+    if path == "layer by layer":
+        for layer in model.layers:
+            layer.register_forward_hook(lambda module, args, output: None)
+    x, y = torch.randn(7, 4, dtype=torch.float64), torch.randn(7, 3, dtype=torch.float64)
+    _check(rule, model, x, y, graph_free=path == "graph-free")
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_mlp_paths_agree_bit_for_bit_over_steps(rule: str) -> None:
+    x, y = torch.randn(7, 4, dtype=torch.float64), torch.randn(7, 3, dtype=torch.float64)
+    fused, free = _mlp(rule), _mlp(rule)
+    free.load_state_dict(fused.state_dict())
+    for _ in range(3):
+        _step(fused, x, y)
+        _step(free, x, y, graph_free=True)
+        for p, q in zip(fused.parameters(), free.parameters()):
+            assert torch.equal(p.grad, q.grad)
+            with torch.no_grad():
+                p -= 0.1 * p.grad
+                q -= 0.1 * q.grad
+    for (name, b), (_, c) in zip(fused.named_buffers(), free.named_buffers()):
+        assert torch.equal(b, c), name
+
+
+def test_backprop_equals_autograd_exactly() -> None:
+    native = _sequential()
+    ours = tnn.convert(copy.deepcopy(native), feedback="backprop")
+    x, y = torch.randn(7, 4, dtype=torch.float64), torch.randn(7, 3, dtype=torch.float64)
+    torch.nn.functional.mse_loss(native(x), y).backward()
+    torch.nn.functional.mse_loss(ours(x), y).backward()
+    for p, q in zip(native.parameters(), ours.parameters()):
+        assert torch.equal(p.grad, q.grad)
+    assert [name for name, _ in ours.named_buffers()] == []
+
+
+def _cnn() -> torch.nn.Module:
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(2, 3, 3, padding=1),
+        torch.nn.Tanh(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(3 * 5 * 5, 4),
+    ).double()
+
+
+@pytest.mark.parametrize("rule", ["fa", "dfa", "usf"])
+def test_convolution_hands_down_its_rules_error(rule: str) -> None:
+    model = tnn.convert(_cnn(), feedback=rule, seed=1)
+    conv, linear = model[0], model[3]
+    x = torch.randn(3, 2, 5, 5, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(3, 4, dtype=torch.float64)
+    torchbp.get_cost("quadratic")(model(x), y).backward()
+    b_conv, b_lin = conv.feedback_weight, linear.feedback_weight
+    z = torch.nn.functional.conv2d(x.detach(), conv.weight.detach(), conv.bias.detach(), padding=1)
+    a = torch.tanh(z).flatten(1)
+    out = a @ linear.weight.detach().T + linear.bias.detach()
+    e = (out - y) / 3
+    if rule == "dfa":
+        assert b_conv.shape == (4, 2 * 5 * 5) and b_lin.shape == (4, 3 * 5 * 5)
+        delta_conv = (e @ b_lin).reshape(z.shape) * (1 - torch.tanh(z) ** 2)
+        grad_x = (e @ b_conv).reshape(x.shape)
+    else:
+        assert b_conv.shape == conv.weight.shape
+        delta_conv = (e @ b_lin).reshape(z.shape) * (1 - torch.tanh(z) ** 2)
+        # ∂C/∂x = Bᵀ ⋆ δ: the transposed convolution with B
+        grad_x = torch.nn.functional.conv_transpose2d(delta_conv, b_conv, padding=1)
+    torch.testing.assert_close(x.grad, grad_x, rtol=1e-12, atol=1e-12)
+    xs = torch.nn.functional.unfold(x.detach(), 3, padding=1)  # (n, C·k·k, positions)
+    grad_w = torch.einsum("nop,nkp->ok", delta_conv.flatten(2), xs).reshape(conv.weight.shape)
+    torch.testing.assert_close(conv.weight.grad, grad_w, rtol=1e-12, atol=1e-12)
+
+
+def test_bad_input_is_a_clear_error_at_convert_time() -> None:
+    with pytest.raises(ValueError, match="unknown feedback rule 'nope'; registered feedback rules: backprop, brsf"):
+        tnn.convert(_sequential(), feedback="nope")
+    with pytest.raises(TypeError, match="unknown option.*accepted: seed=0, scale=1.0"):
+        tnn.convert(_sequential(), feedback="fa", sclae=2.0)
+    lstm = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LSTM(4, 2))
+    with pytest.raises(ValueError, match=r"cannot act in: 1 \(LSTM: its backward is not torchbp's\)"):
+        tnn.convert(lstm, feedback="fa")
+    reflect = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, padding=1, padding_mode="reflect"), torch.nn.Flatten())
+    with pytest.raises(ValueError, match=r"0 \(Conv2d: its padding is a layer of its own\)"):
+        tnn.convert(reflect, feedback="usf")
+    conv_last = torch.nn.Sequential(torch.nn.Linear(4, 9), torch.nn.Unflatten(1, (1, 3, 3)), torch.nn.Conv2d(1, 2, 3))
+    with pytest.raises(ValueError, match="cannot identify the network's outputs.*pass outputs=N"):
+        tnn.convert(conv_last, feedback="dfa")
+    tnn.convert(conv_last, feedback="dfa", outputs=2)  # told, it draws B of (2, inputs)
+    assert conv_last[0].feedback_weight.shape == (2, 4)
