@@ -77,6 +77,10 @@ _BUILTINS = (
     "torchbp.nn.pool",
     "torchbp.nn.dropout",
     "torchbp.nn.sequential",
+    "torchbp.nn.norm",
+    "torchbp.nn.embedding",
+    "torchbp.nn.attention",
+    "torchbp.nn.transformer",
     "torchbp.training.console",
     "torchbp.training.tensorboard",
 )
