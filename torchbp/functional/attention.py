@@ -82,6 +82,19 @@ def check_attention(
     return q, k, v, batch
 
 
+def _shared_heads(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    """K and V with each of their heads (dimension −3) repeated for its group of query heads."""
+    if k.dim() < 3 or v.dim() < 3 or q.dim() < 3 or k.shape[-3] == q.shape[-3]:
+        return k, v
+    heads, kv_heads = q.shape[-3], k.shape[-3]
+    if heads % kv_heads or v.shape[-3] != kv_heads:
+        raise ValueError(
+            f"key, value: with enable_gqa, expected a number of heads (dim -3) dividing query's {heads}, "
+            f"got key of shape {shape_text(k)} and value of shape {shape_text(v)}"
+        )
+    return k.repeat_interleave(heads // kv_heads, -3), v.repeat_interleave(heads // kv_heads, -3)
+
+
 def scaled_dot_product_attention(
     query: Tensor,
     key: Tensor,
@@ -121,15 +134,9 @@ def scaled_dot_product_attention(
         tensor([[[2.],
                  [2.]]])
     """
+    if enable_gqa:
+        key, value = _shared_heads(check_tensor("query", query), check_tensor("key", key), check_tensor("value", value))
     q, k, v, _ = check_attention(query, key, value, attn_mask, dropout_p, is_causal)
-    if enable_gqa and k.dim() >= 3 and k.shape[-3] != q.shape[-3]:
-        heads, kv_heads = q.shape[-3], k.shape[-3]
-        if heads % kv_heads or v.shape[-3] != kv_heads:
-            raise ValueError(
-                f"key, value: with enable_gqa, expected a number of heads (dim -3) dividing query's {heads}, "
-                f"got key of shape {shape_text(k)} and value of shape {shape_text(v)}"
-            )
-        k, v = k.repeat_interleave(heads // kv_heads, -3), v.repeat_interleave(heads // kv_heads, -3)
     mask = None if attn_mask is None else additive_mask("attn_mask", attn_mask, q.dtype, True)
     factor = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     dropout_mask = None
