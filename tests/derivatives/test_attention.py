@@ -28,7 +28,10 @@ CASES: list[tuple[str, Callable[[], dict[str, Any]]]] = [
     ("causal", lambda: {"is_causal": True}),
     ("boolean mask (L, S)", lambda: {"attn_mask": torch.rand(5, 6) > 0.3}),
     ("additive mask per head", lambda: {"attn_mask": torch.randn(2, 3, 5, 6, dtype=torch.float64)}),
-    ("a row masked everywhere", lambda: {"attn_mask": torch.ones(5, 6, dtype=torch.bool).index_fill(0, torch.tensor([1]), False)}),
+    (
+        "a row masked everywhere",
+        lambda: {"attn_mask": torch.ones(5, 6, dtype=torch.bool).index_fill(0, torch.tensor([1]), False)},
+    ),
     ("scale", lambda: {"scale": 0.3}),
 ]
 
@@ -106,9 +109,14 @@ def test_bad_input_is_named() -> None:
         F.scaled_dot_product_attention(q, v, v)
     with pytest.raises(ValueError, match=r"value: expected shape \(\*, 6, Ev\).*got shape \(2, 5, 4\)"):
         F.scaled_dot_product_attention(q, k, q)
-    with pytest.raises(ValueError, match=r"attn_mask: expected a shape that broadcasts to .*\(2, 5, 6\).*got shape \(5, 5\)"):
+    with pytest.raises(
+        ValueError, match=r"attn_mask: expected a shape that broadcasts to .*\(2, 5, 6\).*got shape \(5, 5\)"
+    ):
         F.scaled_dot_product_attention(q, k, v, attn_mask=torch.ones(5, 5, dtype=torch.bool))
-    with pytest.raises(TypeError, match=r"attn_mask: expected a boolean mask or a float mask of dtype torch.float64, got dtype torch.int64"):
+    with pytest.raises(
+        TypeError,
+        match=r"attn_mask: expected a boolean mask or a float mask of dtype torch.float64, got dtype torch.int64",
+    ):
         F.scaled_dot_product_attention(q, k, v, attn_mask=torch.ones(5, 6, dtype=torch.int64))
     with pytest.raises(ValueError, match="attn_mask, is_causal: give one or the other"):
         F.scaled_dot_product_attention(q, k, v, attn_mask=torch.ones(5, 6, dtype=torch.bool), is_causal=True)

@@ -41,7 +41,9 @@ def test_rms_norm_equals_torch(eps: float | None) -> None:
 
 def test_norm_bad_input_is_named() -> None:
     x = torch.randn(2, 5)
-    with pytest.raises(ValueError, match=r"input: expected shape \(\*, 4\) to end in normalized_shape \[4\], got shape \(2, 5\)"):
+    with pytest.raises(
+        ValueError, match=r"input: expected shape \(\*, 4\) to end in normalized_shape \[4\], got shape \(2, 5\)"
+    ):
         F.layer_norm(x, 4)
     with pytest.raises(ValueError, match=r"weight: expected shape normalized_shape \[5\], got shape \(4\)"):
         F.layer_norm(x, 5, torch.ones(4))
@@ -64,9 +66,13 @@ def test_embedding_bad_input_is_named() -> None:
     weight = torch.randn(5, 3)
     with pytest.raises(TypeError, match="input: expected a tensor of integer indices"):
         F.embedding(torch.ones(2), weight)
-    with pytest.raises(IndexError, match=r"input: indices must lie in \[0, 4\] for weight of shape \(5, 3\), got indices from 0 to 7"):
+    with pytest.raises(
+        IndexError, match=r"input: indices must lie in \[0, 4\] for weight of shape \(5, 3\), got indices from 0 to 7"
+    ):
         F.embedding(torch.tensor([0, 7]), weight)
-    with pytest.raises(ValueError, match=r"weight: expected a 2-D tensor of shape \(num_embeddings, embedding_dim\), got shape \(5\)"):
+    with pytest.raises(
+        ValueError, match=r"weight: expected a 2-D tensor of shape \(num_embeddings, embedding_dim\), got shape \(5\)"
+    ):
         F.embedding(torch.tensor([0]), torch.randn(5))
     with pytest.raises(ValueError, match=r"padding_idx: expected an index in \[-5, 4\]"):
         F.embedding(torch.tensor([0]), weight, padding_idx=5)

@@ -99,7 +99,9 @@ MHA_CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
 
 @pytest.mark.parametrize("batch_first", [False, True], ids=["seq-first", "batch-first"])
 @pytest.mark.parametrize(("label", "options", "call"), MHA_CASES, ids=[c[0] for c in MHA_CASES])
-def test_multihead_attention_equals_torch(label: str, options: dict[str, Any], call: dict[str, Any], batch_first: bool) -> None:
+def test_multihead_attention_equals_torch(
+    label: str, options: dict[str, Any], call: dict[str, Any], batch_first: bool
+) -> None:
     theirs = _attention(batch_first=batch_first, **options)
     kdim, vdim = options.get("kdim", E), options.get("vdim", E)
     output = _compare(theirs, _qkv(batch_first, kdim, vdim), lambda m, q, k, v: m(q, k, v, **call))
@@ -158,9 +160,7 @@ def test_encoder_stack_equals_torch(norm_first: bool, activation: str) -> None:
 
 @pytest.mark.parametrize(("norm_first", "activation"), STACKS)
 def test_decoder_stack_equals_torch(norm_first: bool, activation: str) -> None:
-    layer = torch.nn.TransformerDecoderLayer(
-        E, 2, 16, 0.0, activation, norm_first=norm_first, dtype=torch.float64
-    )
+    layer = torch.nn.TransformerDecoderLayer(E, 2, 16, 0.0, activation, norm_first=norm_first, dtype=torch.float64)
     decoder = _randomised(torch.nn.TransformerDecoder(layer, 2, norm=torch.nn.LayerNorm(E, dtype=torch.float64)))
     target, memory = torch.randn(L, N, E, dtype=torch.float64), torch.randn(S, N, E, dtype=torch.float64)
     mask = torch.nn.Transformer.generate_square_subsequent_mask(L, dtype=torch.float64)

@@ -115,7 +115,12 @@ class Attention(Derivatives):
         through_s = needs[0] or needs[1] or needs[3]  # Q, K or M: δ goes through S
         keep_v = through_s or needs[4]
         return AttentionSaved(
-            x if through_s else None, k if through_s else None, v if keep_v else None, attn_mask, dropout_mask, buffers[0]
+            x if through_s else None,
+            k if through_s else None,
+            v if keep_v else None,
+            attn_mask,
+            dropout_mask,
+            buffers[0],
         )
 
     def probabilities(self, saved: AttentionSaved) -> Tensor:
@@ -205,11 +210,21 @@ class Attention(Derivatives):
         return [
             Sample("batch of 2, L 3, S 5", plain, q, (k, v, None, None)),
             Sample("no batch dimension", cls(scale=0.7), make(3, 2), (make(4, 2), make(4, 2), None, None)),
-            Sample("heads (2, 2, L, E), causal", cls(scale=0.5, causal=True), make(2, 2, 4, 3), (make(2, 2, 4, 3), make(2, 2, 4, 3), None, None)),
+            Sample(
+                "heads (2, 2, L, E), causal",
+                cls(scale=0.5, causal=True),
+                make(2, 2, 4, 3),
+                (make(2, 2, 4, 3), make(2, 2, 4, 3), None, None),
+            ),
             Sample("additive mask (L, S), broadcast", plain, q, (k, v, make(3, 5), None)),
             Sample("additive mask per batch", plain, q, (k, v, make(2, 3, 5), None)),
             Sample("dropout mask p 0.3", plain, q, (k, v, None, draw_mask(make(2, 3, 5), 0.3))),
-            Sample("causal with a mask, L > S", cls(scale=0.3, causal=True), make(1, 5, 2), (make(1, 3, 2), make(1, 3, 2), make(5, 3), None)),
+            Sample(
+                "causal with a mask, L > S",
+                cls(scale=0.3, causal=True),
+                make(1, 5, 2),
+                (make(1, 3, 2), make(1, 3, 2), make(5, 3), None),
+            ),
             Sample("key and value broadcast over the batch", plain, q, (make(1, 5, 4), make(1, 5, 3), None, None)),
             Sample("transposed query", plain, make(2, 4, 3).transpose(1, 2), (k, v, None, None)),
         ]

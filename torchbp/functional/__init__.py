@@ -30,8 +30,8 @@ from .cost import cost
 from .dropout import dropout, flatten, unflatten
 from .embedding import embedding
 from .factory import apply, apply_layer, function_for, traced_without_grad
-from .norm import layer_norm, rms_norm
 from .mlp_node import DENSE_WITH_JVP, MLP_WITH_JVP, DenseFunction, MLPFunction
+from .norm import layer_norm, rms_norm
 from .pool import adaptive_avg_pool2d, avg_pool2d, max_pool2d
 
 __all__ = [

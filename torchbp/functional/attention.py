@@ -151,7 +151,7 @@ def _in_projection(
     key: Tensor,
     value: Tensor,
     weights: tuple[Tensor, Tensor, Tensor],
-    biases: tuple[Tensor | None, Tensor | None, Tensor | None],
+    biases: tuple[Tensor | None, ...],
     packed: tuple[Tensor, Tensor | None] | None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Q = query W_qᵀ + b_q, K = key W_kᵀ + b_k, V = value W_vᵀ + b_v, through torchbp's linear;
@@ -165,7 +165,9 @@ def _in_projection(
     )
 
 
-def _check_heads(embed_dim: int, num_heads: int, query: Tensor, key: Tensor, value: Tensor, kdim: int, vdim: int) -> None:
+def _check_heads(
+    embed_dim: int, num_heads: int, query: Tensor, key: Tensor, value: Tensor, kdim: int, vdim: int
+) -> None:
     if num_heads <= 0 or embed_dim % num_heads:
         raise ValueError(
             f"num_heads: expected a positive number dividing embed_dim {embed_dim} (the heads split the width), "
@@ -184,7 +186,8 @@ def _check_heads(embed_dim: int, num_heads: int, query: Tensor, key: Tensor, val
         )
     if key.shape[:-1] != value.shape[:-1]:
         raise ValueError(
-            f"value: expected the sequence and batch dims of key of shape {shape_text(key)}, got shape {shape_text(value)}"
+            f"value: expected the sequence and batch dims of key of shape {shape_text(key)}, "
+            f"got shape {shape_text(value)}"
         )
     if query.dim() == 3 and query.shape[1] != key.shape[1]:
         raise ValueError(
@@ -194,7 +197,13 @@ def _check_heads(embed_dim: int, num_heads: int, query: Tensor, key: Tensor, val
 
 
 def _check_masks(
-    key_padding_mask: Tensor | None, attn_mask: Tensor | None, batch: int, heads: int, length: int, source: int, batched: bool
+    key_padding_mask: Tensor | None,
+    attn_mask: Tensor | None,
+    batch: int,
+    heads: int,
+    length: int,
+    source: int,
+    batched: bool,
 ) -> None:
     if key_padding_mask is not None:
         expected = (batch, source) if batched else (source,)
@@ -204,7 +213,11 @@ def _check_masks(
                 f"{shape_text(key_padding_mask)}"
             )
     if attn_mask is not None:
-        allowed = [(length, source), (batch * heads, length, source)] if batched else [(length, source), (heads, length, source)]
+        allowed = (
+            [(length, source), (batch * heads, length, source)]
+            if batched
+            else [(length, source), (heads, length, source)]
+        )
         if tuple(attn_mask.shape) not in allowed:
             raise ValueError(
                 f"attn_mask: expected shape {allowed[0]} or {allowed[1]} (batch × heads, L, S), got shape "
@@ -279,7 +292,7 @@ def multi_head_attention_forward(
     padding = None if key_padding_mask is None else additive_mask("key_padding_mask", key_padding_mask, dtype, False)
     causal = is_causal and padding is None and not need_weights
     mask = None if attn_mask is None or causal else additive_mask("attn_mask", attn_mask, dtype, False)
-    biases = (None, None, None) if in_proj_bias is None else in_proj_bias.chunk(3)
+    biases: tuple[Tensor | None, ...] = (None, None, None) if in_proj_bias is None else in_proj_bias.chunk(3)
     packed = None if packed_weight is None else (packed_weight, in_proj_bias)
     q, k, v = _in_projection(query, key, value, in_proj, biases, packed)
     if bias_k is not None and bias_v is not None:

@@ -7,8 +7,8 @@ with parameters has ``register_delta_hook``. :func:`convert` swaps them into any
 """
 
 from . import models
-from .attention import MultiheadAttention, NonDynamicallyQuantizableLinear
 from .activation import ELU, GELU, Identity, LeakyReLU, ReLU, Sigmoid, SiLU, Softmax, Softplus, Tanh
+from .attention import MultiheadAttention, NonDynamicallyQuantizableLinear
 from .batchnorm import BatchNorm1d, BatchNorm2d
 from .conv import Conv1d, Conv2d
 from .delta_hooks import DeltaHooks
