@@ -3,7 +3,7 @@
 Conventions (PyTorch's): ``q`` is ``(*, L, E)``, ``k`` is ``(*, S, E)``, ``v`` is ``(*, S, Ev)``,
 the batch dimensions ``*`` broadcast against each other; ``attn_mask`` M is additive, broadcastable
 to ``(*, L, S)`` (−∞ where a query may not look); the dropout mask m̃ (entries 0 and 1/(1 − p),
-drawn by :func:`torchbp.derivatives.dropout.draw_mask` outside the layer) is ``(*, L, S)``. The
+drawn by ``torchbp.derivatives.dropout.draw_mask`` outside the layer) is ``(*, L, S)``. The
 forward pass::
 
     S = Q Kᵀ·scale + M        (−∞ above the diagonal too, where causal)

@@ -1,6 +1,6 @@
 """Attention as functional ops: ``scaled_dot_product_attention`` (torch's signature) and the
 multi-head attention forward of ``torch.nn.MultiheadAttention``, both with the explicit backward
-of :class:`torchbp.derivatives.attention.Attention`; the projections are torchbp's linear layers."""
+of ``torchbp.derivatives.attention.Attention``; the projections are torchbp's linear layers."""
 
 from __future__ import annotations
 
@@ -109,7 +109,7 @@ def scaled_dot_product_attention(
 
     The backward is written out: ∂V = Pᵀ δ, ∂P = δ Vᵀ, ∂S = P ⊙ (∂P − rowsum(∂P ⊙ P)),
     ∂Q = ∂S K·scale, ∂K = ∂Sᵀ Q·scale (with m̃ where dropout is on, see
-    :class:`~torchbp.derivatives.attention.Attention`).
+    ``torchbp.derivatives.attention.Attention``).
 
     Args:
         query: Q, shape ``(*, L, E)``.
@@ -249,7 +249,7 @@ def multi_head_attention_forward(
     """``torch.nn.functional.multi_head_attention_forward``, sequence-first, with torchbp's layers.
 
     Q, K, V are projected by torchbp's linear, split into heads, attended by
-    :func:`scaled_dot_product_attention`'s Function and projected out by torchbp's linear.
+    ``scaled_dot_product_attention``'s Function and projected out by torchbp's linear.
 
     Args:
         query: ``(L, N, E)`` or ``(L, E)``.

@@ -1,5 +1,5 @@
 """The embedding lookup as a functional op, like ``torch.nn.functional.embedding``, with the
-explicit backward of :class:`torchbp.derivatives.embedding.Embedding` (δ scattered into the rows used)."""
+explicit backward of ``torchbp.derivatives.embedding.Embedding`` (δ scattered into the rows used)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Layer normalisation and RMS normalisation as functional ops, like ``torch.nn.functional.layer_norm``
-and ``rms_norm``, with the explicit backward of :mod:`torchbp.derivatives.norm`."""
+and ``rms_norm``, with the explicit backward of ``torchbp.derivatives.norm``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""MultiheadAttention: torch's module, attending through :func:`torchbp.functional.multi_head_attention_forward`
+"""MultiheadAttention: torch's module, attending through ``torchbp.functional.multi_head_attention_forward``
 (torchbp's linear projections and the explicit-δ attention Function)."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from .linear import Linear
 
 
 class NonDynamicallyQuantizableLinear(Linear, torch.nn.modules.linear.NonDynamicallyQuantizableLinear):
-    """The output projection of ``torch.nn.MultiheadAttention``: a :class:`~torchbp.nn.Linear`."""
+    """The output projection of ``torch.nn.MultiheadAttention``: a ``torchbp.nn.Linear``."""
 
 
 class MultiheadAttention(DeltaHooks, torch.nn.MultiheadAttention):
@@ -26,7 +26,7 @@ class MultiheadAttention(DeltaHooks, torch.nn.MultiheadAttention):
     ``add_zero_attn`` and dropout.
 
     The projections are torchbp's linear layers and the attention is
-    :class:`~torchbp.derivatives.attention.Attention`, so the whole backward is explicit. The
+    ``torchbp.derivatives.attention.Attention``, so the whole backward is explicit. The
     attention weights returned with ``need_weights=True`` are for reading: autograd treats them
     as constants (torch's can be differentiated). Its δ hooks see δ = ∂C/∂O of the attention,
     ``(N, H, L, E/H)``, before the output projection.

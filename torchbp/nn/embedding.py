@@ -1,4 +1,4 @@
-"""Embedding: torch's module, looking up rows through :func:`torchbp.functional.embedding`."""
+"""Embedding: torch's module, looking up rows through ``torchbp.functional.embedding``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""LayerNorm and RMSNorm: torch's modules, normalising through :mod:`torchbp.functional.norm`."""
+"""LayerNorm and RMSNorm: torch's modules, normalising through ``torchbp.functional.norm``."""
 
 from __future__ import annotations
 

@@ -2,10 +2,10 @@
 keep as a plain function run as torchbp's.
 
 Their attention, normalisation, linear and dropout layers are modules of their own, which
-:func:`~torchbp.nn.convert` turns into torchbp's twins; what is left is ``self.activation``, which
+``torchbp.nn.convert`` turns into torchbp's twins; what is left is ``self.activation``, which
 torch keeps as a function (``torch.nn.functional.relu`` or ``gelu``) when the layer is built from
 a name. The twins read that attribute as it is and call torchbp's function of the same name in
-its place, so conversion changes no state and :func:`~torchbp.nn.revert` undoes it. An
+its place, so conversion changes no state and ``torchbp.nn.revert`` undoes it. An
 activation given as a module is converted as a module; any other callable runs as it is.
 """
 
