@@ -78,8 +78,24 @@ DROP_IN_CASES = [
     DropInCase("LeNet digits b64", lambda: revert(lenet(8)), (64,), 64),
     DropInCase("ResNet-style 1×28×28 b32", lambda: revert(small_resnet()), (1, 28, 28), 32),
     DropInCase("MLP 784-256-256-10 relu b64", lambda: _relu_mlp(784, 256, 256, 10), (784,), 64),
+    DropInCase("Transformer encoder 2×(d128, 4 heads) seq 64 b16", lambda: EncoderClassifier(), (64, 128), 16),
 ]
 QUICK_DROP_IN_CASES = [DropInCase("LeNet digits b8", lambda: revert(lenet(8)), (64,), 8)]
+
+
+class EncoderClassifier(torch.nn.Module):
+    """A user's transformer classifier: a 2-layer ``torch.nn.TransformerEncoder`` (width 128, 4 heads,
+    feed-forward 512, ReLU, batch first, no dropout), the mean over the sequence, and a linear head.
+    Input ``(N, T, 128)``, output logits ``(N, classes)``."""
+
+    def __init__(self, width: int = 128, heads: int = 4, layers: int = 2, classes: int = 10) -> None:
+        super().__init__()
+        layer = torch.nn.TransformerEncoderLayer(width, heads, 4 * width, 0.0, batch_first=True)
+        self.encoder = torch.nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.head = torch.nn.Linear(width, classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.encoder(x).mean(1))  # type: ignore[no-any-return]
 
 
 def _relu_mlp(*sizes: int) -> torch.nn.Sequential:

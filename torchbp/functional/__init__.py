@@ -21,14 +21,17 @@ from ..derivatives import activations
 from ..derivatives.activations import ACTIVATIONS, Activation, get_activation
 from ..derivatives.dense import StackFeedback, dense_forward, mlp_forward
 from ..derivatives.linear import Linear
+from .attention import multi_head_attention_forward, scaled_dot_product_attention
 from .batchnorm import batch_norm
 from .chain_node import chain
 from .checks import autocast_args, autocast_dtype, cast_floating, check_dim, check_linear, check_stack, check_tensor
 from .conv import conv1d, conv2d, pad
 from .cost import cost
 from .dropout import dropout, flatten, unflatten
+from .embedding import embedding
 from .factory import apply, apply_layer, function_for, traced_without_grad
 from .mlp_node import DENSE_WITH_JVP, MLP_WITH_JVP, DenseFunction, MLPFunction
+from .norm import layer_norm, rms_norm
 from .pool import adaptive_avg_pool2d, avg_pool2d, max_pool2d
 
 __all__ = [
@@ -46,16 +49,21 @@ __all__ = [
     "dense",
     "dropout",
     "elu",
+    "embedding",
     "flatten",
     "gelu",
     "get_activation",
     "identity",
+    "layer_norm",
     "leaky_relu",
     "linear",
     "max_pool2d",
     "mlp",
+    "multi_head_attention_forward",
     "pad",
     "relu",
+    "rms_norm",
+    "scaled_dot_product_attention",
     "sigmoid",
     "silu",
     "softmax",

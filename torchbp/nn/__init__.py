@@ -8,16 +8,20 @@ with parameters has ``register_delta_hook``. ``convert`` swaps them into any mod
 
 from . import models
 from .activation import ELU, GELU, Identity, LeakyReLU, ReLU, Sigmoid, SiLU, Softmax, Softplus, Tanh
+from .attention import MultiheadAttention, NonDynamicallyQuantizableLinear
 from .batchnorm import BatchNorm1d, BatchNorm2d
 from .conv import Conv1d, Conv2d
 from .delta_hooks import DeltaHooks
 from .dropout import Dropout, Flatten, Unflatten
+from .embedding import Embedding
 from .linear import Dense, Linear
 from .link import Linked
 from .mlp import MLP
+from .norm import LayerNorm, RMSNorm
 from .pool import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 from .registry import Conversion, conversion, convert, revert
 from .sequential import Sequential
+from .transformer import TransformerDecoderLayer, TransformerEncoderLayer
 
 __all__ = [
     "ELU",
@@ -33,12 +37,17 @@ __all__ = [
     "DeltaHooks",
     "Dense",
     "Dropout",
+    "Embedding",
     "Flatten",
     "Identity",
+    "LayerNorm",
     "LeakyReLU",
     "Linear",
     "Linked",
     "MaxPool2d",
+    "MultiheadAttention",
+    "NonDynamicallyQuantizableLinear",
+    "RMSNorm",
     "ReLU",
     "Sequential",
     "SiLU",
@@ -46,6 +55,8 @@ __all__ = [
     "Softmax",
     "Softplus",
     "Tanh",
+    "TransformerDecoderLayer",
+    "TransformerEncoderLayer",
     "Unflatten",
     "conversion",
     "convert",

@@ -98,3 +98,57 @@ def small_resnet(in_channels: int = 1, classes: int = 10, width: int = 16) -> to
     )
     convert(model, strict=True)
     return model
+
+
+class CausalLM(torch.nn.Module):
+    """A tiny causal language model, every layer with an explicit-δ backward: token embeddings plus
+    learned position embeddings, ``blocks`` pre-norm transformer blocks (causal self-attention and
+    a GELU feed-forward layer, each with a residual), a final layer norm and a linear head.
+
+    Input tokens ``(N, T)`` with T ≤ ``context``; output logits ``(N, T, vocab)``, or of the last
+    ``scored`` positions only, ``(N, scored, vocab)`` (the answer of a prompt-then-answer task).
+
+    Examples:
+        >>> model = CausalLM(vocab=11, context=12, width=16, heads=2, blocks=1)
+        >>> model(torch.zeros(3, 12, dtype=torch.long)).shape
+        torch.Size([3, 12, 11])
+    """
+
+    def __init__(
+        self,
+        vocab: int,
+        context: int,
+        width: int = 64,
+        heads: int = 4,
+        blocks: int = 2,
+        dropout: float = 0.0,
+        scored: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.scored = scored
+        self.tokens = torch.nn.Embedding(vocab, width)
+        self.positions = torch.nn.Embedding(context, width)
+        self.blocks = torch.nn.ModuleList(
+            torch.nn.TransformerEncoderLayer(
+                width, heads, 4 * width, dropout, "gelu", batch_first=True, norm_first=True
+            )
+            for _ in range(blocks)
+        )
+        self.norm = torch.nn.LayerNorm(width)
+        self.head = torch.nn.Linear(width, vocab)
+        convert(self, strict=True)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        length = tokens.shape[1]
+        if length > self.positions.num_embeddings:
+            raise ValueError(
+                f"tokens: expected at most context = {self.positions.num_embeddings} positions, got shape "
+                f"{tuple(tokens.shape)}"
+            )
+        x = self.tokens(tokens) + self.positions(torch.arange(length, device=tokens.device))
+        mask = torch.nn.Transformer.generate_square_subsequent_mask(length, device=x.device, dtype=x.dtype)
+        for block in self.blocks:
+            x = block(x, src_mask=mask, is_causal=True)
+        if self.scored is not None:
+            x = x[:, length - self.scored :]
+        return self.head(self.norm(x))  # type: ignore[no-any-return]

@@ -88,7 +88,8 @@ def conversion(model: torch.nn.Module) -> Conversion:
     """Which modules of ``model`` run an explicit-δ backward and which stay native.
 
     Containers (``Sequential``, ``ModuleList``, a model class whose children do the work) are in
-    neither list, unless they hold parameters or buffers of their own, which stay native.
+    neither list, unless they hold parameters or buffers of their own: those stay native, but for
+    a torchbp twin's (``MultiheadAttention`` holds its input projection and a child output one).
 
     Examples:
         >>> model = convert(torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.LSTM(2, 2)))
@@ -100,9 +101,10 @@ def conversion(model: torch.nn.Module) -> Conversion:
     twin_classes = set(twins().values())
     report = Conversion()
     for name, module in model.named_modules():
-        if module._modules:  # a container: its layers are counted one by one
+        if module._modules:  # a container: its layers are counted one by one, its own parameters here
             if module._parameters or module._buffers:
-                report.native[name] = type(module).__name__
+                native = not _is_torchbp(module, twin_classes)  # a twin with its own (multi-head attention)
+                (report.native if native else report.converted)[name] = type(module).__name__
         elif _is_torchbp(module, twin_classes):
             report.converted[name] = type(module).__name__
         else:

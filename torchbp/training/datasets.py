@@ -219,6 +219,30 @@ def spirals(n: int = 800, turns: float = 1.5, noise: float = 0.05, seed: int = 0
     return Data("spirals", inputs + noise * torch.randn(n, 2, generator=generator), label)
 
 
+def digit_strings(n: int = 4096, length: int = 6, task: str = "reverse", seed: int = 0) -> Data:
+    """Strings of ``length`` random digits for a causal language model to copy or reverse.
+
+    Each input is the digits, a separator (token 10), then the answer but its last digit:
+    ``(N, 2·length)`` tokens; the targets ``(N, length)`` are the answer (the digits, or reversed),
+    the next token at each of the last ``length`` positions.
+
+    Examples:
+        >>> data = digit_strings(1, 3, seed=1)
+        >>> data.inputs.shape, data.targets.shape
+        (torch.Size([1, 6]), torch.Size([1, 3]))
+        >>> bool((data.inputs[0, 4:] == data.targets[0, :2]).all())
+        True
+    """
+    if task not in ("copy", "reverse"):
+        raise ValueError(f"task: expected 'copy' or 'reverse', got {task!r}")
+    if n < 1 or length < 1:
+        raise ValueError(f"n and length: expected positive ints, got {n} and {length}")
+    digits = torch.randint(10, (n, length), generator=torch.Generator().manual_seed(seed))
+    answer = digits.flip(1) if task == "reverse" else digits
+    separator = torch.full((n, 1), 10)
+    return Data(f"digits {task}", torch.cat([digits, separator, answer[:, :-1]], 1), answer)
+
+
 def load(
     name: str,
     data_dir: str | None = None,

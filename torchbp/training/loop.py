@@ -167,16 +167,24 @@ def evaluate(
     total, correct, count = 0.0, 0, 0
     for inputs, targets in _in_order(data, batch_size):
         inputs, targets = inputs.to(device), targets.to(device)
-        output = model(inputs)
-        total += cost(output, targets_for(cost, targets, output.shape[-1], output.dtype)).item() * len(inputs)
+        output, targets = per_position(model(inputs), targets)
+        total += cost(output, targets_for(cost, targets, output.shape[-1], output.dtype)).item() * len(output)
         if not targets.is_floating_point():
             correct += int((output.argmax(-1) == targets).sum())
-        count += len(inputs)
+        count += len(output)
     model.train(was_training)
     metrics = {"loss": total / count}
     if not targets.is_floating_point():
         metrics["accuracy"] = correct / count
     return metrics
+
+
+def per_position(output: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """Sequence outputs ``(N, T, C)`` with class-index targets ``(N, T)`` as ``N·T`` examples
+    (``(N·T, C)`` and ``(N·T,)``): each position is scored as one example. Others as they are."""
+    if output.dim() > 2 and not targets.is_floating_point() and targets.shape == output.shape[:-1]:
+        return output.reshape(-1, output.shape[-1]), targets.reshape(-1)
+    return output, targets
 
 
 def _encoded(model: torch.nn.Module, cost: Cost, inputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
@@ -341,7 +349,7 @@ def _epoch_steps(
                         _average_gradients(model, run.world_size)
                 else:
                     rule.zero_grad(set_to_none=True)
-                    output = network(inputs)
+                    output, targets = per_position(network(inputs), targets)
                     targets = targets_for(cost, targets, output.shape[-1], output.dtype)
                     loss = cost(output, targets)
                     loss.backward()
@@ -458,7 +466,8 @@ def fit(
     """Train ``model`` on ``train_data`` with a registered cost and update rule.
 
     Args:
-        model: any ``nn.Module`` mapping inputs ``(n, *)`` to outputs ``(n, k)``.
+        model: any ``nn.Module`` mapping inputs ``(n, *)`` to outputs ``(n, k)``, or to sequence
+            outputs ``(n, T, k)`` for class targets ``(n, T)``, each position scored as an example.
         train_data: an ``(inputs, targets)`` pair of tensors, a ``Dataset`` or a ``DataLoader``.
             Integer class targets are one-hot encoded for costs that need vectors (quadratic, mse…).
         cost: a registered cost (see ``torchbp plugins``), built with ``cost_options``.

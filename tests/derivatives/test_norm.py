@@ -1,0 +1,80 @@
+"""Layer norm, RMS norm and embedding: the functional ops against torch's, ATen's fused layer-norm
+backward against the written equations, and bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as TF
+
+import torchbp.functional as F
+from torchbp.derivatives.norm import LayerNorm, LayerNormSaved
+
+F64 = {"rtol": 1e-10, "atol": 1e-10}
+
+
+def test_fused_layer_norm_backward_equals_the_equations() -> None:
+    x = torch.randn(3, 4, 5, dtype=torch.float64)
+    weight = torch.randn(4, 5, dtype=torch.float64)
+    derivatives = LayerNorm(2, 1e-4)
+    z, (mean, rstd) = derivatives.forward(x, weight, torch.randn(4, 5, dtype=torch.float64))
+    saved = LayerNormSaved(x, weight, mean, rstd)
+    delta = torch.randn_like(z)
+    with torch.no_grad():
+        fused = derivatives.vjps(delta, saved, (True, True, True))
+    with torch.enable_grad():
+        written = derivatives.vjps(delta, saved, (True, True, True))
+    for a, b in zip(fused, written):
+        assert a is not None and b is not None
+        torch.testing.assert_close(a, b, **F64)
+
+
+@pytest.mark.parametrize("eps", [None, 1e-3])
+def test_rms_norm_equals_torch(eps: float | None) -> None:
+    x = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    ours, theirs = F.rms_norm(x, (3, 4), weight, eps), TF.rms_norm(x, (3, 4), weight, eps)
+    torch.testing.assert_close(ours, theirs, **F64)
+    for a, b in zip(torch.autograd.grad(ours.sum(), (x, weight)), torch.autograd.grad(theirs.sum(), (x, weight))):
+        torch.testing.assert_close(a, b, **F64)
+
+
+def test_norm_bad_input_is_named() -> None:
+    x = torch.randn(2, 5)
+    with pytest.raises(
+        ValueError, match=r"input: expected shape \(\*, 4\) to end in normalized_shape \[4\], got shape \(2, 5\)"
+    ):
+        F.layer_norm(x, 4)
+    with pytest.raises(ValueError, match=r"weight: expected shape normalized_shape \[5\], got shape \(4\)"):
+        F.layer_norm(x, 5, torch.ones(4))
+    with pytest.raises(ValueError, match=r"weight: expected shape normalized_shape \[5\], got shape \(6\)"):
+        F.rms_norm(x, 5, torch.ones(6))
+
+
+def test_embedding_max_norm_renormalises_as_torch() -> None:
+    weight = torch.randn(5, 3, dtype=torch.float64) * 3
+    ours_weight, theirs_weight = weight.clone().requires_grad_(), weight.clone().requires_grad_()
+    indices = torch.tensor([[0, 2], [2, 4]])
+    ours = F.embedding(indices, ours_weight, max_norm=1.0)
+    theirs = TF.embedding(indices, theirs_weight, max_norm=1.0)
+    torch.testing.assert_close(ours, theirs, **F64)
+    torch.testing.assert_close(ours_weight.detach(), theirs_weight.detach(), **F64)
+    assert float(ours.detach().norm(dim=-1).max()) <= 1.0 + 1e-9
+
+
+def test_embedding_bad_input_is_named() -> None:
+    weight = torch.randn(5, 3)
+    with pytest.raises(TypeError, match="input: expected a tensor of integer indices"):
+        F.embedding(torch.ones(2), weight)
+    with pytest.raises(
+        IndexError, match=r"input: indices must lie in \[0, 4\] for weight of shape \(5, 3\), got indices from 0 to 7"
+    ):
+        F.embedding(torch.tensor([0, 7]), weight)
+    with pytest.raises(
+        ValueError, match=r"weight: expected a 2-D tensor of shape \(num_embeddings, embedding_dim\), got shape \(5\)"
+    ):
+        F.embedding(torch.tensor([0]), torch.randn(5))
+    with pytest.raises(ValueError, match=r"padding_idx: expected an index in \[-5, 4\]"):
+        F.embedding(torch.tensor([0]), weight, padding_idx=5)
+    with pytest.raises(ValueError, match="sparse: torchbp's embedding gives a dense"):
+        F.embedding(torch.tensor([0]), weight, sparse=True)

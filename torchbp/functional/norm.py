@@ -1,0 +1,107 @@
+"""Layer normalisation and RMS normalisation as functional ops, like ``torch.nn.functional.layer_norm``
+and ``rms_norm``, with the explicit backward of ``torchbp.derivatives.norm``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from ..derivatives.norm import LayerNorm, RMSNorm
+from .checks import check_same, check_tensor, shape_text
+from .factory import apply_layer, function_for
+
+__all__ = ["layer_norm", "rms_norm"]
+
+function_for(LayerNorm)  # made here, in eager code: torch.compile breaks its graph where a class is made
+function_for(RMSNorm)
+
+
+def check_norm(input: object, normalized_shape: Sequence[int], **vectors: object) -> Tensor:
+    """Check ``input (*, *normalized_shape)`` and each of ``vectors`` (γ, β) of shape ``normalized_shape``."""
+    x = check_tensor("input", input)
+    shape = tuple(normalized_shape)
+    if not shape or tuple(x.shape[x.dim() - len(shape) :]) != shape or x.dim() < len(shape):
+        raise ValueError(
+            f"input: expected shape (*, {', '.join(str(s) for s in shape)}) to end in normalized_shape "
+            f"{list(shape)}, got shape {shape_text(x)}"
+        )
+    for name, value in vectors.items():
+        if value is None:
+            continue
+        v = check_tensor(name, value)
+        if tuple(v.shape) != shape:
+            raise ValueError(f"{name}: expected shape normalized_shape {list(shape)}, got shape {shape_text(v)}")
+        check_same(name, v, "input", x)
+    return x
+
+
+def _shape(normalized_shape: int | Sequence[int]) -> tuple[int, ...]:
+    return (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+
+
+def layer_norm(
+    input: Tensor,
+    normalized_shape: int | Sequence[int],
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    eps: float = 1e-5,
+    on_delta: Callable[[Tensor], None] | None = None,
+) -> Tensor:
+    """z = γ ⊙ (x − μ)·r + β per example, r = 1/√(σ² + ε), over the trailing ``normalized_shape``.
+
+    The backward is ∂C/∂β = Σ δ, ∂C/∂γ = Σ δ ⊙ x̂ and ∂C/∂x = r·(g − ⟨g⟩ − x̂ ⊙ ⟨g ⊙ x̂⟩) with
+    g = δ ⊙ γ, ⟨·⟩ the mean over an example's normalised values.
+
+    Args:
+        input: x, shape ``(*, *normalized_shape)``.
+        normalized_shape: the trailing dimensions one example spans.
+        weight: γ, shape ``normalized_shape``, or ``None``.
+        bias: β, shape ``normalized_shape``, or ``None``.
+        eps: ε.
+        on_delta: called with δ = ∂C/∂z, shape of ``input``, during the backward pass.
+
+    Returns:
+        z, shape of ``input``.
+
+    Examples:
+        >>> import torch
+        >>> layer_norm(torch.tensor([[1.0, 3.0]]), 2)
+        tensor([[-1.0000,  1.0000]])
+    """
+    shape = _shape(normalized_shape)
+    x = check_norm(input, shape, weight=weight, bias=bias)
+    return apply_layer(LayerNorm(len(shape), eps), x, (weight, bias), on_delta)
+
+
+def rms_norm(
+    input: Tensor,
+    normalized_shape: int | Sequence[int],
+    weight: Tensor | None = None,
+    eps: float | None = None,
+    on_delta: Callable[[Tensor], None] | None = None,
+) -> Tensor:
+    """z = γ ⊙ x·r per example, r = 1/√(⟨x²⟩ + ε), over the trailing ``normalized_shape``.
+
+    The backward is ∂C/∂γ = Σ δ ⊙ x̂ and ∂C/∂x = r·(g − x̂ ⊙ ⟨g ⊙ x̂⟩) with g = δ ⊙ γ.
+
+    Args:
+        input: x, shape ``(*, *normalized_shape)``.
+        normalized_shape: the trailing dimensions one example spans.
+        weight: γ, shape ``normalized_shape``, or ``None``.
+        eps: ε; ``None`` is ``torch.finfo(input.dtype).eps``, as torch's.
+        on_delta: called with δ = ∂C/∂z, shape of ``input``, during the backward pass.
+
+    Returns:
+        z, shape of ``input``.
+
+    Examples:
+        >>> import torch
+        >>> rms_norm(torch.tensor([[3.0, 4.0]]), 2, eps=0.0) * (12.5**0.5)
+        tensor([[3., 4.]])
+    """
+    shape = _shape(normalized_shape)
+    x = check_norm(input, shape, weight=weight)
+    epsilon = torch.finfo(x.dtype).eps if eps is None else eps
+    return apply_layer(RMSNorm(len(shape), epsilon), x, (weight,), on_delta)
