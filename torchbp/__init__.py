@@ -12,6 +12,7 @@ from .plugins import (
     register_plugin,
     unregister_plugin,
 )
+from .per_example_quantities import PerExample, PerExampleError, per_example, per_example_norm
 from .registry import Cost, create_rule, get_cost, list_costs, list_layers, list_rules
 from .specs import CostSpec, LayerSpec, RuleSpec
 from .training import fit
@@ -26,6 +27,8 @@ __all__ = [
     "Cost",
     "CostSpec",
     "LayerSpec",
+    "PerExample",
+    "PerExampleError",
     "PluginEntry",
     "PluginError",
     "PluginWarning",
@@ -42,6 +45,8 @@ __all__ = [
     "list_layers",
     "list_rules",
     "nn",
+    "per_example",
+    "per_example_norm",
     "register_plugin",
     "unregister_plugin",
 ]

@@ -18,9 +18,12 @@ from torch.autograd import Function
 
 from ..derivatives.activations import Activation
 from ..derivatives.dense import dense_backward, dense_forward, mlp_backward, mlp_forward
-from ..derivatives.linear import linear_backward, linear_jvp
+from ..derivatives.linear import Linear, LinearSaved, linear_backward, linear_jvp
 from .factory import twin_with_jvp
 from .internals import forward_mode
+from .per_example_tap import record, recording
+
+_LINEAR = Linear()  # δ = ∂C/∂z of a dense layer is its linear part's δ
 
 
 class DenseFunction(Function):
@@ -51,6 +54,7 @@ class DenseFunction(Function):
         needs_x, needs_weight = ctx.needs_input_grad[:2]
         ctx.activation = activation
         ctx.on_delta = on_delta
+        ctx.params = inputs[1:3]  # which layer this is, to a per-example recorder
         ctx.set_materialize_grads(False)
         saved = activation.read(z, a)
         ctx.save_for_backward(x if needs_weight else None, weight if needs_x else None, saved)
@@ -70,6 +74,8 @@ class DenseFunction(Function):
         )
         if ctx.on_delta is not None:
             ctx.on_delta(delta.detach())
+        if recording():
+            record(_LINEAR, delta, LinearSaved(x, weight), ctx.params)
         return grad_x, grad_weight, grad_bias, None, None
 
     @staticmethod
@@ -244,6 +250,7 @@ class MLPFunction(Function):
         activations, on_delta = inputs[1], inputs[2]
         layout = mlp_layout(ctx.needs_input_grad, tuple([act.saves for act in activations]))
         ctx.layout, ctx.activations, ctx.on_delta = layout, activations, on_delta
+        ctx.params = inputs[3:]  # which layers these are, to a per-example recorder
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(*layout.gather(inputs[0], inputs[3:], output, activations))
         if forward_mode():
@@ -272,6 +279,8 @@ class MLPFunction(Function):
             for l, delta in enumerate(deltas):
                 if delta is not None:
                     ctx.on_delta(l, delta.detach())
+        if recording():
+            record_layers(deltas, [None if s.input is None else saved[s.input] for s in slots], ctx.params)
         return grad_x, None, None, *[g for pair in zip(grad_weights, grad_biases) for g in pair]
 
     @staticmethod
@@ -288,6 +297,13 @@ class MLPFunction(Function):
             if activation.saves == "z":
                 z_ts.append(z_t)
         return (*outputs_t, *z_ts)
+
+
+def record_layers(deltas: list[Tensor | None], inputs: list[Tensor | None], params: tuple[Tensor | None, ...]) -> None:
+    """Hand each dense layer's δˡ, input aˡ⁻¹ and (Wˡ, bˡ) to the per-example recorders."""
+    for l, delta in enumerate(deltas):
+        if delta is not None:
+            record(_LINEAR, delta, LinearSaved(inputs[l], None), params[2 * l : 2 * l + 2])
 
 
 DENSE_WITH_JVP = twin_with_jvp(DenseFunction)
