@@ -158,7 +158,13 @@ class _Recording:
             self.tracked[key] = _Tracked(parameter, context._names[key], previous if reusable else None)
 
     def record(
-        self, derivatives: Derivatives, delta: Tensor, saved: Any, params: tuple[Tensor | None, ...], taken: set[int]
+        self,
+        derivatives: Derivatives,
+        delta: Tensor,
+        saved: Any,
+        params: tuple[Tensor | None, ...],
+        grads: tuple[Tensor | None, ...],
+        taken: set[int],
     ) -> None:
         entries = [None if p is None or id(p) in taken else self.tracked.get(id(p)) for p in params]
         if not any(entries):
@@ -168,7 +174,7 @@ class _Recording:
         except PerExampleError as error:
             name = next(e for e in entries if e is not None).name.rpartition(".")[0] or "the model"
             raise PerExampleError(f"layer {name!r}: {error}") from None
-        for entry, parameter_rows in zip(entries, rows):
+        for entry, parameter_rows, grad in zip(entries, rows, grads):
             if entry is None:
                 continue
             taken.add(id(entry.parameter))
@@ -177,9 +183,9 @@ class _Recording:
                     f"{entry.name}: its layer kept no input for the backward pass, so its per-example gradients "
                     "cannot be formed (was it frozen during the forward pass?)"
                 )
-            self._add(entry, parameter_rows)
+            self._add(entry, parameter_rows, grad)
 
-    def _add(self, entry: _Tracked, rows: Rows) -> None:
+    def _add(self, entry: _Tracked, rows: Rows, grad: Tensor | None) -> None:
         parameter, quantities = entry.parameter, self.quantities
         entry.contributions += 1
         if entry.contributions > 1:
@@ -200,20 +206,16 @@ class _Recording:
             if "grad" in quantities:
                 parameter.grad_sample = grad_sample  # type: ignore[attr-defined]
         if "norm" in quantities:
-            if grad_sample is not None and not one_row:
-                norm = torch.linalg.vector_norm(grad_sample.flatten(1), dim=1)
-            else:
-                norm = rows.norm_squared().sqrt()
-            parameter.grad_sample_norm = norm  # type: ignore[attr-defined]
+            parameter.grad_sample_norm = rows.norm(None if one_row else grad_sample)  # type: ignore[attr-defined]
         if quantities & {"variance", "second_moment"}:
-            dense = None if one_row else grad_sample
             # E[g²] = (1/N) Σₖ gₖ²
-            second_moment = rows.square_sum(dense) / rows.examples
+            second_moment = rows.second_moment(grad_sample)
             if "second_moment" in quantities:
                 parameter.grad_second_moment = second_moment  # type: ignore[attr-defined]
             if "variance" in quantities:
-                # Var[g] = E[g²] − (E[g])², E[g] = (1/N) Σₖ gₖ = ∂C/∂θ
-                parameter.grad_variance = (second_moment - rows.mean(dense).square()).clamp_min_(0)  # type: ignore[attr-defined]
+                # Var[g] = E[g²] − (E[g])², E[g] = (1/N) Σₖ gₖ = ∂C/∂θ, which the backward pass computed
+                mean = rows.mean(grad_sample) if grad is None else grad
+                parameter.grad_variance = (second_moment - mean.square()).clamp_min_(0)  # type: ignore[attr-defined]
 
 
 def per_example(model: torch.nn.Module, *quantities: str, reduction: str = "mean") -> PerExample:

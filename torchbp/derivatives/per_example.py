@@ -13,7 +13,7 @@ squares follow without writing gₖ out where the form allows it::
 
     ‖gₖ‖ = N ‖δₖ‖ ‖uₖ‖                              (one row per example)
     ‖gₖ‖² = N² Σₜ Σₛ (δₖₜ · δₖₛ)(uₖₜ · uₖₛ)           (positions: the Gram form)
-    Σₖ gₖ² = N² (δ²)ᵀ (u²)                          (one row per example)
+    (1/N) Σₖ gₖ² = N (δ²)ᵀ (u²)                     (one row per example)
 
 Each layer type says what its δ and u are (:func:`rows_for`); the arithmetic is here once.
 """
@@ -21,7 +21,7 @@ Each layer type says what its δ and u are (:func:`rows_for`); the arithmetic is
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -37,7 +37,7 @@ class PerExampleError(ValueError):
     """A layer cannot give per-example quantities for the δ and input it was given."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Rows:
     """One parameter's per-example gradients, as the factors of gₖ = N Σₜ δₖₜ uₖₜᵀ (or ⊙).
 
@@ -47,12 +47,14 @@ class Rows:
             meaning u = 1, a bias).
         outer: the outer form δ uᵀ (per group) rather than the diagonal form δ ⊙ u.
         shape: the parameter's shape, which ``(G, O, I)`` or ``(O,)`` is reshaped to.
+        shared: what the rows of one layer's parameters compute once for all of them (N ‖δₖ‖).
     """
 
     delta: Tensor
     u: Tensor | None
     outer: bool
     shape: torch.Size
+    shared: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def examples(self) -> int:
@@ -71,8 +73,12 @@ class Rows:
         if self.outer:
             assert self.u is not None
             target = None if out is None else out.view(n, *self.delta.shape[1:2], self.delta.shape[-1], -1)
-            # gₖ = N Σₜ δₖₜ uₖₜᵀ, per group
-            g = torch.matmul(scaled.transpose(-1, -2), self.u, out=target)
+            if self.positions == 1:
+                # gₖ = N δₖ uₖᵀ, an outer product (a broadcast product: a matrix product of depth 1 is slower)
+                g = torch.mul(scaled.transpose(-1, -2), self.u, out=target)
+            else:
+                # gₖ = N Σₜ δₖₜ uₖₜᵀ, per group
+                g = torch.matmul(scaled.transpose(-1, -2), self.u, out=target)
         elif self.u is None:
             # gₖ = N Σₜ δₖₜ (a bias)
             g = torch.sum(scaled, 1, out=out)
@@ -81,38 +87,51 @@ class Rows:
             g = torch.sum(scaled * self.u, 1, out=out)
         return g.view(n, *self.shape)
 
-    def norm_squared(self) -> Tensor:
-        """‖gₖ‖² for every k, shape ``(N,)``, by the cheapest exact form: without writing gₖ out
-        for one-row examples and wherever the Gram form costs less than gₖ itself."""
+    def norm(self, grad_sample: Tensor | None = None) -> Tensor:
+        """‖gₖ‖ for every k, shape ``(N,)``, by the cheapest exact form: without writing gₖ out for
+        one-row examples and wherever the Gram form costs less than gₖ itself (``grad_sample``, if
+        given, is read instead of writing gₖ out again)."""
         n, delta, u = self.examples, self.delta, self.u
-        if not self.outer:
-            if self.positions == 1 and u is None:
-                # ‖gₖ‖ = N ‖δₖ‖
-                return (torch.linalg.vector_norm(delta.flatten(1), dim=1) * n).square()
-            return self.grad_sample().flatten(1).square().sum(1)
-        assert u is not None
-        t, o, i = self.positions, delta.shape[-1], u.shape[-1]
-        if t == 1:
-            # ‖gₖ‖² = N² ‖δₖ‖² ‖uₖ‖², per group
-            return (delta.square().sum(-1) * u.square().sum(-1)).flatten(1).sum(1) * n**2
-        if t * (o + i) < o * i:
-            # ‖gₖ‖² = N² Σₜ Σₛ (δₖₜ · δₖₛ)(uₖₜ · uₖₛ): the Gram form
-            gram = torch.matmul(delta, delta.transpose(-1, -2)) * torch.matmul(u, u.transpose(-1, -2))
-            return gram.flatten(1).sum(1) * n**2
-        return self.grad_sample().flatten(1).square().sum(1)
-
-    def square_sum(self, grad_sample: Tensor | None = None) -> Tensor:
-        """Σₖ gₖ², shape ``shape``: from (δ²)ᵀ(u²) for one-row examples, else from ``grad_sample``
-        (computed here when not given)."""
-        n, delta, u = self.examples, self.delta, self.u
-        if self.outer and self.positions == 1 and grad_sample is None:
+        t = self.positions
+        if t == 1 and (u is None or self.outer and delta.shape[1] == 1):
+            delta_norm = self.shared.get("delta_norm")
+            if delta_norm is None:
+                # ‖gₖ‖ = N ‖δₖ‖ (a bias)
+                delta_norm = self.shared["delta_norm"] = torch.linalg.vector_norm(delta.reshape(n, -1), dim=1).mul_(n)
+            if u is None:
+                return delta_norm
+            # ‖gₖ‖ = N ‖δₖ‖ ‖uₖ‖
+            return torch.linalg.vector_norm(u.reshape(n, -1), dim=1).mul_(delta_norm)
+        if self.outer and t == 1:
             assert u is not None
-            # Σₖ gₖ² = N² (δ²)ᵀ (u²), per group
-            squares = torch.einsum("ngo,ngi->goi", delta.squeeze(2).square(), u.squeeze(2).square())
-            return (squares * n**2).view(self.shape)
+            # ‖gₖ‖² = N² Σ_groups ‖δₖ‖² ‖uₖ‖²
+            norms = torch.linalg.vector_norm(delta, dim=-1).mul_(n).mul_(torch.linalg.vector_norm(u, dim=-1))
+            return torch.linalg.vector_norm(norms.flatten(1), dim=1)
+        if self.outer and grad_sample is None:
+            assert u is not None
+            o, i = delta.shape[-1], u.shape[-1]
+            if t * (o + i) < o * i:
+                # ‖gₖ‖² = N² Σₜ Σₛ (δₖₜ · δₖₛ)(uₖₜ · uₖₛ): the Gram form
+                gram = torch.matmul(delta, delta.transpose(-1, -2)).mul_(torch.matmul(u, u.transpose(-1, -2)))
+                return gram.flatten(1).sum(1).sqrt_().mul_(n)
         if grad_sample is None:
             grad_sample = self.grad_sample()
-        return grad_sample.square().sum(0)
+        return torch.linalg.vector_norm(grad_sample.flatten(1), dim=1)
+
+    def second_moment(self, grad_sample: Tensor | None = None) -> Tensor:
+        """(1/N) Σₖ gₖ², shape ``shape``: from (δ²)ᵀ(u²) for one-row examples, else from
+        ``grad_sample`` (written out here when not given)."""
+        n, delta, u = self.examples, self.delta, self.u
+        if self.outer and self.positions == 1:
+            assert u is not None
+            # (1/N) Σₖ gₖ² = N (δ²)ᵀ (u²), per group
+            delta_squared, u_squared = delta.squeeze(2).square().mul_(n), u.squeeze(2).square()
+            if delta.shape[1] == 1:
+                return (delta_squared[:, 0].t() @ u_squared[:, 0]).view(self.shape)
+            return torch.einsum("ngo,ngi->goi", delta_squared, u_squared).reshape(self.shape)
+        if grad_sample is None:
+            grad_sample = self.grad_sample()
+        return grad_sample.square().mean(0)
 
     def mean(self, grad_sample: Tensor | None = None) -> Tensor:
         """(1/N) Σₖ gₖ = Σₖ Σₜ δₖₜ uₖₜᵀ, this layer's ∂C/∂θ, shape ``shape``."""
@@ -140,10 +159,11 @@ def linear_rows(delta: Tensor, x: Tensor | None, params: tuple[Tensor | None, ..
     n, o = delta.shape[0], delta.shape[-1]
     delta_rows = delta.reshape(n, 1, -1, o)
     rows: list[Rows | None] = [None, None]
+    shared: dict[str, Tensor] = {}
     if weight is not None and x is not None:
-        rows[0] = Rows(delta_rows, x.reshape(n, 1, -1, x.shape[-1]), True, weight.shape)
+        rows[0] = Rows(delta_rows, x.reshape(n, 1, -1, x.shape[-1]), True, weight.shape, shared)
     if bias is not None:
-        rows[1] = Rows(delta_rows[:, 0], None, False, bias.shape)
+        rows[1] = Rows(delta_rows[:, 0], None, False, bias.shape, shared)
     return rows
 
 

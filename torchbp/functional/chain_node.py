@@ -130,10 +130,11 @@ class ChainFunction(Function):
             if on_delta is not None:
                 on_delta(grad.detach())
             saved = derivatives.Saved(*[_read(entry, own, derivatives) for entry in entries])
-            if recording():
-                record(derivatives, grad, saved, own[first : first + count])
             # BP2's analogue, δ for the layer below, and BP3's and BP4's
-            grad, *grads_l = derivatives.vjps(grad, saved, needs)
+            grad_below, *grads_l = derivatives.vjps(grad, saved, needs)
+            if recording():
+                record(derivatives, grad, saved, own[first : first + count], grads_l)
+            grad = grad_below
             grad_params[:0] = grads_l
         return None, None, grad, *grad_params
 

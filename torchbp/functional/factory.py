@@ -70,10 +70,11 @@ class LayerFunction(Function):
         if ctx.on_delta is not None:
             ctx.on_delta(delta.detach())
         saved = derivatives.Saved(*ctx.saved_tensors)
-        if recording():
-            record(derivatives, delta, saved, ctx.params)
         # BP2's analogue, the error handed to the layer below, and BP3's and BP4's
-        return None, None, *derivatives.vjps(delta, saved, needs)
+        grads = derivatives.vjps(delta, saved, needs)
+        if recording():
+            record(derivatives, delta, saved, ctx.params, grads[1:])
+        return None, None, *grads
 
     @staticmethod
     def tangent(ctx: Any, _: None, __: None, x_t: Tensor | None, *params_t: Tensor | None) -> Any:

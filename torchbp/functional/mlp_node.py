@@ -9,7 +9,7 @@ backward works through them too.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -75,7 +75,7 @@ class DenseFunction(Function):
         if ctx.on_delta is not None:
             ctx.on_delta(delta.detach())
         if recording():
-            record(_LINEAR, delta, LinearSaved(x, weight), ctx.params)
+            record(_LINEAR, delta, LinearSaved(x, weight), ctx.params, (grad_weight, grad_bias))
         return grad_x, grad_weight, grad_bias, None, None
 
     @staticmethod
@@ -280,7 +280,8 @@ class MLPFunction(Function):
                 if delta is not None:
                     ctx.on_delta(l, delta.detach())
         if recording():
-            record_layers(deltas, [None if s.input is None else saved[s.input] for s in slots], ctx.params)
+            inputs = [None if s.input is None else saved[s.input] for s in slots]
+            record_layers(deltas, inputs, ctx.params, grad_weights, grad_biases)
         return grad_x, None, None, *[g for pair in zip(grad_weights, grad_biases) for g in pair]
 
     @staticmethod
@@ -299,11 +300,18 @@ class MLPFunction(Function):
         return (*outputs_t, *z_ts)
 
 
-def record_layers(deltas: list[Tensor | None], inputs: list[Tensor | None], params: tuple[Tensor | None, ...]) -> None:
-    """Hand each dense layer's δˡ, input aˡ⁻¹ and (Wˡ, bˡ) to the per-example recorders."""
+def record_layers(
+    deltas: Sequence[Tensor | None],
+    inputs: Sequence[Tensor | None],
+    params: Sequence[Tensor | None],
+    grad_weights: Sequence[Tensor | None],
+    grad_biases: Sequence[Tensor | None],
+) -> None:
+    """Hand each dense layer's δˡ, input aˡ⁻¹, (Wˡ, bˡ) and (∂C/∂Wˡ, ∂C/∂bˡ) to the per-example recorders."""
     for l, delta in enumerate(deltas):
         if delta is not None:
-            record(_LINEAR, delta, LinearSaved(inputs[l], None), params[2 * l : 2 * l + 2])
+            layer_params = tuple(params[2 * l : 2 * l + 2])
+            record(_LINEAR, delta, LinearSaved(inputs[l], None), layer_params, (grad_weights[l], grad_biases[l]))
 
 
 DENSE_WITH_JVP = twin_with_jvp(DenseFunction)

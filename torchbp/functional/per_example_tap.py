@@ -2,7 +2,7 @@
 
 Every explicit-δ backward (a layer's Function, a chain node, the fused dense and MLP nodes, the
 graph-free step) ends the same way for each layer: with δ = ∂C/∂z, the tensors the layer saved and
-its parameters. While a :func:`torchbp.per_example` context is open, it calls :func:`record` with
+its parameters, and the ∂C/∂θ it computed. While a :func:`torchbp.per_example` context is open, it calls :func:`record` with
 them; otherwise :func:`recording` is false and the backward pass does nothing more than look.
 The per-example rows are built from that δ, whatever rule carried it down to the layer.
 
@@ -13,6 +13,7 @@ the backward pass.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import torch
@@ -25,10 +26,17 @@ class Recorder(Protocol):
     """What :func:`torchbp.per_example` opens: it takes each layer's δ while it is open."""
 
     def record(
-        self, derivatives: Derivatives, delta: Tensor, saved: Any, params: tuple[Tensor | None, ...], taken: set[int]
+        self,
+        derivatives: Derivatives,
+        delta: Tensor,
+        saved: Any,
+        params: tuple[Tensor | None, ...],
+        grads: tuple[Tensor | None, ...],
+        taken: set[int],
     ) -> None:
-        """Take one layer's δ = ∂C/∂z, what it saved (its ``Saved``) and its parameters, leaving
-        those whose ``id`` is in ``taken`` (an inner recorder has them) and adding those it takes."""
+        """Take one layer's δ = ∂C/∂z, what it saved (its ``Saved``), its parameters and the ∂C/∂θ its
+        backward pass computed from them, leaving the parameters whose ``id`` is in ``taken`` (an
+        inner recorder has them) and adding those it takes."""
 
 
 RECORDERS: list[Recorder] = []
@@ -40,11 +48,20 @@ def recording() -> bool:
     return bool(RECORDERS)
 
 
-def record(derivatives: Derivatives, delta: Tensor, saved: Any, params: tuple[Tensor | None, ...]) -> None:
-    """Hand one layer's δ (detached), saved tensors and parameters to the open recorders, innermost first."""
+def record(
+    derivatives: Derivatives,
+    delta: Tensor,
+    saved: Any,
+    params: tuple[Tensor | None, ...],
+    grads: Sequence[Tensor | None],
+) -> None:
+    """Hand one layer's δ, saved tensors, parameters and parameter gradients ∂C/∂θ (``None`` where
+    not computed) to the open recorders, innermost first."""
+    if not params:  # a layer without parameters (an activation, a pooling)
+        return
     if torch.is_grad_enabled():  # a double backward: the quantities are constants to it
         with torch.no_grad():
-            return record(derivatives, delta, saved, params)
+            return record(derivatives, delta, saved, params, grads)
     delta, taken = delta.detach(), set[int]()
     for recorder in reversed(RECORDERS):
-        recorder.record(derivatives, delta, saved, params, taken)
+        recorder.record(derivatives, delta, saved, params, tuple(grads), taken)

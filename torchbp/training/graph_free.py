@@ -58,7 +58,7 @@ class GraphFreeStep:
         # what σ′ reads: zˡ or aˡ (nothing is kept past the step, so a mask is read as aˡ > 0)
         self.reads = [{"z": "z", "a": "a", "mask": "a"}.get(act.saves) for act in self.activations]
         self.parameters = [*self.weights, *self.biases]
-        self.layer_params = tuple(p for pair in zip(self.weights, self.biases) for p in pair)
+        self.layer_params = [p for pair in zip(self.weights, self.biases) for p in pair]
         self.check_targets = cost.spec.check is not None
 
     def __call__(self, inputs: Tensor, targets: Tensor) -> Tensor:
@@ -80,7 +80,7 @@ class GraphFreeStep:
             if layer._delta_hooks and delta is not None:
                 layer._call_delta_hooks(delta)
         if recording():
-            record_layers(deltas, a[:-1], self.layer_params)
+            record_layers(deltas, a[:-1], self.layer_params, grad_weights, grad_biases)
         for parameter, grad in zip(self.parameters, (*grad_weights, *grad_biases)):
             if parameter is not None:
                 parameter.grad = grad
