@@ -70,6 +70,7 @@ _KINDS = {
 _BUILTINS = (
     "torchbp.costs",
     "torchbp.rules",
+    "torchbp.dp_sgd",
     "torchbp.nn.linear",
     "torchbp.nn.activation",
     "torchbp.nn.conv",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from ..nn import MLP
+from ..per_example_quantities import PerExample
 from ..plugins import get_plugin_manager
 from ..registry import Cost, create_rule, get_cost
 from .checkpoints import load_checkpoint, save_checkpoint
@@ -45,6 +46,8 @@ class Run:
         verbose: whether console output is wanted.
         rank, world_size: this process and how many train together (1 without torchrun).
         state: a scratch dict for plugins, one key per plugin.
+        per_example: the :func:`~torchbp.per_example` context opened around each backward pass
+            (the quantities ``fit`` was asked for and those its rule reads), or ``None``.
     """
 
     model: torch.nn.Module
@@ -60,6 +63,7 @@ class Run:
     rank: int = 0
     world_size: int = 1
     state: dict[str, Any] = field(default_factory=dict)
+    per_example: PerExample | None = None
 
 
 def new_run_directory(logdir: str | Path, name: str) -> Path:
@@ -296,7 +300,11 @@ def _train_epoch(
                 if not on_device:
                     targets = targets_for(cost, targets, cast(MLP, model).sizes[-1], inputs.dtype)
                 # sets every .grad afresh: no zero_grad needed
-                output = graph_free_step(inputs, targets)
+                if run.per_example is None:
+                    output = graph_free_step(inputs, targets)
+                else:
+                    with run.per_example:
+                        output = graph_free_step(inputs, targets)
                 if wants_loss:
                     loss = cost.mean(output, targets)
                 if run.world_size > 1:
@@ -306,7 +314,11 @@ def _train_epoch(
                 output = network(inputs)
                 targets = targets_for(cost, targets, output.shape[-1], output.dtype)
                 loss = cost(output, targets)
-                loss.backward()
+                if run.per_example is None:
+                    loss.backward()
+                else:
+                    with run.per_example:
+                        loss.backward()
                 loss = loss.detach()
             rule.step()
             epoch_cost.add(output, targets)
@@ -346,6 +358,7 @@ def fit(
     verbose: bool = True,
     graph_free: bool | None = None,
     threads: int | None = None,
+    per_example: Sequence[str] = (),
     **rule_options: Any,
 ) -> list[dict[str, float]]:
     """Train ``model`` on ``train_data`` with a registered cost and update rule.
@@ -379,6 +392,9 @@ def fit(
             torch's setting, except for a torchbp ``MLP`` whose every layer is small (batch ×
             in × out < 2²¹) on the CPU: that trains on one thread, because handing such small
             products to other threads costs more than the arithmetic (see :func:`threads_for`).
+        per_example: quantities of :func:`torchbp.per_example` to compute in every step, besides
+            those the rule reads (``dp_sgd``: ``"grad"`` and ``"norm"``); with ``"norm"`` and a
+            ``logdir``, TensorBoard shows each layer's per-example gradient norms (``per_example_norm/…``).
 
     Returns:
         One dict per epoch: ``epoch``, ``train_loss``, ``lr``, ``seconds`` and, with
@@ -407,6 +423,8 @@ def fit(
         threads = threads_for(model, batch_size, device)
     cost_module = get_cost(cost, **(cost_options or {}))
     update_rule = create_rule(rule, model, lr=lr, **rule_options)
+    quantities = tuple(dict.fromkeys((*getattr(update_rule, "per_example", ()), *per_example)))
+    recording = PerExample(model, *quantities) if quantities else None
     if isinstance(train_data, tuple):
         train_data = _encoded(model, cost_module, train_data[0].to(device), train_data[1].to(device))
     settings = {
@@ -421,6 +439,8 @@ def fit(
         "seed": seed,
         "name": name,
     }
+    if per_example:
+        settings["per_example"] = list(per_example)
     history: list[dict[str, float]] = []
     start_epoch = 0
     if checkpoint is not None:
@@ -448,6 +468,7 @@ def fit(
         verbose,
         rank,
         world,
+        per_example=recording,
     )
     network = DistributedDataParallel(model) if world > 1 and not use_graph_free else model
     graph_free_step = GraphFreeStep(cast(MLP, model), cost_module) if use_graph_free else None
