@@ -2,9 +2,9 @@
 
 Over each derivatives object's ``samples()``: gradcheck (reverse, forward and batched through
 vmap), gradgradcheck, in float64; and, for layer types with a per-example rule, each example's
-gradient and what follows from it against ``vmap(grad(…))``. Over each layer's ``examples``: the converted module against
-its ``torch.nn`` original (outputs, input and parameter gradients, buffers), and an autograd
-graph with no native backward node left for a converted op.
+gradient and what follows from it against ``vmap(grad(…))``. Over each layer's ``examples``: the
+converted module against its ``torch.nn`` original (outputs, input and parameter gradients,
+buffers), and an autograd graph with no native backward node left for a converted op.
 """
 
 from __future__ import annotations
@@ -151,6 +151,16 @@ def test_torch_compile_traces_each_layer_without_graph_breaks(spec: LayerSpec) -
 PER_EXAMPLE = [d for d in DERIVATIVES if rule_for(d) is not None]
 
 
+class RowsRecorder:
+    """Keeps the per-example rows of every layer its backward passes hand it."""
+
+    def __init__(self) -> None:
+        self.rows: list[list[Rows | None]] = []
+
+    def record(self, d: Any, delta: Any, saved: Any, params: Any, grads: Any, taken: Any) -> None:
+        self.rows.append(rows_for(d, delta, saved, params))
+
+
 @pytest.mark.parametrize("derivatives", PER_EXAMPLE, ids=lambda d: d.__qualname__)
 def test_per_example_rows_equal_vmap_of_grad_over_samples(derivatives: type[Derivatives], device: str) -> None:
     check_per_example_rows(derivatives, device)
@@ -167,13 +177,14 @@ def check_per_example_rows(derivatives: type[Derivatives], device: str) -> None:
         if not trainable:
             continue
         target = torch.randn_like(apply_layer(sample.derivatives, sample.x, sample.params))
-        seen: list[list[Rows | None]] = []
 
-        class Recorder:
-            def record(self, d: Any, delta: Any, saved: Any, params: Any, grads: Any, taken: Any) -> None:
-                seen.append(rows_for(d, delta, saved, params))
-
-        def cost_k(given: list[torch.Tensor], x_k: torch.Tensor, y_k: torch.Tensor, sample: Sample = sample) -> Any:
+        def cost_k(
+            given: list[torch.Tensor],
+            x_k: torch.Tensor,
+            y_k: torch.Tensor,
+            sample: Sample = sample,
+            trainable: list[int] = trainable,
+        ) -> Any:
             params = list(sample.params)
             for i, p in zip(trainable, given):
                 params[i] = p
@@ -181,8 +192,9 @@ def check_per_example_rows(derivatives: type[Derivatives], device: str) -> None:
             return (z * y_k.unsqueeze(0)).sum() + 0.5 * z.square().sum()  # Cₖ, not linear in z
 
         params = [p.detach().requires_grad_() if p is not None and i < 2 else p for i, p in enumerate(sample.params)]
+        recorder = RowsRecorder()
         try:
-            RECORDERS.append(Recorder())
+            RECORDERS.append(recorder)
             z = apply_layer(sample.derivatives, sample.x, tuple(params))
             ((z * target).sum() + 0.5 * z.square().sum()).div(sample.x.shape[0]).backward()
         except PerExampleError as error:
@@ -191,7 +203,7 @@ def check_per_example_rows(derivatives: type[Derivatives], device: str) -> None:
         finally:
             RECORDERS.pop()
         reference = vmap(grad(cost_k), in_dims=(None, 0, 0))([params[i] for i in trainable], sample.x, target)
-        rows = seen[0]
+        (rows,) = recorder.rows
         for i, g in zip(trainable, reference):
             row = rows[i]
             assert row is not None, sample.label

@@ -62,12 +62,18 @@ def check_against(model: torch.nn.Module, expected: dict[str, Tensor]) -> None:
 
 def native_mlp(width: int = 6) -> torch.nn.Sequential:
     return torch.nn.Sequential(
-        torch.nn.Linear(5, width), torch.nn.Tanh(), torch.nn.Linear(width, width), torch.nn.ReLU(), torch.nn.Linear(width, 3)
+        torch.nn.Linear(5, width),
+        torch.nn.Tanh(),
+        torch.nn.Linear(width, width),
+        torch.nn.ReLU(),
+        torch.nn.Linear(width, 3),
     ).double()
 
 
 def test_fused_mlp_node() -> None:
-    check_all_quantities(torchbp.nn.MLP([5, 4, 4, 3], "tanh").double(), torch.randn(7, 5).double(), torch.randn(7, 3).double())
+    check_all_quantities(
+        torchbp.nn.MLP([5, 4, 4, 3], "tanh").double(), torch.randn(7, 5).double(), torch.randn(7, 3).double()
+    )
 
 
 def test_converted_sequential_chain_node_and_single_layers() -> None:
@@ -220,7 +226,9 @@ def test_errors_name_what_was_expected() -> None:
     with pytest.raises(torchbp.PerExampleError, match="has none of torchbp's layers"):
         torchbp.per_example(torch.nn.Sequential(torch.nn.ReLU()), "norm")
     mixed = torch.nn.Sequential(torchbp.nn.Linear(5, 3), torch.nn.Linear(3, 2))
-    with pytest.raises(torchbp.PerExampleError, match="layer '1' \\(torch.nn.modules.linear.Linear\\) is not a torchbp"):
+    with pytest.raises(
+        torchbp.PerExampleError, match="layer '1' \\(torch.nn.modules.linear.Linear\\) is not a torchbp"
+    ):
         torchbp.per_example(mixed, "grad")
     mixed[1].requires_grad_(False)  # a frozen native layer is fine
     torchbp.per_example(mixed, "grad")

@@ -4,6 +4,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from . import functional, nn
 from .hookspecs import hookimpl
+from .per_example_quantities import PerExample, PerExampleError, per_example, per_example_norm
 from .plugins import (
     PluginEntry,
     PluginError,
@@ -12,7 +13,6 @@ from .plugins import (
     register_plugin,
     unregister_plugin,
 )
-from .per_example_quantities import PerExample, PerExampleError, per_example, per_example_norm
 from .registry import Cost, create_rule, get_cost, list_costs, list_layers, list_rules
 from .specs import CostSpec, LayerSpec, RuleSpec
 from .training import fit

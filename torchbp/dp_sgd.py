@@ -70,7 +70,9 @@ class DPSGD(UpdateRule):
     def _clip_factors(self) -> Tensor:
         """min(1, C/‖gₖ‖) per example, ‖gₖ‖ over every parameter with a gradient, shape ``(N,)``."""
         params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
-        missing = [i for i, p in enumerate(params) if not hasattr(p, "grad_sample") or not hasattr(p, "grad_sample_norm")]
+        missing = [
+            i for i, p in enumerate(params) if not hasattr(p, "grad_sample") or not hasattr(p, "grad_sample_norm")
+        ]
         if missing:
             raise RuntimeError(
                 f"dp_sgd needs each example's gradient and its norm on every parameter ({len(missing)} of "

@@ -22,6 +22,7 @@ from .derivatives.per_example import PerExampleError, Rows, rows_for, rule_for
 from .functional.per_example_tap import RECORDERS
 from .nn import DeltaHooks, Dense
 from .registry import list_layers
+from .specs import LayerSpec
 
 QUANTITIES = {
     "grad": "grad_sample",
@@ -49,8 +50,9 @@ def _derivatives_of(module: torch.nn.Module) -> type[Derivatives] | None:
     if isinstance(module, Dense):
         return LinearDerivatives
     for entry in list_layers():
-        if entry.spec.twin is type(module):
-            return entry.spec.derivatives  # type: ignore[no-any-return]
+        spec = entry.spec
+        if isinstance(spec, LayerSpec) and spec.twin is type(module):
+            return spec.derivatives
     return None
 
 
@@ -201,7 +203,9 @@ class _Recording:
         grad_sample = None
         if "grad" in quantities or (not one_row and quantities & {"variance", "second_moment"}):
             buffer = entry.buffer
-            fits = buffer is not None and buffer.shape == (rows.examples, *rows.shape) and buffer.dtype == rows.delta.dtype
+            fits = (
+                buffer is not None and buffer.shape == (rows.examples, *rows.shape) and buffer.dtype == rows.delta.dtype
+            )
             grad_sample = rows.grad_sample(buffer if fits and buffer.device == rows.delta.device else None)  # type: ignore[union-attr]
             if "grad" in quantities:
                 parameter.grad_sample = grad_sample  # type: ignore[attr-defined]
@@ -272,7 +276,7 @@ def per_example_norm(model: torch.nn.Module) -> Tensor:
         >>> torchbp.per_example_norm(model).shape
         torch.Size([4])
     """
-    norms = [p.grad_sample_norm for p in model.parameters() if isinstance(getattr(p, "grad_sample_norm", None), Tensor)]
+    norms = [norm for p in model.parameters() if isinstance(norm := p.__dict__.get("grad_sample_norm"), Tensor)]
     if not norms:
         raise ValueError(
             f"{type(model).__name__} has no per-example norms: run loss.backward() inside "

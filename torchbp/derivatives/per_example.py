@@ -93,7 +93,7 @@ class Rows:
         given, is read instead of writing gₖ out again)."""
         n, delta, u = self.examples, self.delta, self.u
         t = self.positions
-        if t == 1 and (u is None or self.outer and delta.shape[1] == 1):
+        if t == 1 and (u is None or (self.outer and delta.shape[1] == 1)):
             delta_norm = self.shared.get("delta_norm")
             if delta_norm is None:
                 # ‖gₖ‖ = N ‖δₖ‖ (a bias)

@@ -1,9 +1,9 @@
 """Where each backward pass hands its δ and saved tensors to the per-example recorders.
 
 Every explicit-δ backward (a layer's Function, a chain node, the fused dense and MLP nodes, the
-graph-free step) ends the same way for each layer: with δ = ∂C/∂z, the tensors the layer saved and
-its parameters, and the ∂C/∂θ it computed. While a :func:`torchbp.per_example` context is open, it calls :func:`record` with
-them; otherwise :func:`recording` is false and the backward pass does nothing more than look.
+graph-free step) ends the same way for each layer: with δ = ∂C/∂z, the tensors the layer saved,
+its parameters and the ∂C/∂θ it computed. While a :func:`torchbp.per_example` context is open, it
+calls :func:`record` with them; otherwise :func:`recording` is false and the backward pass does nothing more than look.
 The per-example rows are built from that δ, whatever rule carried it down to the layer.
 
 Recorders are kept innermost last; a parameter is recorded by the innermost recorder that tracks it.
