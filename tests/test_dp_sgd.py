@@ -116,3 +116,21 @@ def test_tensorboard_shows_per_example_norms_per_layer_when_asked(tmp_path: Path
     plain = EventAccumulator(str(tmp_path / "torchbp" / "version_1"), size_guidance={"histograms": 0})
     plain.Reload()
     assert not any(tag.startswith("per_example_norm/") for tag in plain.Tags()["histograms"])
+
+
+def test_a_resumed_rule_draws_the_noise_an_unbroken_one_would() -> None:
+    x, y = torch.randn(6, 4).double(), torch.randint(0, 3, (6,))
+    model = _model()
+    resumed_model = _model()
+    rule = torchbp.create_rule("dp_sgd", model, lr=0.1, noise_multiplier=1.0, noise_seed=5)
+    for _ in range(2):
+        _backward(model, x, y)
+        rule.step()
+    resumed_model.load_state_dict(model.state_dict())
+    resumed = torchbp.create_rule("dp_sgd", resumed_model, lr=0.1, noise_multiplier=1.0, noise_seed=99)
+    resumed.load_state_dict(rule.state_dict())
+    for m, r in ((model, rule), (resumed_model, resumed)):
+        _backward(m, x, y)
+        r.step()
+    for p, q in zip(model.parameters(), resumed_model.parameters()):
+        assert torch.equal(p, q)

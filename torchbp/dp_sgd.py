@@ -9,7 +9,7 @@ names quantities.
 from __future__ import annotations
 
 import random
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -57,6 +57,22 @@ class DPSGD(UpdateRule):
         if generator is None:
             generator = self.generators[device] = torch.Generator(device).manual_seed(self.noise_seed)
         return generator
+
+    def state_dict(self) -> dict[str, Any]:
+        """``torch.optim``'s state dict, plus the noise generators' states: a resumed run draws new
+        noise, never the noise of steps already taken."""
+        state = super().state_dict()
+        state["noise"] = {str(device): generator.get_state() for device, generator in self.generators.items()}
+        state["noise_seed"] = self.noise_seed
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state = dict(state_dict)
+        noise, self.noise_seed = state.pop("noise", {}), state.pop("noise_seed", self.noise_seed)
+        super().load_state_dict(state)
+        self.generators.clear()
+        for device, generator_state in noise.items():
+            self.generator(torch.device(device)).set_state(generator_state)
 
     def step(self, closure=None):  # type: ignore[no-untyped-def,override]
         """Clip, noise and step every parameter that has a gradient (see the class doc)."""
