@@ -26,7 +26,9 @@ def test_sgd_on_a_bowl_follows_the_closed_form() -> None:
     torch.testing.assert_close(path.values, torch.stack([bowl(p) for p in expected]))
 
 
-@pytest.mark.parametrize("name", [entry.name for entry in torchbp.list_rules()])
+@pytest.mark.parametrize(
+    "name", [entry.name for entry in torchbp.list_rules() if not getattr(entry.spec.optimizer, "per_example", ())]
+)
 def test_every_registered_rule_converges_on_the_bowl(name: str) -> None:
     lr = {"sgd": 0.2, "adadelta": 1.0, "lion": 0.01}.get(name, 0.05)
     path = minimize(bowl, [2.0, -1.0], rule=name, lr=lr, steps=1000)
@@ -40,6 +42,11 @@ def test_univariate_and_the_other_functions() -> None:
     left = minimize(two_minima, [-0.5, 1.0], lr=0.05, steps=300).points[-1]
     right = minimize(two_minima, [0.5, 1.0], lr=0.05, steps=300).points[-1]
     assert left[0] < -0.9 and right[0] > 0.8  # each start finds its own valley
+
+
+def test_a_rule_that_needs_examples_is_refused() -> None:
+    with pytest.raises(ValueError, match="rule 'dp_sgd' steps on per-example gradients"):
+        minimize(bowl, [2.0, -1.0], rule="dp_sgd", steps=1)
 
 
 def test_bad_functions_are_explained() -> None:

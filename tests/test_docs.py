@@ -55,6 +55,21 @@ def test_code_quoted_in_the_theory_page_is_in_the_sources() -> None:
             assert line in sources, line
 
 
+def test_per_example_page_quotes_the_sources_and_its_examples_run() -> None:
+    sources = "\n".join(path.read_text() for path in (ROOT / "torchbp").rglob("*.py"))
+    blocks = re.findall(r"```python\n(.*?)```", (DOCS / "guides" / "per-example.md").read_text(), re.S)
+    ran = quoted = 0
+    for block in blocks:
+        if block.startswith("import torch"):
+            exec(compile(block, "per-example.md", "exec"), {})
+            ran += 1
+        elif "opacus" not in block:  # Opacus is optional: its recipe is read, not run
+            for line in block.strip("\n").splitlines():
+                assert line in sources, line
+            quoted += 1
+    assert ran == 3 and quoted >= 5
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The documentation built with ``mkdocs build --strict`` into a temporary directory, run from

@@ -1,9 +1,10 @@
 """Every registered explicit-δ layer, torchbp's and any installed plugin's, through one harness.
 
 Over each derivatives object's ``samples()``: gradcheck (reverse, forward and batched through
-vmap), gradgradcheck, in float64. Over each layer's ``examples``: the converted module against
-its ``torch.nn`` original (outputs, input and parameter gradients, buffers), and an autograd
-graph with no native backward node left for a converted op.
+vmap), gradgradcheck, in float64; and, for layer types with a per-example rule, each example's
+gradient and what follows from it against ``vmap(grad(…))``. Over each layer's ``examples``: the
+converted module against its ``torch.nn`` original (outputs, input and parameter gradients,
+buffers), and an autograd graph with no native backward node left for a converted op.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ from typing import Any
 import pytest
 import torch
 from torch.autograd import gradcheck, gradgradcheck
+from torch.func import grad, vmap
 
 import torchbp
 from torchbp.derivatives import Derivatives, Sample
+from torchbp.derivatives.per_example import PerExampleError, Rows, rows_for, rule_for
 from torchbp.functional import apply_layer
+from torchbp.functional.per_example_tap import RECORDERS
 from torchbp.specs import LayerSpec
 
 SPECS: list[LayerSpec] = [entry.spec for entry in torchbp.list_layers()]  # type: ignore[misc]
@@ -153,3 +157,72 @@ def test_torch_compile_traces_each_layer_without_graph_breaks(spec: LayerSpec) -
     dynamo.reset()
     explanation = dynamo.explain(lambda x: model(x).sum())(_leaf(x))
     assert explanation.graph_break_count == 0, explanation.break_reasons
+
+
+PER_EXAMPLE = [d for d in DERIVATIVES if rule_for(d) is not None]
+
+
+class RowsRecorder:
+    """Keeps the per-example rows of every layer its backward passes hand it."""
+
+    def __init__(self) -> None:
+        self.rows: list[list[Rows | None]] = []
+
+    def record(self, d: Any, delta: Any, saved: Any, params: Any, grads: Any, taken: Any) -> None:
+        self.rows.append(rows_for(d, delta, saved, params))
+
+
+@pytest.mark.parametrize("derivatives", PER_EXAMPLE, ids=lambda d: d.__qualname__)
+def test_per_example_rows_equal_vmap_of_grad_over_samples(derivatives: type[Derivatives], device: str) -> None:
+    check_per_example_rows(derivatives, device)
+
+
+def check_per_example_rows(derivatives: type[Derivatives], device: str) -> None:
+    """Over ``derivatives.samples()``: each example's gradient, its norm, the second moment and the
+    variance built from the δ and saved tensors of the layer's own backward pass equal
+    ``vmap(grad(Cₖ))`` to 1e-10 (C = (1/N) Σₖ Cₖ). A sample without a batch dimension, or batch norm
+    in training mode, must refuse with a :class:`PerExampleError` instead."""
+    checked = 0
+    for sample in _samples(derivatives, device):
+        trainable = [i for i, p in enumerate(sample.params) if p is not None and i < 2]
+        if not trainable:
+            continue
+        target = torch.randn_like(apply_layer(sample.derivatives, sample.x, sample.params))
+
+        def cost_k(
+            given: list[torch.Tensor],
+            x_k: torch.Tensor,
+            y_k: torch.Tensor,
+            sample: Sample = sample,
+            trainable: list[int] = trainable,
+        ) -> Any:
+            params = list(sample.params)
+            for i, p in zip(trainable, given):
+                params[i] = p
+            z = apply_layer(sample.derivatives, x_k.unsqueeze(0), tuple(params))
+            return (z * y_k.unsqueeze(0)).sum() + 0.5 * z.square().sum()  # Cₖ, not linear in z
+
+        params = [p.detach().requires_grad_() if p is not None and i < 2 else p for i, p in enumerate(sample.params)]
+        recorder = RowsRecorder()
+        try:
+            RECORDERS.append(recorder)
+            z = apply_layer(sample.derivatives, sample.x, tuple(params))
+            ((z * target).sum() + 0.5 * z.square().sum()).div(sample.x.shape[0]).backward()
+        except PerExampleError as error:
+            assert sample.x.dim() < 2 or "training mode" in str(error) or "batch dimension" in str(error), sample.label
+            continue
+        finally:
+            RECORDERS.pop()
+        reference = vmap(grad(cost_k), in_dims=(None, 0, 0))([params[i] for i in trainable], sample.x, target)
+        (rows,) = recorder.rows
+        for i, g in zip(trainable, reference):
+            row = rows[i]
+            assert row is not None, sample.label
+            tolerance = {"rtol": 0, "atol": 1e-10, "msg": lambda m, s=sample.label, i=i: f"{s}, param {i}: {m}"}
+            torch.testing.assert_close(row.grad_sample(), g, **tolerance)
+            torch.testing.assert_close(row.norm(), g.flatten(1).norm(dim=1), **tolerance)
+            torch.testing.assert_close(row.second_moment(), g.square().mean(0), **tolerance)
+            torch.testing.assert_close(row.mean(), g.mean(0), **tolerance)
+            torch.testing.assert_close(params[i].grad, g.mean(0), **tolerance)
+        checked += 1
+    assert checked, f"{derivatives.__qualname__}.samples() gave no batched case with parameters"

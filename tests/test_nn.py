@@ -173,7 +173,7 @@ class Block(torch.nn.Module):
         super().__init__()
         self.shared = torch.nn.Linear(4, 4)
         self.stack = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.GELU(), self.shared, torch.nn.Tanh())
-        self.branches = torch.nn.ModuleList([torch.nn.Sequential(self.shared, torch.nn.SiLU()), torch.nn.LayerNorm(4)])
+        self.branches = torch.nn.ModuleList([torch.nn.Sequential(self.shared, torch.nn.SiLU()), torch.nn.GroupNorm(1, 4)])
         self.heads = torch.nn.ModuleDict({"out": torch.nn.Linear(4, 2), "act": torch.nn.Softmax(dim=-1)})
         self.conv = torch.nn.Conv1d(1, 1, 1)
 
@@ -197,7 +197,7 @@ def test_convert_and_revert_keep_outputs_gradients_and_state() -> None:
     assert model.stack[2] is model.shared is model.branches[0][0]  # still shared
     assert isinstance(model.shared, tnn.Linear)
     assert isinstance(model.heads["out"], tnn.Linear) and isinstance(model.heads["act"], tnn.Softmax)
-    assert type(model.branches[1]) is torch.nn.LayerNorm  # no twin (yet): stays native
+    assert type(model.branches[1]) is torch.nn.GroupNorm  # no twin: stays native
     assert type(model.conv).__module__ == "torchbp.nn.conv"
     assert list(model.parameters()) == parameters  # the very same Parameter objects
     model.zero_grad()

@@ -4,6 +4,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from . import feedback, functional, nn
 from .hookspecs import hookimpl
+from .per_example_quantities import PerExample, PerExampleError, per_example, per_example_norm
 from .plugins import (
     PluginEntry,
     PluginError,
@@ -36,6 +37,8 @@ __all__ = [
     "CostSpec",
     "FeedbackSpec",
     "LayerSpec",
+    "PerExample",
+    "PerExampleError",
     "PluginEntry",
     "PluginError",
     "PluginWarning",
@@ -55,6 +58,8 @@ __all__ = [
     "list_layers",
     "list_rules",
     "nn",
+    "per_example",
+    "per_example_norm",
     "register_plugin",
     "unregister_plugin",
 ]

@@ -40,7 +40,8 @@ def minimize(
     Args:
         f: a function of a tensor shaped like ``x0`` returning a scalar, differentiable by autograd.
         x0: the starting point (a number for a function of one variable).
-        rule: any registered update rule.
+        rule: any registered update rule that reads ∇f alone (not one that steps on per-example
+            gradients, such as ``dp_sgd``).
         lr: its learning rate η.
         steps: how many updates.
         **hyperparameters: the rule's other settings.
@@ -57,6 +58,11 @@ def minimize(
         start = start.to(torch.get_default_dtype())
     x = start.detach().clone().requires_grad_()
     update = create_rule(rule, [x], lr=lr, **hyperparameters)
+    if getattr(update, "per_example", ()):
+        raise ValueError(
+            f"rule {rule!r} steps on per-example gradients, and a function f: ℝⁿ → ℝ has no examples; "
+            "minimize with a rule that reads ∇f alone (sgd, adam, …)"
+        )
     points, values = [], []
     for step in range(steps + 1):
         value = f(x)

@@ -74,6 +74,7 @@ _BUILTINS = (
     "torchbp.costs",
     "torchbp.rules",
     "torchbp.feedback.rules",
+    "torchbp.dp_sgd",
     "torchbp.nn.linear",
     "torchbp.nn.activation",
     "torchbp.nn.conv",

@@ -13,7 +13,7 @@ import functools
 import math
 from collections.abc import Callable, Iterable
 from itertools import chain
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -29,7 +29,14 @@ class UpdateRule(torch.optim.Optimizer):
     ``step`` and ``zero_grad`` keep ``torch.optim``'s semantics (step pre/post hooks, global
     hooks, learning-rate schedulers) but open a profiler range only while the profiler runs:
     at small sizes that bookkeeping costs more than the update itself.
+
+    Class attributes:
+        per_example: the per-example quantities the step reads (names of :func:`torchbp.per_example`,
+            e.g. ``("grad", "norm")``); :func:`torchbp.fit` opens that context around each backward
+            pass for a rule that names any. Empty for a rule that reads ``p.grad`` alone.
     """
+
+    per_example: ClassVar[tuple[str, ...]] = ()
 
     @staticmethod
     def profile_hook_step(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -27,6 +27,7 @@ from torch.autograd import Function
 from ..derivatives.base import Derivatives
 from .factory import apply_layer
 from .internals import any_autocast, forward_mode, plain_apply, saved_tensor_hooks
+from .per_example_tap import record, recording
 
 
 class Link(Protocol):
@@ -116,18 +117,24 @@ class ChainFunction(Function):
         layers = ctx.layers
         grad_params: list[Tensor | None] = []
         grad: Tensor | None = delta
+        first = len(own) - 1  # where layer l's parameters start in (x, *params, a)
         for l in reversed(range(len(layers))):
             derivatives, link, needs = layers[l]
             entries, stash[l] = stash[l], None  # let go of this layer's tensors once it is done
+            count = len(needs) - 1
+            first -= count
             if grad is None:
-                grad_params[:0] = [None] * (len(needs) - 1)
+                grad_params[:0] = [None] * count
                 continue
             on_delta = link.on_delta()
             if on_delta is not None:
                 on_delta(grad.detach())
             saved = derivatives.Saved(*[_read(entry, own, derivatives) for entry in entries])
             # BP2's analogue, δ for the layer below, and BP3's and BP4's
-            grad, *grads_l = derivatives.vjps(grad, saved, needs)
+            grad_below, *grads_l = derivatives.vjps(grad, saved, needs)
+            if recording():
+                record(derivatives, grad, saved, own[first : first + count], grads_l)
+            grad = grad_below
             grad_params[:0] = grads_l
         return None, None, grad, *grad_params
 

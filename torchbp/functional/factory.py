@@ -23,6 +23,7 @@ from torch.autograd import Function
 
 from ..derivatives.base import Derivatives
 from .internals import forward_mode, plain_apply
+from .per_example_tap import record, recording
 
 OnDelta = Callable[[Tensor], None]
 
@@ -53,6 +54,7 @@ class LayerFunction(Function):
         else:
             z, buffers = output, ()
         ctx.derivatives, ctx.on_delta, ctx.buffers = derivatives, on_delta, len(buffers)
+        ctx.params = params  # which layer this is, to a per-example recorder (references, not saved tensors)
         ctx.set_materialize_grads(False)
         needs = ctx.needs_input_grad[2:]
         ctx.save_for_backward(*derivatives.save(x, params, z, buffers, needs))
@@ -67,8 +69,12 @@ class LayerFunction(Function):
             return (None,) * (2 + len(needs))
         if ctx.on_delta is not None:
             ctx.on_delta(delta.detach())
+        saved = derivatives.Saved(*ctx.saved_tensors)
         # BP2's analogue, the error handed to the layer below, and BP3's and BP4's
-        return None, None, *derivatives.vjps(delta, derivatives.Saved(*ctx.saved_tensors), needs)
+        grads = derivatives.vjps(delta, saved, needs)
+        if recording():
+            record(derivatives, delta, saved, ctx.params, grads[1:])
+        return None, None, *grads
 
     @staticmethod
     def tangent(ctx: Any, _: None, __: None, x_t: Tensor | None, *params_t: Tensor | None) -> Any:

@@ -9,7 +9,7 @@ backward works through them too.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -18,9 +18,12 @@ from torch.autograd import Function
 
 from ..derivatives.activations import Activation
 from ..derivatives.dense import StackFeedback, dense_backward, dense_forward, mlp_backward, mlp_forward
-from ..derivatives.linear import linear_backward, linear_jvp
+from ..derivatives.linear import Linear, LinearSaved, linear_backward, linear_jvp
 from .factory import twin_with_jvp
 from .internals import forward_mode
+from .per_example_tap import record, recording
+
+_LINEAR = Linear()  # δ = ∂C/∂z of a dense layer is its linear part's δ
 
 
 class DenseFunction(Function):
@@ -51,6 +54,7 @@ class DenseFunction(Function):
         needs_x, needs_weight = ctx.needs_input_grad[:2]
         ctx.activation = activation
         ctx.on_delta = on_delta
+        ctx.params = inputs[1:3]  # which layer this is, to a per-example recorder
         ctx.set_materialize_grads(False)
         saved = activation.read(z, a)
         ctx.save_for_backward(x if needs_weight else None, weight if needs_x else None, saved)
@@ -70,6 +74,8 @@ class DenseFunction(Function):
         )
         if ctx.on_delta is not None:
             ctx.on_delta(delta.detach())
+        if recording():
+            record(_LINEAR, delta, LinearSaved(x, weight), ctx.params, (grad_weight, grad_bias))
         return grad_x, grad_weight, grad_bias, None, None
 
     @staticmethod
@@ -248,6 +254,7 @@ class MLPFunction(Function):
         needs = ctx.needs_input_grad[:3] + ctx.needs_input_grad[4:]  # the feedback argument wants none
         layout = mlp_layout(needs, tuple([act.saves for act in activations]))
         ctx.layout, ctx.activations, ctx.on_delta, ctx.feedback = layout, activations, on_delta, inputs[3]
+        ctx.params = inputs[4:]  # which layers these are, to a per-example recorder
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(*layout.gather(inputs[0], inputs[4:], output, activations))
         if forward_mode():
@@ -286,6 +293,9 @@ class MLPFunction(Function):
                 delta = deltas[l]
                 if delta is not None:
                     ctx.on_delta(l, delta.detach())
+        if recording():
+            inputs = [None if s.input is None else saved[s.input] for s in slots]
+            record_layers(deltas, inputs, ctx.params, grad_weights, grad_biases)
         if feedback is not None and feedback.learn is not None:
             feedback.learn(grad_weights)
         return grad_x, None, None, None, *[g for pair in zip(grad_weights, grad_biases) for g in pair]
@@ -306,6 +316,20 @@ class MLPFunction(Function):
             if activation.saves == "z":
                 z_ts.append(z_t)
         return (*outputs_t, *z_ts)
+
+
+def record_layers(
+    deltas: Sequence[Tensor | None],
+    inputs: Sequence[Tensor | None],
+    params: Sequence[Tensor | None],
+    grad_weights: Sequence[Tensor | None],
+    grad_biases: Sequence[Tensor | None],
+) -> None:
+    """Hand each dense layer's δˡ, input aˡ⁻¹, (Wˡ, bˡ) and (∂C/∂Wˡ, ∂C/∂bˡ) to the per-example recorders."""
+    for l, delta in enumerate(deltas):
+        if delta is not None:
+            layer_params = tuple(params[2 * l : 2 * l + 2])
+            record(_LINEAR, delta, LinearSaved(inputs[l], None), layer_params, (grad_weights[l], grad_biases[l]))
 
 
 DENSE_WITH_JVP = twin_with_jvp(DenseFunction)

@@ -14,6 +14,8 @@ from torch import Tensor
 
 from ..derivatives.dense import mlp_backward, mlp_forward
 from ..functional.internals import has_hooks
+from ..functional.mlp_node import record_layers
+from ..functional.per_example_tap import recording
 from ..nn import MLP
 from ..registry import Cost
 
@@ -56,6 +58,7 @@ class GraphFreeStep:
         # what σ′ reads: zˡ or aˡ (nothing is kept past the step, so a mask is read as aˡ > 0)
         self.reads = [{"z": "z", "a": "a", "mask": "a"}.get(act.saves) for act in self.activations]
         self.parameters = [*self.weights, *self.biases]
+        self.layer_params = [p for pair in zip(self.weights, self.biases) for p in pair]
         self.check_targets = cost.spec.check is not None
         self.feedback = [layer._feedback for layer in self.layers if layer._feedback is not None]
 
@@ -90,6 +93,8 @@ class GraphFreeStep:
         for layer, delta in reversed(list(zip(self.layers, deltas))):
             if layer._delta_hooks and delta is not None:
                 layer._call_delta_hooks(delta)
+        if recording():
+            record_layers(deltas, a[:-1], self.layer_params, grad_weights, grad_biases)
         for parameter, grad in zip(self.parameters, (*grad_weights, *grad_biases)):
             if parameter is not None:
                 parameter.grad = grad

@@ -12,8 +12,8 @@ import os
 import random
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from ..nn import MLP
 from ..nn.feedback import attach, feedback_of
+from ..per_example_quantities import PerExample
 from ..plugins import get_plugin_manager, lookup, reporting_plugin
 from ..registry import Cost, create_rule, get_cost, parsed_feedback_options, rule_hyperparameters
 from ..registry import cost_options as cost_options_for
@@ -54,6 +55,8 @@ class Run:
         verbose: whether console output is wanted.
         rank, world_size: this process and how many train together (1 without torchrun).
         state: a scratch dict for plugins, one key per plugin.
+        per_example: the :func:`~torchbp.per_example` context opened around each backward pass
+            (the quantities ``fit`` was asked for and those its rule reads), or ``None``.
     """
 
     model: torch.nn.Module
@@ -69,6 +72,7 @@ class Run:
     rank: int = 0
     world_size: int = 1
     state: dict[str, Any] = field(default_factory=dict)
+    per_example: PerExample | None = None
 
 
 def _batches(
@@ -325,6 +329,7 @@ def _epoch_steps(
     wants_loss = any("loss" in listener.argnames for listener in step_end.get_hookimpls())
     report_step = reporting_plugin(step_end)
     before_update = hooks.torchbp_before_update if hooks.torchbp_before_update.get_hookimpls() else None
+    tapped = run.per_example if run.per_example is not None else nullcontext()  # per-example rows of each backward
     model.train()
     if graph_free_step is not None:
         # tensor data: every row's targets were checked in the first epoch
@@ -342,7 +347,8 @@ def _epoch_steps(
                     if not on_device:
                         targets = targets_for(cost, targets, cast(MLP, model).sizes[-1], inputs.dtype)
                     # sets every .grad afresh: no zero_grad needed
-                    output = graph_free_step(inputs, targets)
+                    with tapped:
+                        output = graph_free_step(inputs, targets)
                     if wants_loss or skip_nonfinite:
                         loss = cost.mean(output, targets)
                     if run.world_size > 1:
@@ -352,7 +358,8 @@ def _epoch_steps(
                     output, targets = per_position(network(inputs), targets)
                     targets = targets_for(cost, targets, output.shape[-1], output.dtype)
                     loss = cost(output, targets)
-                    loss.backward()
+                    with tapped:
+                        loss.backward()
                     loss = loss.detach()
             except ValueError:
                 # a cost's own check (probabilities in [0, 1], …) fails on NaN outputs: that is divergence
@@ -461,6 +468,7 @@ def fit(
     feedback: str | None = None,
     feedback_options: dict[str, Any] | None = None,
     alignment_every: int = 100,
+    per_example: Sequence[str] = (),
     **rule_options: Any,
 ) -> list[dict[str, float]]:
     """Train ``model`` on ``train_data`` with a registered cost and update rule.
@@ -510,6 +518,9 @@ def fit(
             a warning counts them) instead of stopping. Off by default: a cost that stops being
             finite raises ``DivergenceError`` naming the epoch
             and step, and the last finite checkpoint stays as it was.
+        per_example: quantities of ``torchbp.per_example`` to compute in every step, besides
+            those the rule reads (``dp_sgd``: ``"grad"`` and ``"norm"``); with ``"norm"`` and a
+            ``logdir``, TensorBoard shows each layer's per-example gradient norms (``per_example_norm/…``).
 
     Raises:
         TypeError, ValueError: an argument of the wrong type or out of range, named; non-finite
@@ -575,6 +586,8 @@ def fit(
     cost_module = get_cost(cost, **cost_options)
     update_rule = create_rule(rule, model, lr=lr, **rule_options)
     warn_if_probabilities_into_logit_cost(model, cost)
+    quantities = tuple(dict.fromkeys((*getattr(update_rule, "per_example", ()), *per_example)))
+    recording = PerExample(model, *quantities) if quantities else None
     if isinstance(train_data, tuple):
         train_data = _encoded(model, cost_module, train_data[0].to(device), train_data[1].to(device))
     settings = {
@@ -592,6 +605,8 @@ def fit(
         "seed": seed,
         "name": name,
     }
+    if per_example:
+        settings["per_example"] = list(per_example)
     history: list[dict[str, float]] = []
     start_epoch = 0
     if checkpoint is not None:
@@ -619,6 +634,7 @@ def fit(
         verbose,
         rank,
         world,
+        per_example=recording,
     )
     network = DistributedDataParallel(model) if world > 1 and not use_graph_free else model
     graph_free_step = GraphFreeStep(cast(MLP, model), cost_module) if use_graph_free else None

@@ -10,6 +10,8 @@ different shapes compare on one chart. The error signal at each depth is the van
 view that explicit backprop hands over for free. Per step: ``loss/train_step``. At the end:
 hyperparameters with the final metrics. A custom-scalars layout groups the curves; its charts are
 anchored regular expressions, so one layout serves every run, whatever its depth.
+When ``fit`` was asked for per-example norms (``per_example=("norm",)``), each layer's histogram
+``per_example_norm/…`` of ‖gₖ‖ over its parameters, for the examples of the epoch's last batch.
 """
 
 from __future__ import annotations
@@ -146,6 +148,11 @@ def torchbp_epoch_end(run: Any, epoch: int, metrics: dict[str, float]) -> None:
             writer.add_histogram(f"weights/{name}.{kind}", parameter.detach(), step)
             if parameter.grad is not None:
                 writer.add_histogram(f"gradients/{name}.{kind}", parameter.grad, step)
+        if "norm" in run.config.get("per_example", ()):
+            norms = [p.grad_sample_norm for p in layer.parameters(recurse=False) if hasattr(p, "grad_sample_norm")]
+            if norms:
+                # ‖gₖ‖ over the layer's parameters: √(Σₚ ‖gₖ,ₚ‖²)
+                writer.add_histogram(f"per_example_norm/{name}", torch.stack(norms).norm(dim=0), step)
         if name in deltas.count:
             writer.add_histogram(f"delta/{name}", deltas.last[name], step)
             count = deltas.count[name]

@@ -1,0 +1,267 @@
+"""torchbp.per_example: every quantity against torch.func.vmap(torch.func.grad(…)), on whole models."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor
+from torch.func import functional_call, grad, vmap
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import torchbp
+from torchbp.functional.per_example_tap import RECORDERS
+from torchbp.training.graph_free import GraphFreeStep
+
+ALL = ("grad", "norm", "variance", "second_moment")
+Loss = Callable[[Tensor, Tensor], Tensor]
+
+
+def squared_error(output: Tensor, target: Tensor) -> Tensor:
+    """C = (1/N) Σₖ ½‖aₖ − yₖ‖² (summed over an example's positions)."""
+    return 0.5 * (output - target).square().flatten(1).sum(1).mean()
+
+
+def reference(model: torch.nn.Module, x: Tensor, y: Tensor, loss: Loss) -> dict[str, Tensor]:
+    """gₖ = ∇Cₖ per parameter, by torch.func.vmap(torch.func.grad(…)) over the same model (a copy:
+    ``functional_call`` leaves a layer used twice with plain tensors for parameters)."""
+    model = copy.deepcopy(model)
+    params = {name: p.detach() for name, p in model.named_parameters()}
+    buffers = dict(model.named_buffers())
+
+    def cost_k(p: dict[str, Tensor], x_k: Tensor, y_k: Tensor) -> Tensor:
+        return loss(functional_call(model, (p, buffers), (x_k.unsqueeze(0),)), y_k.unsqueeze(0))
+
+    return vmap(grad(cost_k), in_dims=(None, 0, 0))(params, x, y)  # type: ignore[no-any-return]
+
+
+def check_all_quantities(model: torch.nn.Module, x: Tensor, y: Tensor, loss: Loss = squared_error) -> None:
+    expected = reference(model, x, y, loss)
+    model.zero_grad(set_to_none=True)
+    output = model(x)  # the forward pass may run before the context opens
+    with torchbp.per_example(model, *ALL):
+        loss(output, y).backward()
+    check_against(model, expected)
+
+
+def check_against(model: torch.nn.Module, expected: dict[str, Tensor]) -> None:
+    tolerance: dict[str, Any] = {"rtol": 0, "atol": 1e-10}
+    for name, p in model.named_parameters():
+        g = expected[name]
+        torch.testing.assert_close(p.grad_sample, g, **tolerance, msg=lambda m, n=name: f"{n} grad: {m}")
+        torch.testing.assert_close(p.grad, p.grad_sample.mean(0), **tolerance)
+        torch.testing.assert_close(p.grad_sample_norm, g.flatten(1).norm(dim=1), **tolerance)
+        torch.testing.assert_close(p.grad_variance, g.var(0, unbiased=False), **tolerance)
+        torch.testing.assert_close(p.grad_second_moment, g.square().mean(0), **tolerance)
+    norms = torch.stack([g.flatten(1).norm(dim=1) for g in expected.values()]).norm(dim=0)
+    torch.testing.assert_close(torchbp.per_example_norm(model), norms, **tolerance)
+
+
+def native_mlp(width: int = 6) -> torch.nn.Sequential:
+    return torch.nn.Sequential(
+        torch.nn.Linear(5, width),
+        torch.nn.Tanh(),
+        torch.nn.Linear(width, width),
+        torch.nn.ReLU(),
+        torch.nn.Linear(width, 3),
+    ).double()
+
+
+def test_fused_mlp_node() -> None:
+    check_all_quantities(
+        torchbp.nn.MLP([5, 4, 4, 3], "tanh").double(), torch.randn(7, 5).double(), torch.randn(7, 3).double()
+    )
+
+
+def test_converted_sequential_chain_node_and_single_layers() -> None:
+    x, y = torch.randn(7, 5).double(), torch.randn(7, 3).double()
+    check_all_quantities(torchbp.nn.convert(native_mlp()), x, y)
+    check_all_quantities(torchbp.nn.convert(torch.nn.Linear(5, 3).double()), x, y)
+    check_all_quantities(torchbp.nn.Dense(5, 3, "softplus").double(), x, y)
+
+
+def test_cross_entropy_and_one_example() -> None:
+    model = torchbp.nn.convert(native_mlp())
+    for n in (1, 9):
+        x, y = torch.randn(n, 5).double(), torch.randint(0, 3, (n,))
+        check_all_quantities(model, x, y, torch.nn.functional.cross_entropy)
+
+
+@pytest.mark.parametrize("width", [4, 16], ids=["written out", "Gram form"])
+def test_sequence_inputs_sum_over_positions(width: int) -> None:
+    x, y = torch.randn(6, 3, 5).double(), torch.randn(6, 3, 3).double()
+    check_all_quantities(torchbp.nn.convert(native_mlp(width)), x, y)
+    check_all_quantities(torchbp.nn.MLP([5, width, 3], "sigmoid").double(), x, y)
+
+
+def test_cnn_with_grouped_strided_convolutions_and_batch_norm_in_eval() -> None:
+    model = torchbp.nn.convert(
+        torch.nn.Sequential(
+            torch.nn.Conv2d(2, 4, 3, padding=1, groups=2),
+            torch.nn.BatchNorm2d(4),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(4, 3, 2, stride=2, dilation=1, padding="valid"),
+            torch.nn.MaxPool2d(1),
+            torch.nn.Flatten(),
+            torch.nn.Linear(27, 2),
+        ).double()
+    ).eval()
+    check_all_quantities(model, torch.randn(5, 2, 7, 7).double(), torch.randn(5, 2).double())
+
+
+def test_conv1d_with_reflect_padding_and_dilation() -> None:
+    model = torchbp.nn.convert(
+        torch.nn.Sequential(
+            torch.nn.Conv1d(3, 4, 3, padding=2, dilation=2, padding_mode="reflect"),
+            torch.nn.Tanh(),
+            torch.nn.Conv1d(4, 2, 2, stride=2),
+            torch.nn.Flatten(),
+            torch.nn.Linear(8, 2),
+        ).double()
+    )
+    check_all_quantities(model, torch.randn(5, 3, 9).double(), torch.randn(5, 2).double())
+
+
+def test_graph_free_step_gives_the_same_quantities() -> None:
+    model = torchbp.nn.MLP([5, 4, 3], "sigmoid").double()
+    x, y = torch.randn(7, 5).double(), torch.randn(7, 3).double()
+    expected = reference(model, x, y, lambda a, t: torchbp.get_cost("quadratic")(a, t))
+    step = GraphFreeStep(model, torchbp.get_cost("quadratic"))
+    with torchbp.per_example(model, *ALL):
+        step(x, y)
+    check_against(model, expected)
+
+
+class Allocations(TorchDispatchMode):
+    """The shapes of every tensor the ops made while it was on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shapes: list[tuple[int, ...]] = []
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, tuple | list) else (out,):
+            if isinstance(t, Tensor):
+                self.shapes.append(tuple(t.shape))
+        return out
+
+
+@pytest.mark.parametrize("x_shape", [(8, 5), (8, 2, 5)], ids=["one row", "sequence (Gram form)"])
+def test_norm_alone_makes_no_per_example_gradient(x_shape: tuple[int, ...]) -> None:
+    model = torchbp.nn.convert(native_mlp(width=16))
+    x = torch.randn(*x_shape).double()
+    loss = model(x).square().mean(0).sum()
+    with Allocations() as seen, torchbp.per_example(model, "norm"):
+        loss.backward()
+    made = set(seen.shapes)
+    for name, p in model.named_parameters():
+        assert p.dim() == 1 or (8, *p.shape) not in made, name
+        assert p.grad_sample_norm.shape == (8,)
+    with Allocations() as seen, torchbp.per_example(model, "grad"):
+        model(x).square().mean(0).sum().backward()
+    assert (8, 16, 16) in set(seen.shapes)  # the probe sees a per-example gradient where one is made
+
+
+def test_nothing_is_attached_outside_the_context_and_stale_values_go() -> None:
+    model = torchbp.nn.convert(native_mlp())
+    layer = model[0]
+    x = torch.randn(4, 5).double()
+    with torchbp.per_example(model, "norm"):
+        assert len(RECORDERS) == 1
+        model(x).sum().backward()
+    assert not RECORDERS
+    assert not layer._forward_hooks and not layer._backward_hooks and "_delta_hooks" not in layer.__dict__
+    first = layer.weight.grad_sample_norm
+    model(2 * x).sum().backward()  # outside: nothing recorded
+    assert layer.weight.grad_sample_norm is first
+    with torchbp.per_example(model, "norm"):
+        pass
+    assert not hasattr(layer.weight, "grad_sample_norm")  # no stale value survives a new context
+
+
+def test_buffers_are_reused_between_steps() -> None:
+    model = torchbp.nn.convert(native_mlp())
+    context = torchbp.per_example(model, "grad")
+    pointers = []
+    for step in range(3):
+        with context:
+            model(torch.randn(4, 5).double()).sum().backward()
+        pointers.append(model[2].weight.grad_sample.data_ptr())
+        assert torch.allclose(model[2].weight.grad_sample.mean(0), model[2].weight.grad) or step > 0
+        model.zero_grad()
+    assert len(set(pointers)) == 1
+
+
+def test_nested_contexts_the_innermost_takes_each_parameter() -> None:
+    model = torchbp.nn.convert(native_mlp())
+    head = torchbp.nn.convert(torch.nn.Linear(3, 2).double())
+    x = torch.randn(4, 5).double()
+    outer = torchbp.per_example(torch.nn.Sequential(model, head), "grad")
+    inner = torchbp.per_example(model, "norm")
+    with outer:
+        with inner:
+            head(model(x)).sum().backward()
+        assert len(RECORDERS) == 1
+    assert not RECORDERS
+    assert hasattr(head.weight, "grad_sample") and not hasattr(model[0].weight, "grad_sample")
+    assert hasattr(model[0].weight, "grad_sample_norm")
+    with inner, inner:  # one context opened twice
+        model(x).sum().backward()
+    assert not RECORDERS
+    torch.testing.assert_close(model[0].weight.grad_sample_norm.shape, torch.Size([4]))
+
+
+def test_errors_name_what_was_expected() -> None:
+    model = torchbp.nn.convert(native_mlp())
+    with pytest.raises(ValueError, match="mean convention"):
+        torchbp.per_example(model, "norm", reduction="sum")
+    with pytest.raises(ValueError, match="unknown quantities \\['norms'\\]"):
+        torchbp.per_example(model, "norms")
+    with pytest.raises(ValueError, match="at least one quantity"):
+        torchbp.per_example(model)
+    with pytest.raises(torchbp.PerExampleError, match="has none of torchbp's layers"):
+        torchbp.per_example(torch.nn.Sequential(torch.nn.ReLU()), "norm")
+    mixed = torch.nn.Sequential(torchbp.nn.Linear(5, 3), torch.nn.Linear(3, 2))
+    with pytest.raises(
+        torchbp.PerExampleError, match="layer '1' \\(torch.nn.modules.linear.Linear\\) is not a torchbp"
+    ):
+        torchbp.per_example(mixed, "grad")
+    mixed[1].requires_grad_(False)  # a frozen native layer is fine
+    torchbp.per_example(mixed, "grad")
+    norm = torchbp.nn.convert(torch.nn.Sequential(torch.nn.Linear(5, 3), torch.nn.BatchNorm1d(3)))
+    with pytest.raises(torchbp.PerExampleError, match="layer '1' \\(BatchNorm1d\\).*training mode"):
+        torchbp.per_example(norm, "norm")
+    norm.eval()
+    torchbp.per_example(norm, "norm")
+    with pytest.raises(torchbp.PerExampleError, match="need a batch dimension"), torchbp.per_example(model, "norm"):
+        model(torch.randn(5).double()).sum().backward()
+    assert not RECORDERS
+    twice = torchbp.nn.convert(torch.nn.Linear(5, 5).double())
+    with pytest.raises(torchbp.PerExampleError, match="weight received a second gradient"):
+        with torchbp.per_example(twice, "norm"):
+            twice(twice(torch.randn(3, 5).double())).sum().backward()
+    with pytest.raises(ValueError, match="no per-example norms"):
+        torchbp.per_example_norm(torchbp.nn.convert(native_mlp()))
+
+
+def test_a_layer_used_twice_sums_its_per_example_gradients() -> None:
+    layer = torchbp.nn.convert(torch.nn.Linear(4, 4).double())
+    model = torch.nn.Sequential(layer, torchbp.nn.Tanh(), layer)
+    x, y = torch.randn(5, 4).double(), torch.randn(5, 4).double()
+    expected = reference(model, x, y, squared_error)
+    with torchbp.per_example(model, "grad"):
+        squared_error(model(x), y).backward()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad_sample, expected[name], rtol=0, atol=1e-10)
+
+
+def test_copies_of_a_model_stay_apart() -> None:
+    model = torchbp.nn.convert(native_mlp())
+    other = copy.deepcopy(model)
+    with torchbp.per_example(model, "norm"):
+        other(torch.randn(3, 5).double()).sum().backward()
+    assert not hasattr(other[0].weight, "grad_sample_norm") and not hasattr(model[0].weight, "grad_sample_norm")

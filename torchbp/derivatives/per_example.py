@@ -1,0 +1,255 @@
+"""Each example's own gradient, from the δ a layer's backward pass receives and what it saved.
+
+With the batch cost the mean C = (1/N) Σₖ Cₖ, the δ reaching a layer is δₖ = (1/N) ∂Cₖ/∂zₖ, and
+BP4 sums a product over the examples: ∂C/∂W = Σₖ Σₜ δₖₜ uₖₜᵀ (t runs over an example's positions:
+one row for a plain batch, each token of a sequence, each window of a convolution). Example k's
+gradient of its own cost Cₖ is therefore that sum's k-th term times N::
+
+    gₖ = N Σₜ δₖₜ uₖₜᵀ                         (outer form: a linear or convolution weight)
+    gₖ = N Σₜ δₖₜ ⊙ uₖₜ,   u = 1 for a bias      (diagonal form: biases, batch norm's γ and β)
+
+so that ∂C/∂θ = (1/N) Σₖ gₖ, the mean of the per-example gradients. Their norms, mean and sum of
+squares follow without writing gₖ out where the form allows it::
+
+    ‖gₖ‖ = N ‖δₖ‖ ‖uₖ‖                              (one row per example)
+    ‖gₖ‖² = N² Σₜ Σₛ (δₖₜ · δₖₛ)(uₖₜ · uₖₛ)           (positions: the Gram form)
+    (1/N) Σₖ gₖ² = N (δ²)ᵀ (u²)                     (one row per example)
+
+Each layer type says what its δ and u are (:func:`rows_for`); the arithmetic is here once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .base import Derivatives
+from .batchnorm import BatchNorm
+from .conv import Conv
+from .linear import Linear
+
+
+class PerExampleError(ValueError):
+    """A layer cannot give per-example quantities for the δ and input it was given."""
+
+
+@dataclass(slots=True)
+class Rows:
+    """One parameter's per-example gradients, as the factors of gₖ = N Σₜ δₖₜ uₖₜᵀ (or ⊙).
+
+    Attributes:
+        delta: δ per example, group and position: ``(N, G, T, O)`` (outer) or ``(N, T, O)`` (diagonal).
+        u: what δ multiplies: ``(N, G, T, I)`` (outer), ``(N, T, O)`` or ``None`` (diagonal, ``None``
+            meaning u = 1, a bias).
+        outer: the outer form δ uᵀ (per group) rather than the diagonal form δ ⊙ u.
+        shape: the parameter's shape, which ``(G, O, I)`` or ``(O,)`` is reshaped to.
+        shared: what the rows of one layer's parameters compute once for all of them (N ‖δₖ‖).
+    """
+
+    delta: Tensor
+    u: Tensor | None
+    outer: bool
+    shape: torch.Size
+    shared: dict[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def examples(self) -> int:
+        """N, the batch size."""
+        return self.delta.shape[0]
+
+    @property
+    def positions(self) -> int:
+        """T, the positions each example's gradient sums over."""
+        return self.delta.shape[-2]
+
+    def grad_sample(self, out: Tensor | None = None) -> Tensor:
+        """gₖ for every k, shape ``(N, *shape)``; written into ``out`` when it is given (and fits)."""
+        n = self.examples
+        scaled = self.delta * n
+        if self.outer:
+            assert self.u is not None
+            target = None if out is None else out.view(n, *self.delta.shape[1:2], self.delta.shape[-1], -1)
+            if self.positions == 1:
+                # gₖ = N δₖ uₖᵀ, an outer product (a broadcast product: a matrix product of depth 1 is slower)
+                g = torch.mul(scaled.transpose(-1, -2), self.u, out=target)
+            else:
+                # gₖ = N Σₜ δₖₜ uₖₜᵀ, per group
+                g = torch.matmul(scaled.transpose(-1, -2), self.u, out=target)
+        elif self.u is None:
+            # gₖ = N Σₜ δₖₜ (a bias)
+            g = torch.sum(scaled, 1, out=out)
+        else:
+            # gₖ = N Σₜ δₖₜ ⊙ uₖₜ
+            g = torch.sum(scaled * self.u, 1, out=out)
+        return g.view(n, *self.shape)
+
+    def norm(self, grad_sample: Tensor | None = None) -> Tensor:
+        """‖gₖ‖ for every k, shape ``(N,)``, by the cheapest exact form: without writing gₖ out for
+        one-row examples and wherever the Gram form costs less than gₖ itself (``grad_sample``, if
+        given, is read instead of writing gₖ out again)."""
+        n, delta, u = self.examples, self.delta, self.u
+        t = self.positions
+        if t == 1 and (u is None or (self.outer and delta.shape[1] == 1)):
+            delta_norm = self.shared.get("delta_norm")
+            if delta_norm is None:
+                # ‖gₖ‖ = N ‖δₖ‖ (a bias)
+                delta_norm = self.shared["delta_norm"] = torch.linalg.vector_norm(delta.reshape(n, -1), dim=1).mul_(n)
+            if u is None:
+                return delta_norm
+            # ‖gₖ‖ = N ‖δₖ‖ ‖uₖ‖
+            return torch.linalg.vector_norm(u.reshape(n, -1), dim=1).mul_(delta_norm)
+        if self.outer and t == 1:
+            assert u is not None
+            # ‖gₖ‖² = N² Σ_groups ‖δₖ‖² ‖uₖ‖²
+            norms = torch.linalg.vector_norm(delta, dim=-1).mul_(n).mul_(torch.linalg.vector_norm(u, dim=-1))
+            return torch.linalg.vector_norm(norms.flatten(1), dim=1)
+        if self.outer and grad_sample is None:
+            assert u is not None
+            o, i = delta.shape[-1], u.shape[-1]
+            if t * (o + i) < o * i:
+                # ‖gₖ‖² = N² Σₜ Σₛ (δₖₜ · δₖₛ)(uₖₜ · uₖₛ): the Gram form
+                gram = torch.matmul(delta, delta.transpose(-1, -2)).mul_(torch.matmul(u, u.transpose(-1, -2)))
+                return gram.flatten(1).sum(1).sqrt_().mul_(n)
+        if grad_sample is None:
+            grad_sample = self.grad_sample()
+        return torch.linalg.vector_norm(grad_sample.flatten(1), dim=1)
+
+    def second_moment(self, grad_sample: Tensor | None = None) -> Tensor:
+        """(1/N) Σₖ gₖ², shape ``shape``: from (δ²)ᵀ(u²) for one-row examples, else from
+        ``grad_sample`` (written out here when not given)."""
+        n, delta, u = self.examples, self.delta, self.u
+        if self.outer and self.positions == 1:
+            assert u is not None
+            # (1/N) Σₖ gₖ² = N (δ²)ᵀ (u²), per group
+            delta_squared, u_squared = delta.squeeze(2).square().mul_(n), u.squeeze(2).square()
+            if delta.shape[1] == 1:
+                return (delta_squared[:, 0].t() @ u_squared[:, 0]).view(self.shape)
+            return torch.einsum("ngo,ngi->goi", delta_squared, u_squared).reshape(self.shape)
+        if grad_sample is None:
+            grad_sample = self.grad_sample()
+        return grad_sample.square().mean(0)
+
+    def mean(self, grad_sample: Tensor | None = None) -> Tensor:
+        """(1/N) Σₖ gₖ = Σₖ Σₜ δₖₜ uₖₜᵀ, this layer's ∂C/∂θ, shape ``shape``."""
+        if grad_sample is not None:
+            return grad_sample.mean(0)
+        delta, u = self.delta, self.u
+        if self.outer:
+            assert u is not None
+            return torch.einsum("ngto,ngti->goi", delta, u).reshape(self.shape)
+        return (delta if u is None else delta * u).sum((0, 1)).reshape(self.shape)
+
+
+def _batched(name: str, tensor: Tensor, dims: int) -> None:
+    if tensor.dim() < dims:
+        raise PerExampleError(
+            f"per-example quantities need a batch dimension: the {name} layer's input has shape "
+            f"{tuple(tensor.shape)}; give it a batch of examples (dimension 0)"
+        )
+
+
+def linear_rows(delta: Tensor, x: Tensor | None, params: tuple[Tensor | None, ...]) -> list[Rows | None]:
+    """z = x Wᵀ + b with x ``(N, *, in)``: u = each position's input row for W, u = 1 for b."""
+    weight, bias = params[:2]
+    _batched("linear", delta, 2)
+    n, o = delta.shape[0], delta.shape[-1]
+    delta_rows = delta.reshape(n, 1, -1, o)
+    rows: list[Rows | None] = [None, None]
+    shared: dict[str, Tensor] = {}
+    if weight is not None and x is not None:
+        rows[0] = Rows(delta_rows, x.reshape(n, 1, -1, x.shape[-1]), True, weight.shape, shared)
+    if bias is not None:
+        rows[1] = Rows(delta_rows[:, 0], None, False, bias.shape, shared)
+    return rows
+
+
+def conv_rows(conv: Conv, delta: Tensor, x: Tensor | None, params: tuple[Tensor | None, ...]) -> list[Rows | None]:
+    """z = W ⋆ x + b: u = each window of x (unfolded), per group of channels, for W; u = 1 for b."""
+    weight, bias = params[:2]
+    spatial = len(conv.stride)
+    _batched("convolution", delta, spatial + 2)
+    n, c_out, groups = delta.shape[0], delta.shape[1], conv.groups
+    # δ: (N, C_out, *positions) → (N, G, T, C_out/G)
+    delta_rows = delta.reshape(n, groups, c_out // groups, -1).transpose(-1, -2)
+    rows: list[Rows | None] = [None, None]
+    if weight is not None and x is not None:
+        windows = _windows(conv, x, weight.shape[2:])
+        # u: (N, C_in·k, T) → (N, G, T, C_in/G · k)
+        u = windows.reshape(n, groups, -1, windows.shape[-1]).transpose(-1, -2)
+        rows[0] = Rows(delta_rows, u, True, weight.shape)
+    if bias is not None:
+        rows[1] = Rows(delta_rows.transpose(1, 2).reshape(n, -1, c_out), None, False, bias.shape)
+    return rows
+
+
+def _windows(conv: Conv, x: Tensor, kernel: tuple[int, ...]) -> Tensor:
+    """The input windows each output position sees, ``(N, C_in·k, T)`` (``torch.nn.functional.unfold``;
+    a 1-d convolution as a 2-d one of height 1)."""
+    if len(conv.stride) == 1:
+        return torch.nn.functional.unfold(
+            x.unsqueeze(2), (1, *kernel), (1, *conv.dilation), (0, *conv.padding), (1, *conv.stride)
+        )
+    return torch.nn.functional.unfold(x, kernel, conv.dilation, conv.padding, conv.stride)
+
+
+def batch_norm_rows(norm: BatchNorm, delta: Tensor, saved: Any, params: tuple[Tensor | None, ...]) -> list[Rows | None]:
+    """z = γ x̂ + β with the running statistics (eval): u = x̂ for γ, u = 1 for β, per channel."""
+    if norm.training:
+        raise PerExampleError(
+            "per-example gradients are not defined for batch norm in training mode: each example's output "
+            "depends on the whole batch through the batch's mean and variance. Put the layer in eval mode "
+            "(layer.eval(), which normalises with the running statistics) or freeze its parameters"
+        )
+    weight, bias = params[:2]
+    _batched("batch norm", delta, 2)
+    n, c = delta.shape[:2]
+    # δ: (N, C, *positions) → (N, T, C)
+    delta_rows = delta.reshape(n, c, -1).transpose(1, 2)
+    rows: list[Rows | None] = [None, None]
+    if weight is not None and saved.x is not None:
+        assert saved.running_mean is not None and saved.running_var is not None
+        shape = (1, c) + (1,) * (delta.dim() - 2)
+        # x̂ = (x − μ_run) / √(σ²_run + ε)
+        x_hat = (saved.x - saved.running_mean.view(shape)) * torch.rsqrt(saved.running_var.view(shape) + norm.eps)
+        rows[0] = Rows(delta_rows, x_hat.reshape(n, c, -1).transpose(1, 2), False, weight.shape)
+    if bias is not None:
+        rows[1] = Rows(delta_rows, None, False, bias.shape)
+    return rows
+
+
+RowsRule = Callable[[Any, Tensor, Any, tuple[Tensor | None, ...]], list[Rows | None]]
+
+RULES: dict[type[Derivatives], RowsRule] = {
+    Linear: lambda derivatives, delta, saved, params: linear_rows(delta, saved.x, params),
+    Conv: lambda derivatives, delta, saved, params: conv_rows(derivatives, delta, saved.x, params),
+    BatchNorm: batch_norm_rows,
+}
+"""Layer type → how its δ and saved tensors become :class:`Rows`, one per parameter. A layer type
+whose class (or a base class) is here gives per-example quantities."""
+
+
+def rule_for(derivatives: type[Derivatives]) -> RowsRule | None:
+    """The rows rule of a layer type or its nearest base class listed in :data:`RULES`."""
+    for owner in derivatives.__mro__:
+        rule = RULES.get(owner)  # type: ignore[arg-type]
+        if rule is not None:
+            return rule
+    return None
+
+
+def rows_for(
+    derivatives: Derivatives, delta: Tensor, saved: Any, params: tuple[Tensor | None, ...]
+) -> list[Rows | None]:
+    """:class:`Rows` per parameter of a layer (``None`` where a parameter is absent or its input
+    was not saved), from the δ its backward pass received and what it saved."""
+    rule = rule_for(type(derivatives))
+    if rule is None:
+        raise PerExampleError(
+            f"the {derivatives.kind!r} layer ({type(derivatives).__name__}) cannot give per-example quantities: "
+            "it has no per-example rule in torchbp.derivatives.per_example.RULES"
+        )
+    return rule(derivatives, delta, saved, params)
