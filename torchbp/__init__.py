@@ -12,6 +12,7 @@ from .plugins import (
     register_plugin,
     unregister_plugin,
 )
+from .predict import load_model
 from .registry import Cost, create_rule, get_cost, list_costs, list_layers, list_rules
 from .specs import CostSpec, LayerSpec, RuleSpec
 from .training import fit
@@ -41,6 +42,7 @@ __all__ = [
     "list_costs",
     "list_layers",
     "list_rules",
+    "load_model",
     "nn",
     "register_plugin",
     "unregister_plugin",

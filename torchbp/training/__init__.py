@@ -3,5 +3,16 @@
 from .checkpoints import CheckpointError, load_checkpoint
 from .datasets import DATASETS, Data, load
 from .loop import Run, evaluate, fit
+from .signals import TrainingInterrupted
 
-__all__ = ["DATASETS", "CheckpointError", "Data", "Run", "evaluate", "fit", "load", "load_checkpoint"]
+__all__ = [
+    "DATASETS",
+    "CheckpointError",
+    "Data",
+    "Run",
+    "TrainingInterrupted",
+    "evaluate",
+    "fit",
+    "load",
+    "load_checkpoint",
+]

@@ -78,5 +78,6 @@ class GraphFreeStep:
                 layer._call_delta_hooks(delta)
         for parameter, grad in zip(self.parameters, (*grad_weights, *grad_biases)):
             if parameter is not None:
-                parameter.grad = grad
+                # under autocast the products ran in bf16/fp16: ∂C/∂θ in θ's own dtype, as autograd's cast gives it
+                parameter.grad = grad if grad is None or grad.dtype == parameter.dtype else grad.to(parameter.dtype)
         return output

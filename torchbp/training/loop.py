@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +25,14 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from ..nn import MLP
 from ..plugins import get_plugin_manager
 from ..registry import Cost, create_rule, get_cost
+from .callbacks import registered
 from .checkpoints import load_checkpoint, save_checkpoint
 from .config import CONFIG, dump_config
 from .graph_free import GraphFreeStep, supports
+from .resume import check_scheduler, resumed_settings
+from .schedules import SchedulerFactory, make_scheduler, step_scheduler
+from .signals import StopRequest, TrainingInterrupted, stop_requests
+from .stopping import EarlyStopping
 
 TrainData = tuple[Tensor, Tensor] | Dataset | DataLoader
 
@@ -45,6 +50,10 @@ class Run:
         verbose: whether console output is wanted.
         rank, world_size: this process and how many train together (1 without torchrun).
         state: a scratch dict for plugins, one key per plugin.
+        status: ``"running"``, then how it ended: ``"finished"``, ``"stopped early"``,
+            ``"interrupted"`` (SIGINT/SIGTERM) or ``"failed"`` (an exception), as
+            ``torchbp_train_end`` sees it.
+        stop_reason: why an early stop happened, for the console (else ``""``).
     """
 
     model: torch.nn.Module
@@ -60,6 +69,8 @@ class Run:
     rank: int = 0
     world_size: int = 1
     state: dict[str, Any] = field(default_factory=dict)
+    status: str = "running"
+    stop_reason: str = ""
 
 
 def new_run_directory(logdir: str | Path, name: str) -> Path:
@@ -272,11 +283,13 @@ def _train_epoch(
     batch_size: int,
     seed: int,
     epoch: int,
+    stop: StopRequest,
 ) -> tuple[Tensor, int]:
     """One pass over ``data``, stepping ``run.rule`` after each batch; returns (Σₖ Cₖ, n) over the epoch.
 
     Tensor data is already on the device with its targets encoded; other data is moved per batch.
     A graph-free step computes its batch's cost only while a step listener takes ``loss``.
+    A stop request (SIGINT, SIGTERM) raises :class:`TrainingInterrupted` after the step it came in.
     """
     model, rule, cost, device = run.model, run.rule, run.cost, run.device
     on_device = isinstance(data, tuple)
@@ -311,6 +324,7 @@ def _train_epoch(
             rule.step()
             epoch_cost.add(output, targets)
             step_end(run=run, epoch=epoch, step=step, loss=loss)
+            stop.check()
     return epoch_cost.total(device)
 
 
@@ -346,6 +360,11 @@ def fit(
     verbose: bool = True,
     graph_free: bool | None = None,
     threads: int | None = None,
+    callbacks: Sequence[object] = (),
+    scheduler: SchedulerFactory | None = None,
+    patience: int | None = None,
+    monitor: str = "val_loss",
+    restore_best: bool = False,
     **rule_options: Any,
 ) -> list[dict[str, float]]:
     """Train ``model`` on ``train_data`` with a registered cost and update rule.
@@ -364,7 +383,11 @@ def fit(
             ``config.toml``, ``checkpoint.pt``); ``None`` logs and saves nothing.
         seed: seeds the shuffling and torch's RNG; ``None`` draws one (recorded in the config).
         device: ``"cpu"``, ``"cuda"``, ``"auto"``, or ``None`` for the model's own device.
-        resume: a run directory to continue from its last checkpoint, with its own settings.
+        resume: a run directory to continue from its last checkpoint, with its own settings:
+            only ``epochs`` and ``device`` may change; a cost, rule, ``lr``, ``batch_size``,
+            ``seed``, ``name``, ``patience``, ``monitor`` or ``restore_best`` other than the run's
+            is an error (one left at its default takes the run's value), and so is a
+            ``scheduler`` the run did not have, or the lack of the one it had.
             Under ``torchrun`` every process trains on its shard of each epoch (gradients
             averaged across processes, as DistributedDataParallel does) and process 0 alone
             prints, logs and writes checkpoints.
@@ -374,41 +397,44 @@ def fit(
         rule_options: hyperparameters of the update rule besides ``lr``.
         verbose: print a progress bar and a summary line per epoch.
         graph_free: train a torchbp ``MLP`` without an autograd graph (the same numbers, faster);
-            ``None`` does so whenever the model allows it, ``False`` always goes through autograd.
+            ``None`` does so whenever the model allows it (no module hooks on it or its layers
+            once the ``torchbp_train_start`` hooks have run), ``False`` always goes through autograd.
         threads: torch's intra-op threads while training (restored afterwards). ``None`` keeps
             torch's setting, except for a torchbp ``MLP`` whose every layer is small (batch ×
             in × out < 2²¹) on the CPU: that trains on one thread, because handing such small
             products to other threads costs more than the arithmetic (see :func:`threads_for`).
+        callbacks: objects with training hooks (``torchbp_train_start``, ``torchbp_step_end``,
+            ``torchbp_epoch_end``, ``torchbp_train_end``, marked with ``torchbp.hookimpl``),
+            registered for this call only.
+        scheduler: ``lambda rule: <a torch.optim.lr_scheduler scheduler on rule>``, stepped after
+            every epoch (``ReduceLROnPlateau`` with the validation loss, else the training loss);
+            its state is checkpointed and restored on resume.
+        patience: stop once ``monitor`` has not improved for this many epochs (``None``: never).
+        monitor: what early stopping watches: ``"val_loss"``, ``"val_accuracy"`` or ``"train_loss"``.
+        restore_best: with ``patience``, load the best epoch's weights into ``model`` at the end.
 
     Returns:
-        One dict per epoch: ``epoch``, ``train_loss``, ``lr``, ``seconds`` and, with
-        validation data, ``val_loss`` and ``val_accuracy``.
+        One dict per epoch: ``epoch``, ``train_loss``, ``lr`` (the rate the epoch trained with),
+        ``seconds`` and, with validation data, ``val_loss`` and ``val_accuracy``.
+
+    Raises:
+        TrainingInterrupted: SIGINT (Ctrl-C) or SIGTERM stopped the run at a step boundary, after
+            the ``torchbp_train_end`` hooks ran; it names the last checkpointed epoch. Any other
+            exception during training also runs ``torchbp_train_end`` (with ``run.status``
+            ``"failed"``) before it propagates.
+
+    Examples:
+        >>> x, y = torch.rand(40, 2), torch.randint(0, 2, (40,))
+        >>> steps = lambda rule: torch.optim.lr_scheduler.StepLR(rule, step_size=1, gamma=0.5)
+        >>> history = fit(MLP([2, 3, 2]), (x, y), epochs=3, lr=1.0, scheduler=steps, verbose=False)
+        >>> [h["lr"] for h in history]
+        [1.0, 0.5, 0.25]
     """
     _check_train_data("train_data", train_data)
     if val_data is not None:
         _check_train_data("val_data", val_data)
     if batch_size < 1 or epochs < 0:
         raise ValueError(f"batch_size must be >= 1 and epochs >= 0, got {batch_size} and {epochs}")
-    checkpoint = load_checkpoint(Path(resume)) if resume is not None else None
-    if checkpoint is not None:
-        seed = int(checkpoint["config"]["seed"])
-    elif seed is None:
-        seed = random.SystemRandom().randrange(2**31)
-    device = _device(device, model)
-    model.to(device)
-    rank, world, started_group = _process_group(device)
-    verbose = verbose and rank == 0
-    if graph_free and not supports(model):
-        raise ValueError("graph_free=True needs a torchbp.nn.MLP without module hooks; got " + type(model).__name__)
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"threads: expected a positive int or None, got {threads!r}")
-    use_graph_free = supports(model) if graph_free is None else graph_free
-    if threads is None and isinstance(model, MLP):
-        threads = threads_for(model, batch_size, device)
-    cost_module = get_cost(cost, **(cost_options or {}))
-    update_rule = create_rule(rule, model, lr=lr, **rule_options)
-    if isinstance(train_data, tuple):
-        train_data = _encoded(model, cost_module, train_data[0].to(device), train_data[1].to(device))
     settings = {
         **(config or {}),
         "cost": cost,
@@ -420,15 +446,49 @@ def fit(
         "batch_size": batch_size,
         "seed": seed,
         "name": name,
+        "patience": patience or 0,
+        "monitor": monitor,
+        "restore_best": restore_best,
     }
+    checkpoint = load_checkpoint(Path(resume)) if resume is not None else None
+    if checkpoint is not None:
+        settings = resumed_settings(checkpoint, settings, scheduler is not None)
+    elif settings["seed"] is None:
+        settings["seed"] = random.SystemRandom().randrange(2**31)
+    seed, batch_size = int(settings["seed"]), int(settings["batch_size"])
+    stopping = None
+    if settings["patience"]:
+        stopping = EarlyStopping(settings["patience"], settings["monitor"], settings["restore_best"])
+        stopping.check_monitor(val_data is not None)
+    device = _device(device, model)
+    model.to(device)
+    rank, world, started_group = _process_group(device)
+    verbose = verbose and rank == 0
+    if graph_free and not supports(model):
+        raise ValueError("graph_free=True needs a torchbp.nn.MLP without module hooks; got " + type(model).__name__)
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads: expected a positive int or None, got {threads!r}")
+    if threads is None and isinstance(model, MLP):
+        threads = threads_for(model, batch_size, device)
+    cost_module = get_cost(settings["cost"], **settings["cost_options"])
+    update_rule = create_rule(settings["rule"], model, lr=settings["lr"], **settings["rule_options"])
+    lr_scheduler = make_scheduler(scheduler, update_rule) if scheduler is not None else None
+    if isinstance(train_data, tuple):
+        train_data = _encoded(model, cost_module, train_data[0].to(device), train_data[1].to(device))
     history: list[dict[str, float]] = []
     start_epoch = 0
+    saved_epoch: int | None = None  # the last epoch (from 1) in the run's checkpoint
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         update_rule.load_state_dict(checkpoint["rule"])
+        if lr_scheduler is not None:
+            check_scheduler(checkpoint, lr_scheduler)
+            lr_scheduler.load_state_dict(checkpoint["scheduler"]["state"])
+        if stopping is not None and "stopping" in checkpoint:
+            stopping.load_state_dict(checkpoint["stopping"])
         torch.set_rng_state(checkpoint["rng"])
         history = list(checkpoint["history"])
-        start_epoch = int(checkpoint["epoch"]) + 1
+        start_epoch = saved_epoch = int(checkpoint["epoch"]) + 1
         directory: Path | None = Path(resume) if rank == 0 else None  # type: ignore[arg-type]
     else:
         torch.manual_seed(seed)
@@ -449,41 +509,78 @@ def fit(
         rank,
         world,
     )
-    network = DistributedDataParallel(model) if world > 1 and not use_graph_free else model
-    graph_free_step = GraphFreeStep(cast(MLP, model), cost_module) if use_graph_free else None
     hooks = get_plugin_manager().hook
-    hooks.torchbp_train_start(run=run)
-    for epoch in range(start_epoch, epochs):
-        started = time.perf_counter()
-        with intra_op_threads(threads):
-            total, count = _train_epoch(run, network, graph_free_step, train_data, batch_size, seed, epoch)
-        if world > 1:
-            totals = torch.stack([total, torch.tensor(float(count), dtype=total.dtype, device=device)])
-            dist.all_reduce(totals)
-            total, count = totals[0], int(totals[1].item())
-        metrics: dict[str, float] = {
-            "epoch": epoch + 1,
-            "train_loss": total.item() / max(count, 1),
-            "lr": float(update_rule.param_groups[0]["lr"]),
-        }
-        if val_data is not None:
-            metrics.update({f"val_{k}": v for k, v in evaluate(model, cost_module, val_data, device).items()})
-        metrics["seconds"] = time.perf_counter() - started
-        history.append(metrics)
-        if directory is not None:
-            save_checkpoint(
-                directory,
-                {
-                    "epoch": epoch,
-                    "model": model.state_dict(),
-                    "rule": update_rule.state_dict(),
-                    "history": history,
-                    "rng": torch.get_rng_state(),
-                    "config": settings,
-                },
-            )
-        hooks.torchbp_epoch_end(run=run, epoch=epoch, metrics=metrics)
-    hooks.torchbp_train_end(run=run, history=history)
+    with registered(callbacks), stop_requests() as stop:
+        try:
+            hooks.torchbp_train_start(run=run)
+            # chosen now: a train_start hook may have put module hooks on the model, which must fire
+            use_graph_free = supports(model) if graph_free is None else graph_free
+            if use_graph_free and not supports(model):
+                raise ValueError(
+                    "graph_free=True: a torchbp_train_start hook put module hooks on the model, which the "
+                    "graph-free step never calls; pass graph_free=None to train through autograd instead"
+                )
+            network = DistributedDataParallel(model) if world > 1 and not use_graph_free else model
+            graph_free_step = GraphFreeStep(cast(MLP, model), cost_module) if use_graph_free else None
+            for epoch in range(start_epoch, epochs):
+                stop.check()
+                started = time.perf_counter()
+                rate = float(update_rule.param_groups[0]["lr"])
+                with intra_op_threads(threads):
+                    total, count = _train_epoch(
+                        run, network, graph_free_step, train_data, batch_size, seed, epoch, stop
+                    )
+                if world > 1:
+                    totals = torch.stack([total, torch.tensor(float(count), dtype=total.dtype, device=device)])
+                    dist.all_reduce(totals)
+                    total, count = totals[0], int(totals[1].item())
+                metrics: dict[str, float] = {
+                    "epoch": epoch + 1,
+                    "train_loss": total.item() / max(count, 1),
+                    "lr": rate,
+                }
+                if val_data is not None:
+                    metrics.update({f"val_{k}": v for k, v in evaluate(model, cost_module, val_data, device).items()})
+                if lr_scheduler is not None:
+                    step_scheduler(lr_scheduler, metrics)
+                stop_early = stopping is not None and stopping.update(metrics, model)
+                metrics["seconds"] = time.perf_counter() - started
+                history.append(metrics)
+                if directory is not None:
+                    payload = {
+                        "epoch": epoch,
+                        "model": model.state_dict(),
+                        "rule": update_rule.state_dict(),
+                        "history": history,
+                        "rng": torch.get_rng_state(),
+                        "config": settings,
+                    }
+                    if lr_scheduler is not None:
+                        payload["scheduler"] = {"name": type(lr_scheduler).__name__, "state": lr_scheduler.state_dict()}
+                    if stopping is not None:
+                        payload["stopping"] = stopping.state_dict()
+                    save_checkpoint(directory, payload)
+                    saved_epoch = epoch + 1
+                hooks.torchbp_epoch_end(run=run, epoch=epoch, metrics=metrics)
+                if stop_early:
+                    assert stopping is not None
+                    run.status, run.stop_reason = "stopped early", stopping.reason()
+                    break
+            if stopping is not None:
+                stopping.restore(model)
+            if run.status == "running":
+                run.status = "finished"
+        except KeyboardInterrupt as error:
+            run.status = "interrupted"
+            hooks.torchbp_train_end(run=run, history=history)
+            if isinstance(error, TrainingInterrupted):
+                raise TrainingInterrupted(error.signal_number, directory, saved_epoch) from None
+            raise
+        except BaseException:
+            run.status = "failed"
+            hooks.torchbp_train_end(run=run, history=history)
+            raise
+        hooks.torchbp_train_end(run=run, history=history)
     if started_group:
         dist.barrier()  # every process done (and process 0's files written) before any leaves
         dist.destroy_process_group()

@@ -157,6 +157,7 @@ def torchbp_train_end(run: Any, history: list[dict[str, float]]) -> None:
         }
         hparam_dict = {key: _hparam(value) for key, value in run.config.items() if not isinstance(value, dict | list)}
         hparam_dict["layers"] = str(run.config.get("layers", ""))
+        hparam_dict["status"] = run.status  # finished, stopped early, interrupted or failed
         for summary in hparams(hparam_dict, metric_dict):
             writer.file_writer.add_summary(summary)
         for key, value in metric_dict.items():
