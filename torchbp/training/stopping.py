@@ -7,13 +7,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
+THRESHOLD = 1e-4
+"""The relative change that counts as an improvement."""
+
 
 class EarlyStopping:
     """Stop after ``patience`` epochs in a row without a new best ``monitor`` value.
 
     A loss improves by going down, an accuracy (a metric whose name has ``accuracy`` in it) by
-    going up; an equal value is no improvement, so a flat loss stops the run ``patience`` epochs
-    after its first epoch. With ``restore_best`` it keeps a copy of the weights of the best epoch
+    going up, in either case by more than ``THRESHOLD`` (0.01%) of the best value, as in
+    ``ReduceLROnPlateau``'s default: the rounding noise of a flat loss (summed in another order
+    each epoch) is no improvement, so a flat loss stops the run ``patience`` epochs after its first. With ``restore_best`` it keeps a copy of the weights of the best epoch
     and puts them back in the model when training ends.
 
     Args:
@@ -49,7 +53,11 @@ class EarlyStopping:
                 f"not {self.monitor!r} (val_accuracy needs integer class targets)"
             )
         value = metrics[self.monitor]
-        better = self.best is None or (value > self.best if self.higher_is_better else value < self.best)
+        if self.best is None:
+            better = True
+        else:
+            margin = THRESHOLD * abs(self.best)
+            better = value > self.best + margin if self.higher_is_better else value < self.best - margin
         if better:
             self.best, self.best_epoch, self.waited = value, int(metrics["epoch"]), 0
             if self.restore_best:
