@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from ..derivatives.dense import mlp_backward, mlp_forward
+from ..functional.checks import autocast_dtype, cast_floating
 from ..functional.internals import has_hooks
 from ..nn import MLP
 from ..registry import Cost
@@ -63,16 +64,22 @@ class GraphFreeStep:
         if torch.is_grad_enabled():
             with torch.no_grad():
                 return self(inputs, targets)
-        a, z = mlp_forward(inputs, self.weights, self.biases, self.activations)
+        weights, biases = self.weights, self.biases
+        dtype = autocast_dtype(inputs)
+        if dtype is not None:
+            # cast here, as F.mlp does: autocast's own cast of a parameter is cached until the
+            # autocast block ends, so after the first update every step would read stale weights
+            inputs = cast_floating(inputs, dtype)
+            weights = [cast_floating(w, dtype) for w in weights]
+            biases = [cast_floating(b, dtype) for b in biases]
+        a, z = mlp_forward(inputs, weights, biases, self.activations)
         output, cost = a[-1], self.cost
         if self.check_targets and cost.spec.check is not None:
             cost.spec.check(output, targets, **cost.options)
         # BP1's first factor: ∇ₐC = (1/n) ∇ₐCₖ
         grad_output = cost.gradient(output, targets) / output.shape[0]
         saved = [z_l if kind == "z" else a_l if kind == "a" else None for kind, z_l, a_l in zip(self.reads, z, a[1:])]
-        deltas, _, grad_weights, grad_biases = mlp_backward(
-            grad_output, a[:-1], self.weights, self.activations, saved, self.needs
-        )
+        deltas, _, grad_weights, grad_biases = mlp_backward(grad_output, a[:-1], weights, self.activations, saved, self.needs)
         for layer, delta in zip(self.layers, deltas):
             if layer._delta_hooks and delta is not None:
                 layer._call_delta_hooks(delta)

@@ -22,6 +22,7 @@ from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
+from ..functional.internals import any_autocast
 from ..nn import MLP
 from ..plugins import get_plugin_manager
 from ..registry import Cost, create_rule, get_cost
@@ -290,11 +291,13 @@ def _train_epoch(
     Tensor data is already on the device with its targets encoded; other data is moved per batch.
     A graph-free step computes its batch's cost only while a step listener takes ``loss``.
     A stop request (SIGINT, SIGTERM) raises :class:`TrainingInterrupted` after the step it came in.
+    Under ``torch.autocast`` every step sees the updated weights (the cache of casts is cleared).
     """
     model, rule, cost, device = run.model, run.rule, run.cost, run.device
     on_device = isinstance(data, tuple)
     step_end = get_plugin_manager().hook.torchbp_step_end
     wants_loss = any("loss" in listener.argnames for listener in step_end.get_hookimpls())
+    autocast = any_autocast()
     model.train()
     if graph_free_step is not None:
         # tensor data: every row's targets were checked in the first epoch
@@ -322,6 +325,9 @@ def _train_epoch(
                 loss.backward()
                 loss = loss.detach()
             rule.step()
+            if autocast:
+                # autocast keeps its casts of the parameters until its block ends: drop them, now stale
+                torch.clear_autocast_cache()
             epoch_cost.add(output, targets)
             step_end(run=run, epoch=epoch, step=step, loss=loss)
             stop.check()
