@@ -51,7 +51,9 @@ def test_load_model_into_your_own_module(tmp_path: Path) -> None:
     model = torch.nn.Sequential(torch.nn.Linear(64, 10), torch.nn.Sigmoid())
     torchbp.fit(model, (data.inputs[:100], data.targets[:100]), epochs=1, logdir=tmp_path, verbose=False)
     run = tmp_path / "torchbp" / "version_0"
-    with pytest.raises(ValueError, match="does not say which model was trained.*load_model\\(run_dir, model=MyNet\\(\\)\\)"):
+    with pytest.raises(
+        ValueError, match="does not say which model was trained.*load_model\\(run_dir, model=MyNet\\(\\)\\)"
+    ):
         torchbp.load_model(run)
     loaded = torchbp.load_model(run, torch.nn.Sequential(torch.nn.Linear(64, 10), torch.nn.Sigmoid()))
     assert torch.equal(loaded(data.inputs[:5]), model(data.inputs[:5]))
@@ -65,9 +67,7 @@ def test_predict_prints_one_class_per_row(tmp_path: Path, capsys: pytest.Capture
     rows = data.inputs[:7]
     with_target = tmp_path / "with-target.csv"
     header = ",".join(f"p{i}" for i in range(64))
-    with_target.write_text(
-        f"{header},label\n" + "".join(",".join(map(str, r.tolist())) + ",3\n" for r in rows)
-    )  # fmt: skip
+    with_target.write_text(f"{header},label\n" + "".join(",".join(map(str, r.tolist())) + ",3\n" for r in rows))
     features_only = tmp_path / "features.csv"
     features_only.write_text(f"{header}\n" + "".join(",".join(map(str, r.tolist())) + "\n" for r in rows))
     expected = "prediction\n" + "".join(f"{c}\n" for c in trained(rows).argmax(-1).tolist())

@@ -157,14 +157,17 @@ def _train(args: argparse.Namespace) -> int:
                 name=config["name"],
                 resume=args.resume,
                 config={k: v for k, v in config.items() if k not in ("rule_options", "cost_options")},
-                scheduler=named_schedule(schedule, config["lr_schedule_options"], config["epochs"]) if schedule else None,
+                scheduler=named_schedule(schedule, config["lr_schedule_options"], config["epochs"])
+                if schedule
+                else None,
                 patience=config["patience"] or None,
                 monitor=config["monitor"],
                 restore_best=config["restore_best"],
                 **config["rule_options"],
             )
     except TrainingInterrupted as stop:
-        print(f"torchbp train: {stop.describe(f'torchbp train --resume {shlex.quote(str(stop.directory))}')}", file=sys.stderr)
+        command = f"torchbp train --resume {shlex.quote(str(stop.directory))}"
+        print(f"torchbp train: {stop.describe(command)}", file=sys.stderr)
         return stop.exit_code
     except (ValueError, TypeError, FileNotFoundError, PermissionError, CheckpointError) as error:
         print(f"torchbp train: error: {error}", file=sys.stderr)
@@ -283,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--restore-best", action="store_true", default=None, help="with --patience: end with the best epoch's weights"
     )
-    train.add_argument("--precision", choices=PRECISIONS, help="bfloat16/float16 train under autocast (default float32)")
+    train.add_argument("--precision", choices=PRECISIONS, help="bfloat16, float16: train under autocast")
     train.set_defaults(run=_train)
 
     predict = commands.add_parser(

@@ -48,7 +48,9 @@ def test_a_callback_fires_in_its_own_call_only(data: tuple) -> None:
     epochs = [f"epoch {i} {h['train_loss']:.6f}" for i, h in enumerate(history)]
     assert first.events == ["start", "step 0", "step 1", epochs[0], "step 0", "step 1", epochs[1], "end finished 2"]
     assert second.events[0] == "start" and second.events[-1] == "end finished 1" and len(second.events) == 5
-    assert not any(name.startswith("torchbp.fit.callbacks") for name, _ in torchbp.get_plugin_manager().list_name_plugin())
+    assert not any(
+        name.startswith("torchbp.fit.callbacks") for name, _ in torchbp.get_plugin_manager().list_name_plugin()
+    )
 
 
 def test_callbacks_are_unregistered_when_training_fails(data: tuple) -> None:
@@ -83,7 +85,9 @@ def test_bad_callbacks_are_explained(data: tuple) -> None:
         torchbp.fit(_model(), data, callbacks=[object()], verbose=False)
     with pytest.raises(TypeError, match="callbacks: expected a list"):
         torchbp.fit(_model(), data, callbacks=Recorder(), verbose=False)  # type: ignore[arg-type]
-    assert not any(name.startswith("torchbp.fit.callbacks") for name, _ in torchbp.get_plugin_manager().list_name_plugin())
+    assert not any(
+        name.startswith("torchbp.fit.callbacks") for name, _ in torchbp.get_plugin_manager().list_name_plugin()
+    )
 
 
 class HookOnTheModel:

@@ -66,9 +66,7 @@ def test_plateau_reads_the_validation_loss(digits: tuple) -> None:
 
     # lr ≈ 0: the loss moves by far less than the plateau's threshold, so epochs 2 and 3 are no
     # better than epoch 1, and the rate is halved after the third
-    history = torchbp.fit(
-        _model(), digits[0], val_data=digits[1], epochs=4, lr=1e-6, scheduler=schedule, verbose=False
-    )
+    history = torchbp.fit(_model(), digits[0], val_data=digits[1], epochs=4, lr=1e-6, scheduler=schedule, verbose=False)
     assert [h["lr"] for h in history] == [1e-6, 1e-6, 1e-6, 5e-7]
     trained = torchbp.fit(_model(), digits[0], val_data=digits[1], epochs=3, lr=1.0, scheduler=schedule, verbose=False)
     assert built[-1].best == min(h["val_loss"] for h in trained) != min(h["train_loss"] for h in trained)
@@ -135,9 +133,16 @@ def test_scheduler_state_survives_a_kill_and_resume(tmp_path: Path, digits: tupl
     torch.manual_seed(0)
     straight_model = torchbp.nn.MLP([64, 16, 10])
     straight = torchbp.fit(
-        straight_model, digits[0], val_data=digits[1], epochs=5, seed=5, lr=2.0, momentum=0.5, scheduler=schedule,
+        straight_model,
+        digits[0],
+        val_data=digits[1],
+        epochs=5,
+        seed=5,
+        lr=2.0,
+        momentum=0.5,
+        scheduler=schedule,
         verbose=False,
-    )  # fmt: skip
+    )
     assert _without_time(resumed) == _without_time(straight)
     assert [h["lr"] for h in straight] == pytest.approx([2.0 * 0.7**i for i in range(5)])
     for key, value in straight_model.state_dict().items():
@@ -158,8 +163,12 @@ def test_scheduler_state_survives_a_kill_and_resume(tmp_path: Path, digits: tupl
 
 def test_cli_lr_schedule_is_saved_and_resumed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["train", "--dataset", "xor", "--layers", "2,6,2", "--epochs", "2", "--logdir", str(tmp_path)]
-    assert main([*argv, "--lr-schedule", "step", "--lr-schedule-option", "step_size=1", "--lr-schedule-option",
-                 "gamma=0.5"]) == 0  # fmt: skip
+    assert (
+        main(
+            [*argv, "--lr-schedule", "step", "--lr-schedule-option", "step_size=1", "--lr-schedule-option", "gamma=0.5"]
+        )
+        == 0
+    )
     directory = tmp_path / "xor" / "version_0"
     config = tomllib.loads((directory / "config.toml").read_text())
     assert config["lr_schedule"] == "step" and config["lr_schedule_options"] == {"step_size": 1, "gamma": 0.5}
@@ -167,5 +176,7 @@ def test_cli_lr_schedule_is_saved_and_resumed(tmp_path: Path, capsys: pytest.Cap
     assert [h["lr"] for h in load_checkpoint(directory)["history"]] == [3.0, 1.5, 0.75]
     assert main(["train", "--resume", str(directory), "--lr-schedule", "cosine"]) == 2
     assert "only --epochs and --device may change, got --lr-schedule" in capsys.readouterr().err
-    assert main(["train", "--no-log", "--dataset", "xor", "--lr-schedule", "step", "--lr-schedule-option", "gama=1"]) == 2
+    assert (
+        main(["train", "--no-log", "--dataset", "xor", "--lr-schedule", "step", "--lr-schedule-option", "gama=1"]) == 2
+    )
     assert "unknown option(s) gama" in capsys.readouterr().err

@@ -77,7 +77,7 @@ def test_sigterm_from_outside(tmp_path: Path) -> None:
     while not checkpoint.exists() and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.1)
     process.send_signal(signal.SIGTERM)
-    out, err = process.communicate(timeout=120)
+    _, err = process.communicate(timeout=120)
     assert process.returncode == 143, err
     assert "Traceback" not in err and "training stopped by SIGTERM" in err
     epoch = load_checkpoint(checkpoint.parent)["epoch"] + 1
@@ -96,8 +96,14 @@ def test_fit_raises_after_the_same_cleanup(tmp_path: Path) -> None:
 
     before = signal.getsignal(signal.SIGINT)
     with pytest.raises(TrainingInterrupted) as caught:
-        torchbp.fit(model, (data.inputs[:100], data.targets[:100]), epochs=5, logdir=tmp_path, callbacks=[Interrupt()],
-                    verbose=False)  # fmt: skip
+        torchbp.fit(
+            model,
+            (data.inputs[:100], data.targets[:100]),
+            epochs=5,
+            logdir=tmp_path,
+            callbacks=[Interrupt()],
+            verbose=False,
+        )
     directory = tmp_path / "torchbp" / "version_0"
     assert (caught.value.signal_number, caught.value.directory, caught.value.epoch) == (signal.SIGINT, directory, 1)
     assert caught.value.exit_code == 130
@@ -117,7 +123,13 @@ def test_an_exception_gets_the_same_cleanup(tmp_path: Path) -> None:
                 raise RuntimeError("disk on fire")
 
     with pytest.raises(RuntimeError, match="disk on fire"):
-        torchbp.fit(model, (data.inputs[:100], data.targets[:100]), epochs=5, logdir=tmp_path, callbacks=[Crash()],
-                    verbose=False)  # fmt: skip
+        torchbp.fit(
+            model,
+            (data.inputs[:100], data.targets[:100]),
+            epochs=5,
+            logdir=tmp_path,
+            callbacks=[Crash()],
+            verbose=False,
+        )
     assert all(not layer._delta_hooks for layer in model.layers)
     assert not torchbp.get_plugin_manager().has_plugin("torchbp.training.tensorboard.steps")

@@ -46,9 +46,16 @@ def test_a_flat_metric_stops_after_patience_epochs(digits: tuple, monitor: str) 
             statuses.append(run.status)
 
     history = torchbp.fit(
-        _model(), digits[0], val_data=digits[1], epochs=20, lr=0.0, patience=3, monitor=monitor, callbacks=[Status()],
+        _model(),
+        digits[0],
+        val_data=digits[1],
+        epochs=20,
+        lr=0.0,
+        patience=3,
+        monitor=monitor,
+        callbacks=[Status()],
         verbose=False,
-    )  # fmt: skip
+    )
     assert len(history) == 4  # the first epoch sets the best, three more without a better one
     values = [h[monitor] for h in history]  # flat; a training loss up to rounding (summed in a new order)
     assert max(values) - min(values) <= 1e-6 * max(values) and statuses == ["stopped early"]
@@ -60,9 +67,18 @@ def test_improvement_resets_the_count_and_best_weights_come_back(digits: tuple) 
     model = torchbp.nn.MLP([64, 16, 10], output_activation="identity")
     # cross-entropy at η = 6 overshoots: the validation loss goes up and down
     history = torchbp.fit(
-        model, digits[0], val_data=digits[1], cost="cross_entropy", epochs=12, lr=6.0, patience=2, restore_best=True, seed=2,
-        callbacks=[weights], verbose=False,
-    )  # fmt: skip
+        model,
+        digits[0],
+        val_data=digits[1],
+        cost="cross_entropy",
+        epochs=12,
+        lr=6.0,
+        patience=2,
+        restore_best=True,
+        seed=2,
+        callbacks=[weights],
+        verbose=False,
+    )
     losses = [h["val_loss"] for h in history]
     best = min(range(len(losses)), key=losses.__getitem__)
     assert any(losses[i] > min(losses[:i]) for i in range(1, best))  # a worse epoch before the best did not stop it

@@ -47,8 +47,8 @@ class GraphFreeStep:
             raise ValueError(f"graph-free steps need a torchbp.nn.MLP with no module hooks, got {type(model).__name__}")
         self.layers = model.dense_layers
         self.cost = cost
-        self.weights = [layer.weight for layer in self.layers]
-        self.biases = [layer.bias for layer in self.layers]
+        self.weights: list[Tensor] = [layer.weight for layer in self.layers]
+        self.biases: list[Tensor | None] = [layer.bias for layer in self.layers]
         self.activations = [layer.activation for layer in self.layers]
         self.needs = [
             (l > 0, w.requires_grad, b is not None and b.requires_grad)
@@ -79,7 +79,9 @@ class GraphFreeStep:
         # BP1's first factor: ∇ₐC = (1/n) ∇ₐCₖ
         grad_output = cost.gradient(output, targets) / output.shape[0]
         saved = [z_l if kind == "z" else a_l if kind == "a" else None for kind, z_l, a_l in zip(self.reads, z, a[1:])]
-        deltas, _, grad_weights, grad_biases = mlp_backward(grad_output, a[:-1], weights, self.activations, saved, self.needs)
+        deltas, _, grad_weights, grad_biases = mlp_backward(
+            grad_output, a[:-1], weights, self.activations, saved, self.needs
+        )
         for layer, delta in zip(self.layers, deltas):
             if layer._delta_hooks and delta is not None:
                 layer._call_delta_hooks(delta)

@@ -43,7 +43,7 @@ class TrainingInterrupted(KeyboardInterrupt):
         if self.directory is None:
             return f"training stopped by {name}; nothing was saved (no log directory)"
         if self.epoch is None:
-            return f"training stopped by {name} before the first epoch ended; no checkpoint was written in {self.directory}"
+            return f"training stopped by {name} before its first checkpoint; nothing is saved in {self.directory}"
         return (
             f"training stopped by {name}; the last checkpoint ({self.directory}) holds epoch {self.epoch}; "
             f"continue with: {resume}"

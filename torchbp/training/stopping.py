@@ -17,8 +17,9 @@ class EarlyStopping:
     A loss improves by going down, an accuracy (a metric whose name has ``accuracy`` in it) by
     going up, in either case by more than ``THRESHOLD`` (0.01%) of the best value, as in
     ``ReduceLROnPlateau``'s default: the rounding noise of a flat loss (summed in another order
-    each epoch) is no improvement, so a flat loss stops the run ``patience`` epochs after its first. With ``restore_best`` it keeps a copy of the weights of the best epoch
-    and puts them back in the model when training ends.
+    each epoch) is no improvement, so a flat loss stops the run ``patience`` epochs after its
+    first. With ``restore_best`` it keeps a copy of the weights of the best epoch and puts them
+    back in the model when training ends.
 
     Args:
         patience: epochs without improvement before stopping, at least 1.
