@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -66,7 +68,7 @@ def test_callbacks_are_unregistered_when_training_fails(data: tuple) -> None:
     assert not torchbp.get_plugin_manager().is_registered(failing)
 
 
-def test_bad_callbacks_are_explained(data: tuple) -> None:
+def test_bad_callbacks_are_explained(data: tuple, tmp_path: Path) -> None:
     class Misspelt:
         @torchbp.hookimpl
         def torchbp_epoch_ends(self, epoch: int) -> None:
@@ -80,7 +82,8 @@ def test_bad_callbacks_are_explained(data: tuple) -> None:
     with pytest.raises(torchbp.PluginError, match=r"callbacks\[0\] \(Misspelt\).*it has torchbp_epoch_ends"):
         torchbp.fit(_model(), data, callbacks=[Misspelt()], verbose=False)
     with pytest.raises(torchbp.PluginError, match=r"callbacks\[1\] \(WrongArgument\).*epochs"):
-        torchbp.fit(_model(), data, callbacks=[Recorder(), WrongArgument()], verbose=False)
+        torchbp.fit(_model(), data, callbacks=[Recorder(), WrongArgument()], logdir=tmp_path, verbose=False)
+    assert not any(tmp_path.iterdir())  # refused before a run directory was made
     with pytest.raises(torchbp.PluginError, match=r"callbacks\[0\] \(object\).*it has none"):
         torchbp.fit(_model(), data, callbacks=[object()], verbose=False)
     with pytest.raises(TypeError, match="callbacks: expected a list"):

@@ -66,3 +66,9 @@ def registered(callbacks: Sequence[object]) -> Iterator[None]:
         for name in names:
             if manager.has_plugin(name):
                 manager.unregister(name=name)
+
+
+def check_callbacks(callbacks: Sequence[object]) -> None:
+    """Raise the error :func:`registered` would, before anything is written (registers nothing)."""
+    with registered(callbacks):
+        pass

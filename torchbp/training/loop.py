@@ -26,7 +26,7 @@ from ..functional.internals import any_autocast
 from ..nn import MLP
 from ..plugins import get_plugin_manager
 from ..registry import Cost, create_rule, get_cost
-from .callbacks import registered
+from .callbacks import check_callbacks, registered
 from .checkpoints import load_checkpoint, save_checkpoint
 from .config import CONFIG, dump_config
 from .graph_free import GraphFreeStep, supports
@@ -441,6 +441,7 @@ def fit(
         _check_train_data("val_data", val_data)
     if batch_size < 1 or epochs < 0:
         raise ValueError(f"batch_size must be >= 1 and epochs >= 0, got {batch_size} and {epochs}")
+    check_callbacks(callbacks)  # a bad callback is an error before any run directory is made
     settings = {
         **(config or {}),
         "cost": cost,
