@@ -119,6 +119,6 @@ def torchbp_train_end(run: Any, history: list[dict[str, float]]) -> None:
 
     It runs however training ends: ``run.status`` is ``"finished"``, ``"stopped early"``
     (``fit(patience=…)``), ``"interrupted"`` (SIGINT or SIGTERM; ``fit`` then raises
-    :class:`~torchbp.training.TrainingInterrupted`) or ``"failed"`` (an exception, which
+    ``torchbp.training.TrainingInterrupted``) or ``"failed"`` (an exception, which
     propagates after this hook), so remove here whatever ``torchbp_train_start`` put on the model.
     """

@@ -1,4 +1,4 @@
-"""Models back out of runs: :func:`load_model` and the predictions of ``torchbp predict``."""
+"""Models back out of runs: ``load_model`` and the predictions of ``torchbp predict``."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def load_model(run_dir: str | Path, model: torch.nn.Module | None = None) -> tor
 
     The checkpoint is read with ``torch.load(weights_only=True)``: nothing is unpickled but
     tensors and plain data. A run of ``torchbp train`` rebuilds its MLP or LeNet from the config;
-    for a run of :func:`torchbp.fit` on a module of your own, pass an instance as ``model`` and
+    for a run of ``torchbp.fit`` on a module of your own, pass an instance as ``model`` and
     its weights are loaded into it.
 
     Args:

@@ -2,7 +2,7 @@
 
 ``fit(..., callbacks=[obj, …])`` registers each object with the plugin manager for the length
 of the call and unregisters it afterwards, whatever happens, so a callback of one ``fit`` never
-fires in the next (a plugin registered with :func:`torchbp.register_plugin` listens to every run).
+fires in the next (a plugin registered with ``torchbp.register_plugin`` listens to every run).
 """
 
 from __future__ import annotations
@@ -69,6 +69,6 @@ def registered(callbacks: Sequence[object]) -> Iterator[None]:
 
 
 def check_callbacks(callbacks: Sequence[object]) -> None:
-    """Raise the error :func:`registered` would, before anything is written (registers nothing)."""
+    """Raise the error ``registered`` would, before anything is written (registers nothing)."""
     with registered(callbacks):
         pass

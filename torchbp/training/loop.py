@@ -290,7 +290,7 @@ def _train_epoch(
 
     Tensor data is already on the device with its targets encoded; other data is moved per batch.
     A graph-free step computes its batch's cost only while a step listener takes ``loss``.
-    A stop request (SIGINT, SIGTERM) raises :class:`TrainingInterrupted` after the step it came in.
+    A stop request (SIGINT, SIGTERM) raises ``TrainingInterrupted`` after the step it came in.
     Under ``torch.autocast`` every step sees the updated weights (the cache of casts is cleared).
     """
     model, rule, cost, device = run.model, run.rule, run.cost, run.device

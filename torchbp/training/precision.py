@@ -13,7 +13,7 @@ def autocast(precision: str, device: torch.device) -> AbstractContextManager[obj
     """``torch.autocast`` on ``device`` to ``precision`` (``"float32"``: no autocast).
 
     Parameters stay float32; matrix products and convolutions run in the lower precision, and
-    every path of :func:`torchbp.fit` (the graph-free step included) casts ∂C/∂θ back to the
+    every path of ``torchbp.fit`` (the graph-free step included) casts ∂C/∂θ back to the
     parameter's dtype. float16 on CUDA trains without a gradient scaler: prefer bfloat16.
     """
     if precision not in PRECISIONS:

@@ -4,7 +4,7 @@
 scheduler on the update rule and steps it after every epoch (``ReduceLROnPlateau`` with the
 epoch's validation loss, or its training loss when there is no validation data). Its state goes
 into each checkpoint and comes back on resume. The command line names three
-(``--lr-schedule step|cosine|plateau``), built here by :func:`named_schedule`.
+(``--lr-schedule step|cosine|plateau``), built here by ``named_schedule``.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 While ``fit`` trains, the first SIGINT or SIGTERM only asks it to stop; it finishes the step it
 is in, runs every ``torchbp_train_end`` hook (the TensorBoard writer is closed, δ hooks removed)
-and raises :class:`TrainingInterrupted`. A second signal stops at once, with the same clean-up.
+and raises ``TrainingInterrupted``. A second signal stops at once, with the same clean-up.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class StopRequest:
 
 @contextmanager
 def stop_requests() -> Iterator[StopRequest]:
-    """SIGINT and SIGTERM turned into a :class:`StopRequest` inside the block (main thread only:
+    """SIGINT and SIGTERM turned into a ``StopRequest`` inside the block (main thread only:
     elsewhere Python delivers no signals, and the request never fires); the old handlers after."""
     request = StopRequest()
     if threading.current_thread() is not threading.main_thread():
