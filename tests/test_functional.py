@@ -117,6 +117,46 @@ def test_activation_matches_pytorch(device: str, dtype: torch.dtype, case: tuple
     torch.testing.assert_close(z_ours.grad, z_theirs.grad, **_tolerance(dtype))
 
 
+@pytest.mark.parametrize("dim", [0, 1, -2, -3])
+def test_softmax_along_a_dimension_that_is_not_the_last(device: str, dtype: torch.dtype, dim: int) -> None:
+    # the sum in δz = a ⊙ (g − Σ g ⊙ a) runs along dim, not along the last dimension
+    z = 3 * torch.randn(3, 4, 5, dtype=dtype, device=device)
+    z_ours, z_theirs = z.clone().requires_grad_(), z.clone().requires_grad_()
+    grad = torch.randn_like(z)
+    a_ours, a_theirs = F.softmax(z_ours, dim), torch.softmax(z_theirs, dim)
+    a_ours.backward(grad)
+    a_theirs.backward(grad)
+    torch.testing.assert_close(a_ours, a_theirs, **_tolerance(dtype))
+    torch.testing.assert_close(z_ours.grad, z_theirs.grad, **_tolerance(dtype))
+    if dtype == torch.float64:
+        z64 = z.clone().requires_grad_()
+        assert gradcheck(lambda z: F.softmax(z, dim), (z64,), **FULL)
+        assert gradgradcheck(lambda z: F.softmax(z, dim), (z64,))
+
+
+@pytest.mark.parametrize("dim", [0, -2])
+def test_dense_and_mlp_with_softmax_across_the_batch(device: str, dim: int) -> None:
+    """softmax over the examples (dim 0 of ``(n, out)``) inside the fused nodes, against torch."""
+    softmax = F.get_activation("softmax", dim=dim)
+    linear = torch.nn.Linear(3, 2, dtype=torch.float64, device=device)
+    _against_linear(
+        lambda x, weight, bias: F.dense(x, weight, bias, softmax),
+        lambda z: torch.softmax(z, dim),
+        torch.randn(5, 3, dtype=torch.float64, device=device),
+        linear,
+    )
+    _against_linear(
+        lambda x, weight, bias: F.mlp(x, [weight], [bias], [softmax]),
+        lambda z: torch.softmax(z, dim),
+        torch.randn(5, 3, dtype=torch.float64, device=device),
+        torch.nn.Linear(3, 2, dtype=torch.float64, device=device),
+    )
+    x = torch.randn(5, 3, dtype=torch.float64, device=device, requires_grad=True)
+    w1, b1 = _layer(4, 3, torch.float64, device)
+    w2, _ = _layer(2, 4, torch.float64, device)
+    assert gradcheck(lambda x, w1, b1, w2: F.mlp(x, [w1, w2], [b1, None], [softmax, "tanh"]), (x, w1, b1, w2), **FULL)
+
+
 def _against_linear(layer, oracle, x: torch.Tensor, linear: torch.nn.Linear) -> None:
     """``layer(x, W, b)`` against ``oracle(linear(x))``: outputs and all three gradients."""
     weight = linear.weight.detach().clone().requires_grad_()

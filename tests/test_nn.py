@@ -261,16 +261,28 @@ def test_mlp_hessian_vector_product_matches_native() -> None:
 def test_mlp_delta_hooks_and_forward_hooks() -> None:
     mlp = tnn.MLP([3, 4, 2]).double()
     x = torch.randn(5, 3, dtype=torch.float64)
-    deltas: list[tuple[int, tuple]] = []
-    for index, layer in enumerate(mlp.layers):
-        layer.register_delta_hook(lambda module, delta, index=index: deltas.append((index, tuple(delta.shape))))
+    deltas: dict[str, list[torch.Tensor]] = {"fused": [], "layered": []}
+    path = "fused"
+    for layer in mlp.layers:
+        layer.register_delta_hook(lambda module, delta: deltas[path].append(delta))
     fused = mlp(x)
-    fused.sum().backward()
-    assert sorted(deltas) == [(0, (5, 4)), (1, (5, 2))]
+    fused.square().sum().backward()
+    fused_grads = [p.grad.clone() for p in mlp.parameters()]
+    mlp.zero_grad()
     calls = []
     mlp.layers[0].register_forward_hook(lambda *args: calls.append("hook"))
-    torch.testing.assert_close(mlp(x), fused)  # layer by layer now, the same numbers
+    path = "layered"
+    layered = mlp(x)  # layer by layer now, the same numbers
+    layered.square().sum().backward()
     assert calls == ["hook"]
+    torch.testing.assert_close(layered, fused)
+    for grad, p in zip(fused_grads, mlp.parameters()):
+        torch.testing.assert_close(grad, p.grad)
+    # each layer's δ once per pass, from the top down, and the same δ on both paths
+    assert [tuple(d.shape) for d in deltas["fused"]] == [tuple(d.shape) for d in deltas["layered"]] == [(5, 2), (5, 4)]
+    for ours, theirs in zip(deltas["fused"], deltas["layered"]):
+        torch.testing.assert_close(ours, theirs)
+    torch.testing.assert_close(deltas["fused"][0].sum(0), mlp.layers[1].bias.grad)  # BP3
 
 
 def _mlp_and_native_twin() -> tuple[tnn.MLP, torch.nn.Sequential]:

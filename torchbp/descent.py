@@ -1,7 +1,7 @@
 """Gradient descent on any differentiable f: ℝⁿ → ℝ, with any registered update rule.
 
 Near x, f(x + ε) ≈ f(x) + ε f′(x): a small step against the gradient, x′ = x − η ∇f(x),
-lowers f. :func:`minimize` takes such steps with a rule from :func:`torchbp.create_rule` (plain
+lowers f. ``minimize`` takes such steps with a rule from ``torchbp.create_rule`` (plain
 ``sgd`` is exactly x′ = x − η∇f; the others are its descendants) and returns the whole path.
 """
 

@@ -1,7 +1,7 @@
 """Hook specifications: the plugin author's reference.
 
 A plugin is any Python object (usually a module) with functions named after these hooks and
-marked with :data:`torchbp.hookimpl`. torchbp's own costs, update rules and loggers are plugins
+marked with ``torchbp.hookimpl``. torchbp's own costs, update rules and loggers are plugins
 of exactly this kind. A distribution makes its plugin known through the ``torchbp`` entry-point
 group::
 
@@ -9,7 +9,7 @@ group::
     [project.entry-points.torchbp]
     my_plugin = "my_package.plugin"
 
-and Python code can register one at run time with :func:`torchbp.register_plugin`. A hook
+and Python code can register one at run time with ``torchbp.register_plugin``. A hook
 implementation may accept any subset of the arguments its specification lists.
 """
 
@@ -31,12 +31,12 @@ def torchbp_costs() -> list[CostSpec]:
     """Return the cost functions this plugin provides.
 
     Called when torchbp first looks up or lists costs (and again after a plugin is registered
-    or unregistered). Each :class:`~torchbp.CostSpec` gives the value C(a, y) per example and
+    or unregistered). Each ``CostSpec`` gives the value C(a, y) per example and
     its gradient ∇ₐC; torchbp does the batch averaging and the autograd wrapping. A name may be
     provided by one plugin only: a second provider makes that name an error naming both.
 
     Returns:
-        A list of :class:`~torchbp.CostSpec`.
+        A list of ``CostSpec``.
     """
 
 
@@ -44,12 +44,12 @@ def torchbp_costs() -> list[CostSpec]:
 def torchbp_rules() -> list[RuleSpec]:
     """Return the update rules this plugin provides.
 
-    Called when torchbp first looks up or lists update rules. Each :class:`~torchbp.RuleSpec`
-    names a :class:`torch.optim.Optimizer` subclass; ``torchbp.create_rule(name, params, **hp)``
+    Called when torchbp first looks up or lists update rules. Each ``RuleSpec``
+    names a ``torch.optim.Optimizer`` subclass; ``torchbp.create_rule(name, params, **hp)``
     builds it as ``optimizer(params, **hp)``. A name may be provided by one plugin only.
 
     Returns:
-        A list of :class:`~torchbp.RuleSpec`.
+        A list of ``RuleSpec``.
     """
 
 
@@ -57,21 +57,21 @@ def torchbp_rules() -> list[RuleSpec]:
 def torchbp_layers() -> list[LayerSpec]:
     """Return the explicit-δ layers this plugin provides.
 
-    Called when torchbp first converts a model or lists layers. Each :class:`~torchbp.LayerSpec`
+    Called when torchbp first converts a model or lists layers. Each ``LayerSpec``
     pairs a ``torch.nn`` class with its twin, a subclass whose backward is written out (usually
-    through a :class:`torchbp.derivatives.Derivatives` object and
-    :func:`torchbp.functional.apply_layer`). :func:`torchbp.nn.convert` then replaces every
+    through a ``torchbp.derivatives.Derivatives`` object and
+    ``torchbp.functional.apply_layer``). ``torchbp.nn.convert`` then replaces every
     module of that exact class with the twin, and the test suite checks the layer (gradcheck,
     gradgradcheck, forward AD over the derivatives' ``samples()``; outputs and gradients against
     the ``torch.nn`` original over ``examples``). A ``torch.nn`` class may have one twin only:
     a second provider makes converting it an error naming both.
 
     Returns:
-        A list of :class:`~torchbp.LayerSpec`.
+        A list of ``LayerSpec``.
     """
 
 
-# Training events. ``run`` is the :class:`torchbp.training.Run` being trained: it holds the model,
+# Training events. ``run`` is the ``torchbp.training.Run`` being trained: it holds the model,
 # the update rule, the cost, the resolved config, the run directory (``None`` when nothing is
 # logged), the device and a ``state`` dict in which a plugin may keep what it needs per run.
 # TensorBoard logging and the console progress bar are built-in plugins on these hooks.

@@ -1,8 +1,8 @@
-"""The one place that owns torchbp's :class:`pluggy.PluginManager`.
+"""The one place that owns torchbp's ``pluggy.PluginManager``.
 
 Built-in plugins are registered first, through the same hooks as everyone else's; then the
 distributions that declare an entry point in the group ``torchbp`` are loaded. A plugin that
-fails to load, or raises in a hook, is reported with a :class:`PluginWarning` naming it and the
+fails to load, or raises in a hook, is reported with a ``PluginWarning`` naming it and the
 exception, and the others keep working.
 
 Environment variables:
@@ -49,8 +49,8 @@ class PluginEntry:
         distribution: the distribution that ships the plugin, or ``None`` for one registered
             from Python.
         version: that distribution's version, or ``None``.
-        spec: the :class:`~torchbp.CostSpec`, :class:`~torchbp.RuleSpec` or
-            :class:`~torchbp.LayerSpec` itself.
+        spec: the ``CostSpec``, ``RuleSpec`` or
+            ``LayerSpec`` itself.
     """
 
     name: str
@@ -182,7 +182,7 @@ def listen(name: str, listener: object | None) -> None:
     """Register ``listener`` under ``name``, in place of whatever had that name (``None``: remove it).
 
     For hooks a built-in plugin answers only while it is active — the progress bar on a terminal,
-    step logging to TensorBoard — so that :func:`torchbp.fit` computes nothing per step for
+    step logging to TensorBoard — so that ``torchbp.fit`` computes nothing per step for
     listeners that are not there.
     """
     manager = get_plugin_manager()
@@ -195,7 +195,7 @@ def listen(name: str, listener: object | None) -> None:
 def register_plugin(plugin: object, name: str | None = None) -> str:
     """Register a plugin object (a module, class or instance with ``@torchbp.hookimpl`` functions).
 
-    Returns the name it was registered under. Raises :class:`PluginError` when the name is taken
+    Returns the name it was registered under. Raises ``PluginError`` when the name is taken
     or a hook function is misspelt or has a wrong signature.
     """
     state = _get()
@@ -245,7 +245,7 @@ def lookup(kind: str, name: str) -> PluginEntry:
 def listing(kind: str, pattern: str = "*") -> list[PluginEntry]:
     """The entries of one kind whose names match the shell-style ``pattern``, sorted by name.
 
-    A name provided by two plugins is left out of the listing with a :class:`PluginWarning`.
+    A name provided by two plugins is left out of the listing with a ``PluginWarning``.
     """
     unique, conflicts = _get().collect(kind)
     for name, entries in conflicts.items():

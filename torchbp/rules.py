@@ -176,7 +176,7 @@ class Adam(UpdateRule):
     """m′ = β₁ m + (1 − β₁) g;  v′ = β₂ v + (1 − β₂) g²;  x′ = x − η m̂ / (√v̂ + ε).
 
     m̂ = m′ / (1 − β₁ᵗ), v̂ = v′ / (1 − β₂ᵗ). ``weight_decay`` λ adds λx to g (L2);
-    ``amsgrad`` uses the running maximum of v′. :class:`AdamW` decouples the decay instead.
+    ``amsgrad`` uses the running maximum of v′. ``AdamW`` decouples the decay instead.
     """
 
     decoupled_weight_decay = False

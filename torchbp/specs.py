@@ -21,7 +21,7 @@ class CostSpec:
     first factor of the output error δᴸ = ∇ₐC ⊙ σ′(zᴸ).
 
     Attributes:
-        name: the name users pass to :func:`torchbp.get_cost`, e.g. ``"huber"``.
+        name: the name users pass to ``torchbp.get_cost``, e.g. ``"huber"``.
         description: one line saying what it computes.
         value: ``value(a, y, **options) -> Cₖ``, shape ``(n,)``: the cost of each example.
         gradient: ``gradient(a, y, **options) -> ∇ₐCₖ``, the shape of ``a``: each example's own
@@ -35,7 +35,7 @@ class CostSpec:
         check: ``check(a, y, **options)``: raise ``ValueError``/``TypeError`` naming what was
             expected when the targets do not fit the outputs. ``None`` checks nothing.
         class_targets: whether it takes integer class indices as targets. For costs that do
-            not, :func:`torchbp.fit` one-hot encodes integer class targets.
+            not, ``torchbp.fit`` one-hot encodes integer class targets.
         mean: optional ``mean(a, y, **options) -> C``, the batch mean (1/n) Σₖ Cₖ as a 0-d
             tensor, for a cost with a faster form of it than ``value(a, y).mean()`` (one reduction
             over all elements, or PyTorch's own loss kernel). It must equal that mean: torchbp's
@@ -55,10 +55,10 @@ class CostSpec:
 
 @dataclass(frozen=True)
 class RuleSpec:
-    """An update rule: a :class:`torch.optim.Optimizer` subclass and what it is.
+    """An update rule: a ``torch.optim.Optimizer`` subclass and what it is.
 
     Attributes:
-        name: the name users pass to :func:`torchbp.create_rule`, e.g. ``"adam"``.
+        name: the name users pass to ``torchbp.create_rule``, e.g. ``"adam"``.
         description: one line saying what one step does.
         optimizer: the class; ``optimizer(params, **hyperparameters)`` builds it. Its
             constructor's keyword arguments and defaults are the rule's hyperparameters.
@@ -76,11 +76,11 @@ class LayerSpec:
     Attributes:
         name: the name it is listed under, e.g. ``"Conv2d"``.
         description: one line saying what it computes and how its backward goes.
-        module: the ``torch.nn`` class that :func:`torchbp.nn.convert` replaces (that exact
+        module: the ``torch.nn`` class that ``torchbp.nn.convert`` replaces (that exact
             class; user subclasses stay as they are).
         twin: the replacement, a subclass of ``module`` that adds no state of its own: same
             constructor, parameters, buffers, ``state_dict`` and ``repr``.
-        derivatives: the layer's equations (:class:`torchbp.derivatives.Derivatives`); torchbp's
+        derivatives: the layer's equations (``torchbp.derivatives.Derivatives``); torchbp's
             test suite runs gradcheck, gradgradcheck and forward-mode AD over its ``samples()``.
         examples: ``examples(dtype) -> [(module, input), …]``: ``torch.nn`` modules of class
             ``module`` with a valid input each. The test suite converts a copy of each and checks

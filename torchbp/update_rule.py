@@ -1,6 +1,6 @@
 """The base class of update rules: a ``torch.optim.Optimizer`` whose step is written out.
 
-A rule subclasses :class:`UpdateRule` and implements :meth:`UpdateRule.update`, which receives
+A rule subclasses ``UpdateRule`` and implements ``UpdateRule.update``, which receives
 one parameter group at a time: the parameters that have a gradient, their gradients and their
 state dicts, as lists, so that the whole group moves together with ``torch._foreach_*`` ops.
 Param groups, ``state_dict``/``load_state_dict``, ``zero_grad`` and learning-rate schedulers
@@ -101,7 +101,7 @@ class UpdateRule(torch.optim.Optimizer):
         return loss
 
     def _update_groups(self) -> None:
-        """:meth:`update` for each group, over its parameters that have a gradient."""
+        """``update`` for each group, over its parameters that have a gradient."""
         for group in self.param_groups:
             params, grads = [], []
             for p in group["params"]:

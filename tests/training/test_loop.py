@@ -10,6 +10,7 @@ import sys
 import textwrap
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -403,3 +404,94 @@ def test_resume_refuses_settings_that_cannot_change_and_keeps_the_runs(tmp_path:
         2,
     )
     assert load_checkpoint(directory)["rule"]["param_groups"][0]["momentum"] == 0.5
+
+
+def _dropout_net() -> torch.nn.Module:
+    """A converted net with dropout: its training steps draw from torch's RNG."""
+    return torchbp.nn.convert(
+        torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Dropout(0.3), torch.nn.Linear(32, 10))
+    )
+
+
+def test_a_resumed_run_with_dropout_and_shuffling_equals_an_unbroken_one(tmp_path: Path, digits: tuple) -> None:
+    train, val = (digits[0][0][:160], digits[0][1][:160]), (digits[1][0][:100], digits[1][1][:100])
+    options = dict(val_data=val, cost="cross_entropy", lr=0.1, momentum=0.5, batch_size=32, verbose=False)
+    torch.manual_seed(0)
+    straight_model = _dropout_net()
+    straight = torchbp.fit(straight_model, train, epochs=3, seed=11, logdir=tmp_path / "straight", **options)
+
+    torch.manual_seed(0)
+    stopped = torchbp.fit(_dropout_net(), train, epochs=1, seed=11, logdir=tmp_path / "stopped", **options)
+    torch.manual_seed(1)  # another global RNG state, and other initial weights: the checkpoint restores both
+    resumed_model = _dropout_net()
+    resumed = torchbp.fit(
+        resumed_model, train, epochs=3, resume=tmp_path / "stopped" / "torchbp" / "version_0", **options
+    )
+    assert _without_time(resumed) == _without_time(straight)
+    assert _without_time(stopped) == _without_time(straight)[:1]
+    for key, value in straight_model.state_dict().items():
+        assert torch.equal(resumed_model.state_dict()[key], value), key
+
+    # the run really depends on the RNG: another seed gives other numbers
+    torch.manual_seed(0)
+    other = torchbp.fit(_dropout_net(), train, epochs=1, seed=12, **options)
+    assert other[0]["train_loss"] != straight[0]["train_loss"]
+
+
+class _RowRecorder(torch.nn.Module):
+    """A linear model of the second input column that notes the first, each row's number, per training step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(1, 1)
+        self.rows: list[list[int]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.rows.append(x[:, 0].long().tolist())
+        return self.linear(x[:, 1:])
+
+
+class _Rows(torch.utils.data.Dataset):
+    """A map-style dataset that is not a TensorDataset."""
+
+    def __init__(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
+        self.inputs, self.targets = inputs, targets
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.inputs[index], self.targets[index]
+
+
+def _epoch_orders(form: str, seed: int | None, epochs: int = 3, resumed: int = 0, **options: Any) -> list[list[int]]:
+    """The order in which ``fit`` hands 24 numbered rows to the model, per epoch trained (batches of
+    5), ``resumed`` epochs having been trained before."""
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.stack([torch.arange(24.0), torch.randn(24, generator=generator)], 1)
+    targets = torch.randn(24, 1, generator=generator)
+    data = {"tensors": (inputs, targets), "dataset": _Rows(inputs, targets)}[form]
+    model = _RowRecorder()
+    torchbp.fit(model, data, epochs=epochs, batch_size=5, seed=seed, lr=1e-3, verbose=False, **options)
+    assert [len(rows) for rows in model.rows] == [5, 5, 5, 5, 4] * (epochs - resumed)
+    rows = [row for step in model.rows for row in step]
+    return [rows[start : start + 24] for start in range(0, len(rows), 24)]
+
+
+@pytest.mark.parametrize("form", ["tensors", "dataset"])
+def test_shuffling_differs_between_epochs_and_repeats_for_the_same_seed(form: str) -> None:
+    orders = _epoch_orders(form, seed=4)
+    assert all(sorted(order) == list(range(24)) for order in orders)  # every row once per epoch
+    assert len({tuple(order) for order in [*orders, list(range(24))]}) == 4  # each epoch its own order
+    assert _epoch_orders(form, seed=4) == orders  # the same seed: the same orders
+    assert _epoch_orders(form, seed=5)[0] != orders[0]  # another seed: another order
+    assert _epoch_orders("tensors", seed=4) == orders  # the order depends on (seed, epoch) only
+
+
+def test_a_resumed_run_sees_the_epochs_in_the_unbroken_runs_order(tmp_path: Path) -> None:
+    straight = _epoch_orders("tensors", seed=4)
+    assert _epoch_orders("tensors", seed=4, epochs=1, logdir=tmp_path) == straight[:1]
+    torch.manual_seed(123)  # another global RNG state: the checkpoint's seed decides the order
+    resumed = _epoch_orders("tensors", seed=None, resumed=1, resume=tmp_path / "torchbp" / "version_0")
+    assert resumed == straight[1:]

@@ -111,7 +111,7 @@ class Activation(Derivatives):
         return cases
 
     def read(self, z: Tensor | None, a: Tensor) -> Tensor | None:
-        """The one tensor that :meth:`delta` needs, chosen from ``z`` and ``a = σ(z)``."""
+        """The one tensor that ``delta`` needs, chosen from ``z`` and ``a = σ(z)``."""
         if self.saves == "z":
             return z
         if self.saves == "a":
@@ -121,7 +121,7 @@ class Activation(Derivatives):
         return None
 
     def delta(self, grad: Tensor, saved: Tensor | None) -> Tensor:
-        """δ = ∂C/∂z from ``grad`` = ∂C/∂a and the tensor returned by :meth:`read`."""
+        """δ = ∂C/∂z from ``grad`` = ∂C/∂a and the tensor returned by ``read``."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -336,7 +336,7 @@ def _same(built: object, value: object) -> bool:
 
 
 def get_activation(spec: str | Activation, **options: object) -> Activation:
-    """Look up an activation by name (with its options), or pass an :class:`Activation` through.
+    """Look up an activation by name (with its options), or pass an ``Activation`` through.
 
     Examples:
         >>> get_activation("leaky_relu", negative_slope=0.2)

@@ -1,9 +1,9 @@
 """The protocol every layer type follows: its equations, in one object, in one file.
 
-A layer type is a frozen dataclass subclass of :class:`Derivatives` whose fields are the layer's
+A layer type is a frozen dataclass subclass of ``Derivatives`` whose fields are the layer's
 settings (stride, padding, momentum, …). An instance is immutable and travels to the layer's
-autograd Function as a constant; :func:`torchbp.functional.factory.function_for` turns the
-class into that Function, and the test harness checks it through :meth:`Derivatives.samples`.
+autograd Function as a constant; ``torchbp.functional.factory.function_for`` turns the
+class into that Function, and the test harness checks it through ``Derivatives.samples``.
 
 The notation is the δ-recursion's: the layer maps its input x (aˡ⁻¹) and parameters θ to
 z = f(x; θ); δ = ∂C/∂z arrives from above; the layer hands back ∂C/∂x (BP2's analogue, what
@@ -67,7 +67,7 @@ class Derivatives:
         buffers: tuple[Tensor, ...],
         needs: tuple[bool, ...],
     ) -> tuple[Tensor | None, ...]:
-        """What the backward pass reads, as a :attr:`Saved`: only what ``needs`` calls for.
+        """What the backward pass reads, as a ``Saved``: only what ``needs`` calls for.
 
         ``needs`` says whether ∂C/∂x and each ∂C/∂θ are wanted (x first).
         """
@@ -82,8 +82,8 @@ class Derivatives:
         return ()
 
     def vjps(self, delta: Tensor, saved: Any, needs: tuple[bool, ...]) -> tuple[Tensor | None, ...]:
-        """``(∂C/∂x, *∂C/∂θ)`` where ``needs`` says, ``None`` elsewhere: :meth:`input_vjp` then
-        :meth:`param_vjps`. A layer whose kernel computes them in one pass (convolution) says so here."""
+        """``(∂C/∂x, *∂C/∂θ)`` where ``needs`` says, ``None`` elsewhere: ``input_vjp`` then
+        ``param_vjps``. A layer whose kernel computes them in one pass (convolution) says so here."""
         grad_x = self.input_vjp(delta, saved) if needs[0] else None
         if True in needs[1:]:
             return grad_x, *self.param_vjps(delta, saved, needs[1:])
@@ -91,7 +91,7 @@ class Derivatives:
 
     def jvp(self, saved: Any, x_t: Tensor | None, *params_t: Tensor | None) -> Tensor:
         """Forward mode: ż from the tangents ẋ, θ̇ (each may be ``None``). ``saved`` is
-        :meth:`save` with every ``needs`` true."""
+        ``save`` with every ``needs`` true."""
         raise NotImplementedError
 
     def replay(self) -> Derivatives:

@@ -16,11 +16,11 @@ so δ = ∂C/∂z goes back as::
     ∂C/∂b[o]       = Σ_n Σ_p' δ[n, o, p']                                     (BP3's analogue)
 
 ATen's ``convolution_backward`` computes BP2 and BP4 (it is itself differentiable);
-:func:`conv_input_vjp_reference` and :func:`conv_weight_vjp_reference` write them out with a
+``conv_input_vjp_reference`` and ``conv_weight_vjp_reference`` write them out with a
 transposed convolution and an unfold, and the tests check the kernel against them.
 
 Padding modes other than zeros (and the odd extra zero of ``padding="same"`` with an even
-kernel) are a layer of their own, :class:`Pad`: the padded tensor copies input positions, so
+kernel) are a layer of their own, ``Pad``: the padded tensor copies input positions, so
 its δ is folded back onto the positions it copies.
 """
 

@@ -1,8 +1,8 @@
 """Dense layers a = σ(x Wᵀ + b) and stacks of them: the δ-recursion as plain maths, no autograd.
 
-The fused dense and MLP nodes (:mod:`torchbp.functional.mlp_node`) and the graph-free training
+The fused dense and MLP nodes (``torchbp.functional.mlp_node``) and the graph-free training
 step call these routines, so all three compute the same numbers. Conventions as in
-:mod:`torchbp.derivatives.linear`: rows are examples, ``z`` and ``a`` are ``(*, out)``.
+``torchbp.derivatives.linear``: rows are examples, ``z`` and ``a`` are ``(*, out)``.
 """
 
 from __future__ import annotations
@@ -30,14 +30,14 @@ def dense_backward(
     needs: tuple[bool, bool, bool],
     extra_delta: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
-    """Gradients of a = σ(x Wᵀ + b) from ∂C/∂a: first δ = ∂C/∂a ⊙ σ′(z), then :func:`linear_backward`.
+    """Gradients of a = σ(x Wᵀ + b) from ∂C/∂a: first δ = ∂C/∂a ⊙ σ′(z), then ``linear_backward``.
 
     ``saved`` is what ``activation.read(z, a)`` returned in the forward pass; ``extra_delta`` is
     a gradient that reached z directly (only in a double backward), added to δ.
 
     Returns:
         ``(delta, grad_x, grad_weight, grad_bias)``: δ itself, shape ``(*, out)``, then the
-        gradients of :func:`linear_backward`.
+        gradients of ``linear_backward``.
     """
     # BP1 / BP2: δ = ∂C/∂a ⊙ σ′(z)
     delta = activation.delta(grad_a, saved)
@@ -75,7 +75,7 @@ def mlp_backward(
     """The δ-recursion through a stack of dense layers, from the last layer down.
 
     δᴸ = ∂C/∂aᴸ ⊙ σ′(zᴸ) (BP1); for each layer l, ∂C/∂bˡ (BP3) and ∂C/∂Wˡ (BP4) from δˡ; then
-    δˡ⁻¹ = (δˡ Wˡ) ⊙ σ′(zˡ⁻¹) (BP2). Each step is :func:`dense_backward`.
+    δˡ⁻¹ = (δˡ Wˡ) ⊙ σ′(zˡ⁻¹) (BP2). Each step is ``dense_backward``.
 
     Args:
         grad_output: ∂C/∂aᴸ, shape ``(*, out)``.

@@ -1,6 +1,6 @@
 """Dropout: z = x ⊙ m̃ with m̃ = m / (1 − p) and m a fresh Bernoulli(1 − p) mask per call.
 
-:func:`draw_mask` draws m̃ exactly as ``torch.nn.functional.dropout`` draws its mask (on the CPU,
+``draw_mask`` draws m̃ exactly as ``torch.nn.functional.dropout`` draws its mask (on the CPU,
 a tensor like x filled by ``bernoulli_(1 − p)`` then divided by 1 − p; on CUDA, the boolean mask
 of ATen's fused ``native_dropout`` of x), so for one RNG state torchbp's output equals torch's.
 The mask is drawn just before the layer's Function and handed to it as a second input that needs
@@ -58,7 +58,7 @@ class DropoutSaved(NamedTuple):
 
 @dataclass(frozen=True)
 class Dropout(Derivatives):
-    """z = x ⊙ m̃, m̃ = m / (1 − p) drawn by :func:`draw_mask`; ∂C/∂x = δ ⊙ m̃, ∂C/∂m̃ = δ ⊙ x."""
+    """z = x ⊙ m̃, m̃ = m / (1 − p) drawn by ``draw_mask``; ∂C/∂x = δ ⊙ m̃, ∂C/∂m̃ = δ ⊙ x."""
 
     kind: ClassVar[str] = "dropout"
     params: ClassVar[tuple[str, ...]] = ("mask",)

@@ -26,7 +26,7 @@ class ReshapeSaved(NamedTuple):
 
 @dataclass(frozen=True)
 class Reshape(Derivatives):
-    """A layer that only reshapes, z = x read in :meth:`z_shape`; ∂C/∂x = δ read in x's shape."""
+    """A layer that only reshapes, z = x read in ``z_shape``; ∂C/∂x = δ read in x's shape."""
 
     Saved: ClassVar[type[ReshapeSaved]] = ReshapeSaved
 

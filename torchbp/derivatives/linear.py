@@ -2,7 +2,7 @@
 
 Conventions (PyTorch's, Nielsen's ``wˡ`` as ``[out, in]``): rows are examples, ``x`` is
 ``(*, in)``, ``weight`` is ``(out, in)``, ``bias`` is ``(out,)``, ``z`` is ``(*, out)``.
-The functions are the one source of truth for these equations: :class:`Linear`, the fused
+The functions are the one source of truth for these equations: ``Linear``, the fused
 dense layer, the MLP node and the graph-free step all call them.
 """
 

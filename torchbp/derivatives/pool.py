@@ -6,8 +6,8 @@ Pooling has no parameters: its backward is BP2's analogue only, ∂C/∂x from �
 
 The backward passes call ATen's own kernels (``max_pool2d_with_indices_backward``,
 ``avg_pool2d_backward``, ``_adaptive_avg_pool2d_backward``), one pass over memory each; the
-equations they compute are written out below as the reference (:func:`max_pool2d_input_vjp`,
-:func:`window_matrix`, :func:`pool_input_vjp`), and the tests check that both agree.
+equations they compute are written out below as the reference (``max_pool2d_input_vjp``,
+``window_matrix``, ``pool_input_vjp``), and the tests check that both agree.
 """
 
 from __future__ import annotations
@@ -237,7 +237,7 @@ class AvgPool2d(AveragePooling):
         )
 
     def windows(self, x: Tensor, z_shape: torch.Size) -> tuple[Tensor, Tensor]:
-        """The reference window matrices ``(A_h, A_w)`` with z = A_h x A_wᵀ, for :func:`pool_input_vjp`."""
+        """The reference window matrices ``(A_h, A_w)`` with z = A_h x A_wᵀ, for ``pool_input_vjp``."""
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         override = self.divisor_override
         a_h = avg_pool_windows(x.shape[-2], z_shape[-2], kh, sh, ph, self.count_include_pad, override is None, x)
@@ -280,7 +280,7 @@ class AdaptiveAvgPool2d(AveragePooling):
         return torch.ops.aten._adaptive_avg_pool2d_backward(delta, saved.x)
 
     def windows(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """The reference window matrices ``(A_h, A_w)`` with z = A_h x A_wᵀ, for :func:`pool_input_vjp`."""
+        """The reference window matrices ``(A_h, A_w)`` with z = A_h x A_wᵀ, for ``pool_input_vjp``."""
         return (
             adaptive_windows(x.shape[-2], self.output_size[0], x),
             adaptive_windows(x.shape[-1], self.output_size[1], x),

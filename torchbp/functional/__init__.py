@@ -1,6 +1,6 @@
 """torchbp's functional core: layers whose backward pass is the explicit δ-recursion.
 
-Like :mod:`torch.nn.functional`, but every op is a :class:`torch.autograd.Function` whose
+Like ``torch.nn.functional``, but every op is a ``torch.autograd.Function`` whose
 ``backward`` is the textbook equation:
 
 * BP1  δᴸ = ∇ₐC ⊙ σ′(zᴸ)
@@ -109,7 +109,7 @@ def dense(
         x: input aˡ⁻¹, shape ``(*, in_features)``.
         weight: Wˡ, shape ``(out_features, in_features)``.
         bias: bˡ, shape ``(out_features,)``, or ``None``.
-        activation: a name from :data:`ACTIVATIONS` or an :class:`Activation`.
+        activation: a name from ``ACTIVATIONS`` or an ``Activation``.
         on_delta: called with δˡ = ∂C/∂zˡ, shape ``(*, out_features)``, during the backward
             pass: the layer's error signal, which explicit backprop has at hand anyway.
 
@@ -142,13 +142,13 @@ def mlp(
     """A stack of dense layers aˡ = σˡ(aˡ⁻¹ Wˡᵀ + bˡ) as one autograd node.
 
     Its backward is the δ-recursion in a loop: δᴸ = ∂C/∂aᴸ ⊙ σ′(zᴸ), then BP3, BP4 and
-    δˡ⁻¹ = (δˡ Wˡ) ⊙ σ′(zˡ⁻¹) (BP2) layer by layer, exactly as :func:`dense` layer after layer.
+    δˡ⁻¹ = (δˡ Wˡ) ⊙ σ′(zˡ⁻¹) (BP2) layer by layer, exactly as ``dense`` layer after layer.
 
     Args:
         x: input, shape ``(*, in_features)``.
         weights: Wˡ, shapes ``(n_l, n_{l-1})``.
         biases: bˡ, shapes ``(n_l,)``, or ``None`` entries.
-        activations: σˡ per layer, names or :class:`Activation` objects.
+        activations: σˡ per layer, names or ``Activation`` objects.
         on_delta: called as ``on_delta(l, δˡ)`` (l counts from 0) during the backward pass.
 
     Returns:

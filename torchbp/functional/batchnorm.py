@@ -1,5 +1,5 @@
 """Batch normalisation as a functional op, like ``torch.nn.functional.batch_norm``, with the
-explicit backward of :class:`torchbp.derivatives.batchnorm.BatchNorm`."""
+explicit backward of ``torchbp.derivatives.batchnorm.BatchNorm``."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """A run of explicit-δ layers as one autograd node: the δ-recursion through any chain of layer types.
 
-What :mod:`~torchbp.functional.mlp_node` does for dense layers, done for any layers that speak
-the :class:`Link` protocol (convolution → batch norm → activation → pooling → … → linear). Each
-layer's own equations do the work, from its :class:`~torchbp.derivatives.Derivatives`; the chain
+What ``mlp_node`` does for dense layers, done for any layers that speak
+the ``Link`` protocol (convolution → batch norm → activation → pooling → … → linear). Each
+layer's own equations do the work, from its ``Derivatives``; the chain
 only saves one autograd node per layer: Python and engine work, which dominates a small
 network's step. Backward, from the last layer down::
 
@@ -12,7 +12,7 @@ network's step. Backward, from the last layer down::
 A double backward through the chain replays its layers one by one (each through its own
 Function, whose backward is differentiable), so second derivatives are exact. The chain is an
 eager fast path: under torch.compile, forward-mode AD or torch.func, callers run the layers
-one by one (:func:`chain_applies`).
+one by one (``chain_applies``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from .internals import any_autocast, forward_mode, plain_apply, saved_tensor_hoo
 
 
 class Link(Protocol):
-    """A layer that can run inside a chain (torchbp's twins in :mod:`torchbp.nn` are links)."""
+    """A layer that can run inside a chain (torchbp's twins in ``torchbp.nn`` are links)."""
 
     def link(self, x: Tensor) -> Derivatives:
         """The layer's equations for input ``x``: checks ``x`` as the layer's own call would."""

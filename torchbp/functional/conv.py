@@ -1,9 +1,9 @@
 """``conv1d``, ``conv2d`` and ``pad``: ``torch.nn.functional``'s signatures, with the explicit
-backward of :mod:`torchbp.derivatives.conv` (BP2 as a transposed convolution, BP4 as a
+backward of ``torchbp.derivatives.conv`` (BP2 as a transposed convolution, BP4 as a
 correlation, BP3 as a sum), and ``on_delta``, called with δ = ∂C/∂z.
 
 The layer settings (stride, padding, dilation, groups) become a frozen
-:class:`~torchbp.derivatives.conv.Conv` once per distinct call and are looked up after that; the
+``Conv`` once per distinct call and are looked up after that; the
 tensors get a quick consistency test, and the full checks with their errors run only when it fails.
 """
 
@@ -62,7 +62,7 @@ def _check_weight(d: int, weight: object) -> Tensor:
 
 
 def _settings(d: int, stride: object, padding: object, dilation: object, groups: object, weight: object) -> _Settings:
-    """The checked settings of a ``conv{d}d`` call as a :class:`Conv`."""
+    """The checked settings of a ``conv{d}d`` call as a ``Conv``."""
     kernel = _check_weight(d, weight).shape[2:]
     strides = _ints("stride", stride, d, 1)
     dilations = _ints("dilation", dilation, d, 1)
@@ -172,7 +172,7 @@ def checked_settings(
     dilation: object,
     groups: object,
 ) -> _Settings:
-    """:func:`conv_settings`, with the tensors checked against them (an error naming what does not fit)."""
+    """``conv_settings``, with the tensors checked against them (an error naming what does not fit)."""
     settings = conv_settings(d, stride, padding, dilation, groups, weight)
     if not _consistent(input, weight, bias, settings):
         _check(d, input, weight, bias, settings)

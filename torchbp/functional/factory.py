@@ -1,10 +1,10 @@
-"""The one autograd.Function factory: a layer type's :class:`~torchbp.derivatives.Derivatives`
-becomes a :class:`torch.autograd.Function`.
+"""The one autograd.Function factory: a layer type's ``Derivatives``
+becomes a ``torch.autograd.Function``.
 
 The Function owns, in this one place, the chores every explicit-δ layer shares: saving what the
 derivatives object asks for (only what ``needs_input_grad`` calls for), handing δ to the layer's
 δ hooks, forward-mode AD (through a twin with a ``jvp``), ``torch.func`` (``generate_vmap_rule``)
-and the plain-eager fast path of :func:`apply`. Its backward is the derivatives object's
+and the plain-eager fast path of ``apply``. Its backward is the derivatives object's
 equations, nothing else::
 
     δ = ∂C/∂z                              (arrives from the layer above)
@@ -95,7 +95,7 @@ def function_for(derivatives: type[Derivatives]) -> tuple[type[Function], type[F
     names the ``kind`` (an ``Elementwise`` activation's Function is the ``Activation`` one).
 
     Made in eager code before first use, for the type and every subclass defined by then
-    (:func:`torchbp.nn.convert` makes those of every registered layer): torch.compile breaks its
+    (``torchbp.nn.convert`` makes those of every registered layer): torch.compile breaks its
     graph where a class is made, and traces a plain dict lookup by exact type.
     """
     functions = _FUNCTIONS.get(derivatives)

@@ -1,9 +1,9 @@
 """The fused nodes: a dense layer σ(x Wᵀ + b), and a whole stack of them, each as one autograd node.
 
 These are torchbp's fast paths for MLPs, fenced off here: one node for many layers, and a layout
-of saved tensors worked out once per pattern. Their maths is :mod:`torchbp.derivatives.dense`'s;
+of saved tensors worked out once per pattern. Their maths is ``torchbp.derivatives.dense``'s;
 both use the ``setup_context`` form with ``generate_vmap_rule = True`` so that they compose with
-:mod:`torch.func`, and their backward passes are made of differentiable torch ops, so double
+``torch.func``, and their backward passes are made of differentiable torch ops, so double
 backward works through them too.
 """
 
@@ -84,7 +84,7 @@ class DenseFunction(Function):
 
 @dataclass(frozen=True)
 class Source:
-    """Where one tensor that an :class:`MLPFunction` node saves comes from.
+    """Where one tensor that an ``MLPFunction`` node saves comes from.
 
     Layers are counted from 0 here, as in the code: ``Source("output", 0)`` is the first
     layer's output, a¹ in the maths.
@@ -103,7 +103,7 @@ class Source:
 @dataclass(frozen=True)
 class LayerSlots:
     """What layer l's backward pass reads: each tensor as its index among the node's saved
-    tensors (:attr:`Layout.saved`), ``None`` where the backward pass needs none.
+    tensors (``Layout.saved``), ``None`` where the backward pass needs none.
 
     Attributes:
         needs: whether ∂C/∂aˡ⁻¹, ∂C/∂Wˡ and ∂C/∂bˡ are wanted.
@@ -123,17 +123,17 @@ class LayerSlots:
 
 @dataclass(frozen=True)
 class Layout:
-    """What an :class:`MLPFunction` node keeps for its backward pass.
+    """What an ``MLPFunction`` node keeps for its backward pass.
 
     It depends only on which inputs want a gradient and on what each σ′ reads, so a training
-    loop, which repeats one pattern, works it out once (:func:`mlp_layout`). A tensor that plays
+    loop, which repeats one pattern, works it out once (``mlp_layout``). A tensor that plays
     two parts (aˡ as layer l+1's input and as what σˡ′ reads) is saved once, and both slots
     point at it.
 
     Attributes:
         saved: the tensors to save, in order, each once.
         layers: per layer, where its backward pass finds what it reads.
-        plan: per layer, ``layers[l].needs``, gathered for :func:`mlp_backward`.
+        plan: per layer, ``layers[l].needs``, gathered for ``mlp_backward``.
     """
 
     saved: tuple[Source, ...]
@@ -143,7 +143,7 @@ class Layout:
     def gather(
         self, x: Tensor, params: tuple[Tensor | None, ...], output: tuple[Tensor, ...], activations: list[Activation]
     ) -> list[Tensor | None]:
-        """The tensors of :attr:`saved`, from the node's input ``x``, its ``params``
+        """The tensors of ``saved``, from the node's input ``x``, its ``params``
         ``(W¹, b¹, …)`` and its ``output`` ``(a¹, …, aᴸ, z…)``."""
         tensors: list[Tensor | None] = []
         for source in self.saved:
@@ -166,7 +166,7 @@ _MAX_LAYOUTS = 256  # patterns kept at most
 
 
 def mlp_layout(needs: tuple[bool, ...], saves: tuple[str, ...]) -> Layout:
-    """The :class:`Layout` of an L-layer node from its ``needs_input_grad`` and each σ's ``saves``.
+    """The ``Layout`` of an L-layer node from its ``needs_input_grad`` and each σ's ``saves``.
 
     Worked out once per pattern and kept: the patterns are few (a model's own, with or without
     gradients for its input), and a plain dict, unlike ``functools.lru_cache``, is traced by
@@ -221,10 +221,10 @@ class MLPFunction(Function):
     """A whole stack of dense layers as one node; backward: the δ-recursion in a loop.
 
     ``forward(x, activations, on_delta, W¹, b¹, W², b², …)`` returns ``(a¹, …, aᴸ)`` and then the
-    zˡ of the layers whose σ′ reads z. They are handed out, as in :class:`DenseFunction`, so
+    zˡ of the layers whose σ′ reads z. They are handed out, as in ``DenseFunction``, so
     that every saved tensor stays in the graph and a double backward is exact; callers keep aᴸ.
     Each tensor is saved once even where it plays two parts (aˡ is the input of layer l+1 and,
-    for sigmoid, what σ′ reads); :class:`Layout` says which.
+    for sigmoid, what σ′ reads); ``Layout`` says which.
     """
 
     generate_vmap_rule = True
@@ -269,7 +269,9 @@ class MLPFunction(Function):
             None if reaching is None else [None if s.z_output is None else reaching[s.z_output] for s in slots],
         )
         if ctx.on_delta is not None:
-            for l, delta in enumerate(deltas):
+            # from the top down, the order the δ-recursion (and a layer-by-layer backward) gives
+            for l in reversed(range(layers)):
+                delta = deltas[l]
                 if delta is not None:
                     ctx.on_delta(l, delta.detach())
         return grad_x, None, None, *[g for pair in zip(grad_weights, grad_biases) for g in pair]

@@ -1,6 +1,6 @@
 """Pooling ops: ``max_pool2d``, ``avg_pool2d``, ``adaptive_avg_pool2d``, with explicit backward passes.
 
-Each call's settings are checked once and kept with their :mod:`torchbp.derivatives.pool` object
+Each call's settings are checked once and kept with their ``torchbp.derivatives.pool`` object
 (a call with the same settings reuses both), so the hot path checks the input only: a few
 comparisons against the smallest height and width the settings allow. Only when one fails does
 the full check run, to say which argument is wrong.

@@ -1,9 +1,9 @@
 """Drop-in ``nn.Module``s whose backward pass is torchbp's explicit δ-recursion.
 
 Each module is a thin wrapper that holds parameters and calls one function of
-:mod:`torchbp.functional`. The twins of ``torch.nn`` layers subclass them, so parameter names,
+``torchbp.functional``. The twins of ``torch.nn`` layers subclass them, so parameter names,
 shapes, initialisation, ``state_dict`` and ``repr`` are exactly those of ``torch.nn``; every twin
-with parameters has ``register_delta_hook``. :func:`convert` swaps them into any model.
+with parameters has ``register_delta_hook``. ``convert`` swaps them into any model.
 """
 
 from . import models

@@ -1,4 +1,4 @@
-"""BatchNorm1d and BatchNorm2d: torch's modules, normalising through :func:`torchbp.functional.batchnorm.batch_norm`."""
+"""BatchNorm1d and BatchNorm2d: torch's modules, normalising through ``torchbp.functional.batchnorm.batch_norm``."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from .delta_hooks import DeltaHooks
 
 class _BatchNorm(DeltaHooks, torch.nn.modules.batchnorm._BatchNorm):
     """``torch.nn.modules.batchnorm._BatchNorm.forward``, step for step, with torchbp's op; in a
-    chain, the same steps around one :class:`~torchbp.derivatives.batchnorm.BatchNorm`."""
+    chain, the same steps around one ``BatchNorm``."""
 
     def _step(self, input: Tensor) -> tuple[bool, float]:
         """What torch's forward does before normalising: count the batch; returns whether to

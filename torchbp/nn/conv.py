@@ -18,7 +18,7 @@ from .delta_hooks import DeltaHooks
 
 class _Conv(DeltaHooks):
     """What Conv1d and Conv2d share: the call (padding first where its mode is not zeros, as torch's
-    convolutions do) and, in a chain, a zero-padded convolution as one :class:`~torchbp.derivatives.conv.Conv`."""
+    convolutions do) and, in a chain, a zero-padded convolution as one ``Conv``."""
 
     convolve: Callable[..., Tensor]
     _reversed_padding_repeated_twice: list[int]

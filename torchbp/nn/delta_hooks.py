@@ -16,7 +16,7 @@ DeltaHook = Callable[[torch.nn.Module, Tensor], None]
 
 
 class DeltaHooks(Linked):
-    """Mixin of the twins with parameters: :meth:`register_delta_hook`, and the callback their
+    """Mixin of the twins with parameters: ``register_delta_hook``, and the callback their
     Function calls with δ in the backward pass.
 
     A module converted from ``torch.nn`` has no hooks of its own until one is registered (the

@@ -43,8 +43,8 @@ class Dense(DeltaHooks, torch.nn.Module):
     and initialised like ``torch.nn.Linear``'s. Input ``(*, in_features)``, output ``(*, out_features)``.
 
     Args:
-        activation: a name from :data:`torchbp.functional.ACTIVATIONS` or an
-            :class:`~torchbp.functional.Activation`, e.g.
+        activation: a name from ``torchbp.functional.ACTIVATIONS`` or an
+            ``Activation``, e.g.
             ``get_activation("leaky_relu", negative_slope=0.2)``.
 
     Examples:

@@ -1,4 +1,4 @@
-"""The link protocol of torchbp's twins: what a chain node (:mod:`torchbp.functional.chain_node`) asks of a layer."""
+"""The link protocol of torchbp's twins: what a chain node (``torchbp.functional.chain_node``) asks of a layer."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from ..derivatives.base import Derivatives
 class Linked:
     """Mixin of every twin that can run inside a chain node.
 
-    A twin says, for an input, which equations it runs (:meth:`link`, with the same checks as its
-    own call) and on which parameters (:meth:`link_params`); the chain does the rest.
+    A twin says, for an input, which equations it runs (``link``, with the same checks as its
+    own call) and on which parameters (``link_params``); the chain does the rest.
     """
 
     def link(self, x: Tensor) -> Derivatives:
@@ -29,5 +29,5 @@ class Linked:
         return True
 
     def on_delta(self) -> Callable[[Tensor], None] | None:
-        """What to call with δ in the backward pass (:class:`DeltaHooks` overrides it)."""
+        """What to call with δ in the backward pass (``DeltaHooks`` overrides it)."""
         return None

@@ -14,7 +14,7 @@ from .linear import Dense
 
 
 class MLP(torch.nn.Module):
-    """A stack of :class:`Dense` layers run as one autograd node (:func:`torchbp.functional.mlp`).
+    """A stack of ``Dense`` layers run as one autograd node (``torchbp.functional.mlp``).
 
     ``sizes = [n₀, n₁, …, n_L]`` gives L layers. Delta hooks on its layers fire as usual; a
     module hook on a layer (forward, forward-pre, backward, backward-pre, or a global one) makes

@@ -26,7 +26,7 @@ def _specs() -> list[LayerSpec]:
 def twins() -> dict[type[torch.nn.Module], type[torch.nn.Module]]:
     """``torch.nn`` class → its torchbp twin, over every registered layer.
 
-    Raises :class:`~torchbp.PluginError` when two layers claim one ``torch.nn`` class.
+    Raises ``PluginError`` when two layers claim one ``torch.nn`` class.
     """
     table: dict[type[torch.nn.Module], LayerSpec] = {}
     for spec in _specs():
@@ -59,7 +59,7 @@ def _replace(model: torch.nn.Module, table: dict[type[torch.nn.Module], type[tor
 
 @dataclass
 class Conversion:
-    """What :func:`convert` left explicit and what stays native, by qualified module name.
+    """What ``convert`` left explicit and what stays native, by qualified module name.
 
     Attributes:
         converted: ``name → class name`` of the torchbp layers in the model.
@@ -114,7 +114,7 @@ def convert(model: torch.nn.Module, strict: bool = False) -> torch.nn.Module:
     classes only, user subclasses stay as they are. Each module only changes class: it keeps its
     ``Parameter`` objects, buffers and hooks, so outputs, gradients and ``state_dict`` are
     unchanged, optimizers built before go on working, and a layer shared between two places stays
-    shared. :func:`conversion` says afterwards what was converted and what stays native.
+    shared. ``conversion`` says afterwards what was converted and what stays native.
 
     Args:
         model: any ``torch.nn.Module``.
@@ -148,9 +148,9 @@ def convert(model: torch.nn.Module, strict: bool = False) -> torch.nn.Module:
 
 
 def revert(model: torch.nn.Module) -> torch.nn.Module:
-    """Undo :func:`convert`: each torchbp twin becomes its ``torch.nn`` layer again, in place.
+    """Undo ``convert``: each torchbp twin becomes its ``torch.nn`` layer again, in place.
 
-    :class:`~torchbp.nn.Dense` and :class:`~torchbp.nn.MLP` have no single ``torch.nn`` twin and
+    ``Dense`` and ``MLP`` have no single ``torch.nn`` twin and
     are left as they are.
     """
     if not isinstance(model, torch.nn.Module):

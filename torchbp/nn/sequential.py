@@ -14,7 +14,7 @@ from .link import Linked
 
 class Sequential(torch.nn.Sequential):
     """Like ``torch.nn.Sequential``; each run of two or more consecutive torchbp layers without
-    module hooks is one autograd node (:func:`torchbp.functional.chain_node.chain`), whose backward is
+    module hooks is one autograd node (``torchbp.functional.chain_node.chain``), whose backward is
     the layers' own equations in a loop. Other modules run as usual, each by its own call.
 
     The numbers are those of the layers run one by one; under torch.compile, forward-mode AD or

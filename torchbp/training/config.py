@@ -58,7 +58,7 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
         "batch_size": 16,
     },
 }
-"""Per model, the defaults that differ from :data:`DEFAULTS`: the MLP's quadratic cost at η = 3
+"""Per model, the defaults that differ from ``DEFAULTS``: the MLP's quadratic cost at η = 3
 diverges on a convolutional network, which trains with cross-entropy on its logits and SGD with
 Nesterov momentum and weight decay (97.5–98.1% on digits over seeds 0–2)."""
 

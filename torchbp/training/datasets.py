@@ -147,7 +147,7 @@ def load(
     target: str | None = None,
     seed: int = 0,
 ) -> Data:
-    """The dataset ``name`` (one of :data:`DATASETS`) with its options."""
+    """The dataset ``name`` (one of ``DATASETS``) with its options."""
     if name == "digits":
         return digits()
     if name == "mnist":

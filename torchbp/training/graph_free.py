@@ -1,8 +1,8 @@
 """The gradients of a torchbp ``MLP`` without any autograd graph: the textbook algorithm.
 
 Forward pass, ∇ₐC from the cost, the δ-recursion, the gradients: the very routines the autograd
-Functions call (:func:`~torchbp.derivatives.dense.mlp_forward`,
-:func:`~torchbp.derivatives.dense.mlp_backward`), so the numbers are those of the drop-in loop
+Functions call (``mlp_forward``,
+``mlp_backward``), so the numbers are those of the drop-in loop
 ``rule.zero_grad(); cost(model(x), y).backward(); rule.step()``, bit for bit, at a fraction of
 the bookkeeping.
 """
@@ -21,7 +21,7 @@ from ..registry import Cost
 
 def supports(model: torch.nn.Module) -> bool:
     """Whether ``model`` can take the graph-free step: a plain torchbp ``MLP``, no module hooks on
-    it or its layers and no global ones (:func:`~torchbp.functional.internals.has_hooks`)."""
+    it or its layers and no global ones (``has_hooks``)."""
     return type(model) is MLP and not has_hooks(model, *model.layers)
 
 
@@ -39,7 +39,7 @@ class GraphFreeStep:
     once, here; build a new step if it changes. Runs under ``torch.no_grad()``.
 
     ``check_targets`` says whether each call runs the cost's check of the targets against the
-    output; :func:`~torchbp.fit` turns it off once every batch of tensor data has passed it.
+    output; ``fit`` turns it off once every batch of tensor data has passed it.
     """
 
     def __init__(self, model: MLP, cost: Cost) -> None:
@@ -82,7 +82,8 @@ class GraphFreeStep:
         deltas, _, grad_weights, grad_biases = mlp_backward(
             grad_output, a[:-1], weights, self.activations, saved, self.needs
         )
-        for layer, delta in zip(self.layers, deltas):
+        # from the top down, as the autograd backward hands them over
+        for layer, delta in reversed(list(zip(self.layers, deltas))):
             if layer._delta_hooks and delta is not None:
                 layer._call_delta_hooks(delta)
         for parameter, grad in zip(self.parameters, (*grad_weights, *grad_biases)):

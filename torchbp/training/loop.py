@@ -166,7 +166,7 @@ def _check_train_data(name: str, data: Any) -> None:
 
 def targets_for(cost: Cost, targets: Tensor, classes: int, dtype: torch.dtype) -> Tensor:
     """Targets in the form the cost takes, for outputs of ``dtype``: floating-point targets in that
-    dtype (as :class:`~torchbp.registry.Cost` casts them; the graph-free step has no such cast),
+    dtype (as ``Cost`` casts them; the graph-free step has no such cast),
     integer class targets one-hot encoded (``classes`` wide) for costs that compare outputs with
     vectors, and as they are for costs that take class indices."""
     if targets.is_floating_point():
@@ -199,7 +199,7 @@ def evaluate(
 
 
 def _encoded(model: torch.nn.Module, cost: Cost, inputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-    """Tensor data with its targets put in the cost's form once, as :func:`targets_for` would per batch."""
+    """Tensor data with its targets put in the cost's form once, as ``targets_for`` would per batch."""
     if (cost.spec.class_targets and not targets.is_floating_point()) or len(inputs) == 0:
         return inputs, targets
     was_training = model.training
@@ -408,7 +408,7 @@ def fit(
         threads: torch's intra-op threads while training (restored afterwards). ``None`` keeps
             torch's setting, except for a torchbp ``MLP`` whose every layer is small (batch ×
             in × out < 2²¹) on the CPU: that trains on one thread, because handing such small
-            products to other threads costs more than the arithmetic (see :func:`threads_for`).
+            products to other threads costs more than the arithmetic (see ``threads_for``).
         callbacks: objects with training hooks (``torchbp_train_start``, ``torchbp_step_end``,
             ``torchbp_epoch_end``, ``torchbp_train_end``, marked with ``torchbp.hookimpl``),
             registered for this call only.

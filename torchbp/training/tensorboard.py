@@ -2,14 +2,19 @@
 
 Logged per epoch: ``loss/train``, ``loss/val``, ``accuracy/val``, ``lr``; per layer with parameters
 (every torchbp layer that has ``register_delta_hook``), histograms ``weights/…``, ``gradients/…``
-and ``delta/…`` (δˡ = ∂C/∂zˡ, the gradient reaching the layer's output) and the scalar ``delta_norm/…``, the
-epoch's mean ‖δˡ‖: the error signal at each depth, the vanishing-gradient view that explicit
-backprop hands over for free. Per step: ``loss/train_step``. At the end: hyperparameters with
-the final metrics. A custom-scalars layout groups the per-layer curves.
+and ``delta/…`` (δˡ = ∂C/∂zˡ, the gradient reaching the layer's output), and two scalars, each the
+epoch's mean over its steps: ``delta_norm/…``, ‖δˡ‖ over the batch, and ``delta_rms/…``, the
+root-mean-square of the examples' own error signals n·δˡₖ (C is the batch mean, so each row of δˡ
+carries a factor 1/n): a size that does not grow with the batch or the layer's width, so runs of
+different shapes compare on one chart. The error signal at each depth is the vanishing-gradient
+view that explicit backprop hands over for free. Per step: ``loss/train_step``. At the end:
+hyperparameters with the final metrics. A custom-scalars layout groups the curves; its charts are
+anchored regular expressions, so one layout serves every run, whatever its depth.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -33,21 +38,29 @@ def _layers(model: torch.nn.Module) -> list[tuple[str, Any]]:
 
 
 class _Deltas:
-    """Per layer: the sum of ‖δ‖ over the epoch's steps, their count, and the last δ."""
+    """Per layer: the sums of ‖δ‖ and of the per-example RMS over the epoch's steps, their count, and the
+    last δ."""
 
     def __init__(self) -> None:
         self.norm_sum: dict[str, Tensor] = {}
+        self.rms_sum: dict[str, Tensor] = {}
         self.count: dict[str, int] = {}
         self.last: dict[str, Tensor] = {}
 
     def record(self, name: str, delta: Tensor) -> None:
-        norm = torch.linalg.vector_norm(delta.detach())
+        delta = delta.detach()
+        norm = torch.linalg.vector_norm(delta)
+        n = delta.shape[0] if delta.dim() else 1
+        # RMS of the examples' own n·δₖ: √(Σ (n δ)² / numel) = n ‖δ‖ / √numel
+        rms = norm * (n / math.sqrt(max(delta.numel(), 1)))
         self.norm_sum[name] = self.norm_sum.get(name, 0) + norm
+        self.rms_sum[name] = self.rms_sum.get(name, 0) + rms
         self.count[name] = self.count.get(name, 0) + 1
-        self.last[name] = delta.detach()
+        self.last[name] = delta
 
     def clear(self) -> None:
         self.norm_sum.clear()
+        self.rms_sum.clear()
         self.count.clear()
 
 
@@ -70,13 +83,18 @@ def _watch(layers: list[tuple[str, torch.nn.Module]], deltas: _Deltas) -> list[A
     return handles
 
 
-def _layout(layers: list[str]) -> dict[str, Any]:
-    return {
-        "torchbp": {
-            "loss": ["Multiline", ["loss/train", "loss/val"]],
-            "δ-norm per layer": ["Multiline", [f"delta_norm/{name}" for name in layers]],
-        }
+LAYOUT: dict[str, Any] = {
+    "torchbp": {
+        "loss": ["Multiline", [r"^loss/(train|val)$"]],
+        "accuracy": ["Multiline", [r"^accuracy/val$"]],
+        "δ RMS per example, per layer": ["Multiline", [r"^delta_rms/"]],
+        "δ-norm per layer": ["Multiline", [r"^delta_norm/"]],
     }
+}
+"""The custom-scalars layout: each chart is a list of regular expressions that TensorBoard *searches*
+tags with, so each is anchored (``loss/train`` alone would also match ``loss/train_step``); the δ
+charts match every layer's tag, so the same layout serves nets of any depth and merges into one chart
+per kind when runs of different depths share a log directory."""
 
 
 @hookimpl
@@ -90,7 +108,7 @@ def torchbp_train_start(run: Any) -> None:
     writer = SummaryWriter(str(run.directory), purge_step=purge)
     layers = _layers(run.model)
     deltas = _Deltas()
-    writer.add_custom_scalars(_layout([name for name, _ in layers]))
+    writer.add_custom_scalars(LAYOUT)
     run.state["tensorboard"] = {
         "writer": writer,
         "layers": layers,
@@ -130,7 +148,9 @@ def torchbp_epoch_end(run: Any, epoch: int, metrics: dict[str, float]) -> None:
                 writer.add_histogram(f"gradients/{name}.{kind}", parameter.grad, step)
         if name in deltas.count:
             writer.add_histogram(f"delta/{name}", deltas.last[name], step)
-            writer.add_scalar(f"delta_norm/{name}", (deltas.norm_sum[name] / deltas.count[name]).item(), step)
+            count = deltas.count[name]
+            writer.add_scalar(f"delta_norm/{name}", (deltas.norm_sum[name] / count).item(), step)
+            writer.add_scalar(f"delta_rms/{name}", (deltas.rms_sum[name] / count).item(), step)
     deltas.clear()
     writer.flush()
 
@@ -155,8 +175,14 @@ def torchbp_train_end(run: Any, history: list[dict[str, float]]) -> None:
         metric_dict = {
             f"hparam/{key}": value for key, value in final.items() if key in ("train_loss", "val_loss", "val_accuracy")
         }
-        hparam_dict = {key: _hparam(value) for key, value in run.config.items() if not isinstance(value, dict | list)}
-        hparam_dict["layers"] = str(run.config.get("layers", ""))
+        # settings left empty ("" for no data file, no target, no name…) would only add empty columns
+        hparam_dict = {
+            key: _hparam(value)
+            for key, value in run.config.items()
+            if not isinstance(value, dict | list) and value not in ("", None)
+        }
+        if run.config.get("layers"):
+            hparam_dict["layers"] = str(run.config["layers"])
         hparam_dict["status"] = run.status  # finished, stopped early, interrupted or failed
         for summary in hparams(hparam_dict, metric_dict):
             writer.file_writer.add_summary(summary)
