@@ -173,7 +173,8 @@ class Block(torch.nn.Module):
         super().__init__()
         self.shared = torch.nn.Linear(4, 4)
         self.stack = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.GELU(), self.shared, torch.nn.Tanh())
-        self.branches = torch.nn.ModuleList([torch.nn.Sequential(self.shared, torch.nn.SiLU()), torch.nn.GroupNorm(1, 4)])
+        branch = torch.nn.Sequential(self.shared, torch.nn.SiLU())
+        self.branches = torch.nn.ModuleList([branch, torch.nn.GroupNorm(1, 4)])
         self.heads = torch.nn.ModuleDict({"out": torch.nn.Linear(4, 2), "act": torch.nn.Softmax(dim=-1)})
         self.conv = torch.nn.Conv1d(1, 1, 1)
 

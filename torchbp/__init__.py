@@ -13,6 +13,7 @@ from .plugins import (
     register_plugin,
     unregister_plugin,
 )
+from .predict import load_model
 from .registry import (
     Cost,
     create_rule,
@@ -57,6 +58,7 @@ __all__ = [
     "list_feedback",
     "list_layers",
     "list_rules",
+    "load_model",
     "nn",
     "per_example",
     "per_example_norm",

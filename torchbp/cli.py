@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,9 +12,11 @@ from typing import Any
 
 import torch
 
+from . import __version__
 from .nn import MLP
 from .nn.models import lenet
 from .plugins import PluginEntry, PluginError
+from .predict import predict_csv
 from .registry import (
     cost_options,
     feedback_options,
@@ -29,6 +32,9 @@ from .training import DATASETS, fit, load
 from .training.checkpoints import CheckpointError
 from .training.config import CONFIG, DEFAULTS, MODEL_DEFAULTS, MODELS, load_config
 from .training.divergence import DivergenceError
+from .training.precision import PRECISIONS, autocast
+from .training.schedules import SCHEDULES, named_schedule
+from .training.signals import TrainingInterrupted
 
 
 def _options(entry: PluginEntry) -> str:
@@ -77,6 +83,9 @@ def _plugins(args: argparse.Namespace) -> int:
         if args.verbose:
             print(f"    {entry.description}")
     return 0
+
+
+_RECORDED_BY_FIT = ("rule_options", "cost_options", "feedback_options")  # fit writes these, parsed
 
 
 def _option(text: str) -> tuple[str, str]:
@@ -150,34 +159,60 @@ def _train(args: argparse.Namespace) -> int:
         train_data, val_data = data.split(config["val_fraction"], config["seed"])
         config["name"] = config["name"] or config["dataset"]
         torch.manual_seed(config["seed"])
+        config["inputs"], config["classes"] = data.inputs.shape[1], data.classes or 0
         model = _model(config, data.inputs.shape[1], data.outputs)
-        fit(
-            model,
-            (train_data.inputs, train_data.targets),
-            val_data=(val_data.inputs, val_data.targets) if len(val_data.inputs) else None,
-            cost=config["cost"],
-            cost_options=config["cost_options"],
-            rule=config["rule"],
-            lr=config["lr"],
-            epochs=config["epochs"],
-            batch_size=config["batch_size"],
-            seed=config["seed"],
-            device=args.device or config["device"],
-            logdir=None if args.no_log else config["logdir"],
-            name=config["name"],
-            resume=args.resume,
-            feedback=config["feedback"],
-            feedback_options=config["feedback_options"],
-            alignment_every=config["alignment_every"],
-            config={k: v for k, v in config.items() if not k.endswith("_options")},
-            **config["rule_options"],
-        )
+        schedule = config["lr_schedule"]
+        device = args.device or config["device"]
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        with autocast(config["precision"], torch.device(device)):
+            fit(
+                model,
+                (train_data.inputs, train_data.targets),
+                val_data=(val_data.inputs, val_data.targets) if len(val_data.inputs) else None,
+                cost=config["cost"],
+                cost_options=config["cost_options"],
+                rule=config["rule"],
+                lr=config["lr"],
+                epochs=config["epochs"],
+                batch_size=config["batch_size"],
+                seed=config["seed"],
+                device=device,
+                logdir=None if args.no_log else config["logdir"],
+                name=config["name"],
+                resume=args.resume,
+                feedback=config["feedback"],
+                feedback_options=config["feedback_options"],
+                alignment_every=config["alignment_every"],
+                config={k: v for k, v in config.items() if k not in _RECORDED_BY_FIT},
+                scheduler=named_schedule(schedule, config["lr_schedule_options"], config["epochs"])
+                if schedule
+                else None,
+                patience=config["patience"] or None,
+                monitor=config["monitor"],
+                restore_best=config["restore_best"],
+                **config["rule_options"],
+            )
+    except TrainingInterrupted as stop:
+        command = f"torchbp train --resume {shlex.quote(str(stop.directory))}"
+        print(f"torchbp train: {stop.describe(command)}", file=sys.stderr)
+        return stop.exit_code
     except DivergenceError as error:
         print(f"torchbp train: error: {error}", file=sys.stderr)
         return 1
     except (ValueError, TypeError, OSError, CheckpointError, PluginError) as error:
         print(f"torchbp train: error: {error}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    try:
+        text = predict_csv(args.run_dir, args.data_file)
+    except (ValueError, TypeError, FileNotFoundError, CheckpointError) as error:
+        print(f"torchbp predict: error: {error}", file=sys.stderr)
+        return 2
+    sys.stdout.write(text)
     return 0
 
 
@@ -223,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="torchbp", description="Explicit backpropagation in PyTorch: plugins, training, benchmarks."
     )
+    parser.add_argument("--version", action="version", version=f"torchbp {__version__} (torch {torch.__version__})")
     commands = parser.add_subparsers(dest="command", required=True)
     plugins = commands.add_parser(
         "plugins", help="list registered costs, update rules, layers and feedback rules with their providers"
@@ -272,7 +308,38 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--name", help="the run's name (default: the dataset)")
     train.add_argument("--no-log", action="store_true", help="write no run directory")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    train.add_argument(
+        "--lr-schedule",
+        choices=list(SCHEDULES),
+        help="; ".join(f"{name}: {what}" for name, (_, what, _) in SCHEDULES.items()) + " (default: none)",
+    )
+    train.add_argument(
+        "--lr-schedule-option",
+        dest="lr_schedule_options",
+        type=_option,
+        action="append",
+        metavar="KEY=VALUE",
+        help="e.g. step_size=10, gamma=0.5, T_max=30, factor=0.5, patience=3",
+    )
+    train.add_argument("--patience", type=int, help="stop after this many epochs without a better --monitor value")
+    train.add_argument("--monitor", choices=["val_loss", "val_accuracy", "train_loss"], help="default val_loss")
+    train.add_argument(
+        "--restore-best", action="store_true", default=None, help="with --patience: end with the best epoch's weights"
+    )
+    train.add_argument("--precision", choices=PRECISIONS, help="bfloat16, float16: train under autocast")
     train.set_defaults(run=_train)
+
+    predict = commands.add_parser(
+        "predict",
+        help="print a trained run's prediction for each row of a CSV file",
+        description="Load RUN_DIR's model (config.toml and checkpoint.pt) and print one predicted class (or value) "
+        "per data row of the CSV file, as CSV.",
+    )
+    predict.add_argument("run_dir", metavar="RUN_DIR", help="a run directory of torchbp train")
+    predict.add_argument(
+        "--data-file", required=True, help="CSV with a header row: the input columns (a target column is ignored)"
+    )
+    predict.set_defaults(run=_predict)
 
     bench = commands.add_parser("bench", help="time torchbp against torch.nn + torch.optim and NumPy")
     bench.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")

@@ -101,7 +101,10 @@ def torchbp_train_start(run: Any) -> None:
     """Called once before the first step (and again when a run is resumed).
 
     ``run.start_epoch`` says where training starts (0, or the epoch after the checkpoint).
-    A logger opens its files here; a plugin may register hooks on ``run.model``.
+    A logger opens its files here; a plugin may register hooks on ``run.model``: ``fit`` picks
+    its graph-free fast path only after this hook, and only while the model has no module hooks,
+    so forward and backward hooks put on here fire at every step. Pass an object to
+    ``fit(callbacks=[…])`` to have it called for that run only.
     """
 
 
@@ -146,4 +149,10 @@ def torchbp_epoch_end(run: Any, epoch: int, metrics: dict[str, float]) -> None:
 
 @hookspec
 def torchbp_train_end(run: Any, history: list[dict[str, float]]) -> None:
-    """Called once after the last epoch with every epoch's metrics; a logger closes its files here."""
+    """Called once when training ends, with every epoch's metrics; a logger closes its files here.
+
+    It runs however training ends: ``run.status`` is ``"finished"``, ``"stopped early"``
+    (``fit(patience=…)``), ``"interrupted"`` (SIGINT or SIGTERM; ``fit`` then raises
+    ``torchbp.training.TrainingInterrupted``) or ``"failed"`` (an exception, which
+    propagates after this hook), so remove here whatever ``torchbp_train_start`` put on the model.
+    """

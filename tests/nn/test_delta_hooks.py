@@ -22,13 +22,17 @@ from torchbp.training.graph_free import GraphFreeStep
 
 Seen = list[tuple[torch.nn.Module, torch.Tensor]]
 
-# every registered twin with parameters of its own, with each of its examples
+# every registered twin with parameters of its own, with each of its examples. Only leaves: a twin
+# whose forward is one explicit-δ node, so that its δ is the gradient of its output. A twin that
+# holds sub-modules (TransformerEncoderLayer, MultiheadAttention with its output projection) has
+# no single δ at its output: its children's hooks see theirs, and MultiheadAttention's own hooks
+# see the attention's δ before the output projection.
 TWINS_WITH_PARAMETERS = [
     (entry.spec, index)
     for entry in torchbp.list_layers()
     if entry.spec.examples is not None
     for index, (module, _) in enumerate(entry.spec.examples(torch.float64))
-    if any(True for _ in module.parameters(recurse=False))
+    if not module._modules and any(True for _ in module.parameters(recurse=False))
 ]
 
 NATIVE_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -49,20 +53,45 @@ def _recorder(seen: Seen) -> Callable[[torch.nn.Module, torch.Tensor], None]:
     return lambda layer, delta: seen.append((layer, delta.clone()))
 
 
-def _channel_dim(module: torch.nn.Module, delta: torch.Tensor) -> int:
-    """The dimension of δ that runs along the bias (the one BP3 does not sum over)."""
+def _channel_dims(module: torch.nn.Module, delta: torch.Tensor) -> list[int]:
+    """The dimensions of δ that run along the bias (those BP3 does not sum over)."""
     if isinstance(module, torch.nn.Linear):
-        return delta.dim() - 1
+        return [delta.dim() - 1]
     if isinstance(module, torch.nn.modules.conv._ConvNd):
-        return delta.dim() - len(module.kernel_size) - 1  # (N, C, *spatial) or unbatched (C, *spatial)
+        return [delta.dim() - len(module.kernel_size) - 1]  # (N, C, *spatial) or unbatched (C, *spatial)
     if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-        return 1
+        return [1]
+    if isinstance(module, (torch.nn.LayerNorm, torch.nn.RMSNorm)):
+        return list(range(delta.dim() - len(module.normalized_shape), delta.dim()))  # the trailing normalized_shape
     raise AssertionError(f"tell this test where {type(module).__name__}'s δ has its channels")
 
 
-def _sum_but(delta: torch.Tensor, dim: int) -> torch.Tensor:
-    """BP3's Σ over the examples and positions: every dimension but ``dim``."""
-    return delta.sum([d for d in range(delta.dim()) if d != dim])
+def _sum_but(delta: torch.Tensor, dims: list[int]) -> torch.Tensor:
+    """BP3's Σ over the examples and positions: every dimension but ``dims``."""
+    return delta.sum([d for d in range(delta.dim()) if d not in dims])
+
+
+def _normalised(module: torch.nn.LayerNorm | torch.nn.RMSNorm, x: torch.Tensor) -> torch.Tensor:
+    """x̂ over the trailing ``normalized_shape``: (x − μ)/√(σ² + ε) (biased σ²), or x/√(⟨x²⟩ + ε)."""
+    dims = list(range(x.dim() - len(module.normalized_shape), x.dim()))
+    if isinstance(module, torch.nn.LayerNorm):
+        mean, var = x.mean(dims, keepdim=True), x.var(dims, unbiased=False, keepdim=True)
+        return (x - mean) / (var + module.eps).sqrt()
+    eps = torch.finfo(x.dtype).eps if module.eps is None else module.eps
+    return x / (x.square().mean(dims, keepdim=True) + eps).sqrt()
+
+
+def _scattered(module: torch.nn.Embedding, indices: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """∂C/∂W of a lookup: each δ row added into the row of its index (divided by that index's count
+    with ``scale_grad_by_freq``); the ``padding_idx`` row gets nothing."""
+    rows = delta.reshape(-1, module.embedding_dim)
+    flat = indices.reshape(-1)
+    if module.scale_grad_by_freq:
+        rows = rows / torch.bincount(flat, minlength=module.num_embeddings)[flat].unsqueeze(1)
+    gradient = torch.zeros_like(module.weight).index_add_(0, flat, rows)
+    if module.padding_idx is not None:
+        gradient[module.padding_idx] = 0
+    return gradient
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
@@ -79,7 +108,8 @@ def test_every_twin_with_parameters_hands_its_hooks_the_gradient_of_its_output(
     theirs.train(training)
     seen: Seen = []
     ours.register_delta_hook(_recorder(seen))
-    z_ours, z_theirs = ours(x.clone().requires_grad_()), theirs(x.clone().requires_grad_())
+    differentiable = x.is_floating_point()  # an input of indices (Embedding) has no gradient
+    z_ours, z_theirs = ours(x.clone().requires_grad_(differentiable)), theirs(x.clone().requires_grad_(differentiable))
     z_theirs.retain_grad()
     target = torch.randn_like(z_theirs)
     _batch_mean_cost(z_ours, target).backward()
@@ -88,9 +118,9 @@ def test_every_twin_with_parameters_hands_its_hooks_the_gradient_of_its_output(
     ((layer, delta),) = seen
     assert layer is ours
     torch.testing.assert_close(delta, z_theirs.grad, rtol=1e-10, atol=1e-12)  # δ = ∂C/∂z
-    if ours.bias is not None:
+    if getattr(ours, "bias", None) is not None:  # RMSNorm and Embedding have none
         # BP3: ∂C/∂b = Σ δ over the examples and positions
-        torch.testing.assert_close(ours.bias.grad, _sum_but(delta, _channel_dim(ours, delta)))
+        torch.testing.assert_close(ours.bias.grad, _sum_but(delta, _channel_dims(ours, delta)))
     if isinstance(ours, torch.nn.Linear):
         # BP4: ∂C/∂W = δᵀ a, rows = examples (and any leading dimensions)
         expected = delta.reshape(-1, ours.out_features).t() @ x.reshape(-1, ours.in_features)
@@ -105,6 +135,13 @@ def test_every_twin_with_parameters_hands_its_hooks_the_gradient_of_its_output(
             mean, var = ours.running_mean, ours.running_var
         x_hat = (x - mean.reshape(shape)) / (var.reshape(shape) + ours.eps).sqrt()
         torch.testing.assert_close(ours.weight.grad, (delta * x_hat).sum(dims))
+    if isinstance(ours, (torch.nn.LayerNorm, torch.nn.RMSNorm)) and ours.weight is not None:
+        # ∂C/∂γ = Σ δ ⊙ x̂ over the examples (the leading dimensions), x̂ each example's own
+        x_hat = _normalised(ours, x)
+        torch.testing.assert_close(ours.weight.grad, _sum_but(delta * x_hat, _channel_dims(ours, delta)))
+    if isinstance(ours, torch.nn.Embedding):
+        # ∂C/∂W[r] = Σ of δ over the positions holding index r, none into padding_idx
+        torch.testing.assert_close(ours.weight.grad, _scattered(ours, x, delta))
     # and every parameter gradient is what torch.nn's own backward makes of this δ
     z_again = theirs(x)
     native = torch.autograd.grad(z_again, list(theirs.parameters()), delta)
@@ -296,7 +333,7 @@ def test_a_converted_sequential_chain_hands_every_layer_its_own_delta_on_every_b
     for layer, delta in first:
         i, native_delta = expected[id(layer)]
         torch.testing.assert_close(delta, native_delta, msg=lambda m, i=i: f"δ of layer {i}: {m}")
-        torch.testing.assert_close(layer.bias.grad, _sum_but(delta, _channel_dim(layer, delta)))  # BP3
+        torch.testing.assert_close(layer.bias.grad, _sum_but(delta, _channel_dims(layer, delta)))  # BP3
     for (name, p_ours), p_native in zip(ours.named_parameters(), native.parameters()):
         torch.testing.assert_close(p_ours.grad, p_native.grad, msg=lambda m, n=name: f"{n}: {m}")
 
@@ -308,7 +345,7 @@ def test_a_converted_sequential_chain_hands_every_layer_its_own_delta_on_every_b
 
 
 def test_every_registered_twin_with_parameters_has_delta_hooks() -> None:
-    assert TWINS_WITH_PARAMETERS  # Linear, the convolutions and batch norms at least
+    assert TWINS_WITH_PARAMETERS  # Linear, the convolutions, the norms and Embedding at least
     for spec, _ in TWINS_WITH_PARAMETERS:
         assert issubclass(spec.twin, tnn.DeltaHooks), spec.name
 

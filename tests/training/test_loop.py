@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import textwrap
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -364,6 +366,44 @@ def test_step_losses_reach_listeners_and_add_up_to_the_epoch_loss(
     assert len(recorder.losses) == 4 and all(recorder.listening)  # TensorBoard's step logger, while logging
     assert history[0]["train_loss"] == pytest.approx(sum(recorder.losses) / 4, rel=1e-6)
     assert not torchbp.get_plugin_manager().has_plugin("torchbp.training.tensorboard.steps")
+
+
+def test_resume_refuses_settings_that_cannot_change_and_keeps_the_runs(tmp_path: Path, digits: tuple) -> None:
+    train = (digits[0][0][:100], digits[0][1][:100])
+    torchbp.fit(
+        _model(),
+        train,
+        epochs=1,
+        lr=0.5,
+        batch_size=20,
+        logdir=tmp_path,
+        name="kept",
+        seed=4,
+        verbose=False,
+        momentum=0.5,
+    )
+    directory = tmp_path / "kept" / "version_0"
+    for changed, words in [
+        ({"lr": 0.1}, "lr=0.1 (the run has 0.5)"),
+        ({"rule": "adam"}, "rule='adam' (the run has 'sgd')"),
+        ({"momentum": 0.9}, "rule_options={'momentum': 0.9} (the run has {'momentum': 0.5})"),
+        ({"batch_size": 7, "seed": 1}, "batch_size=7 (the run has 20), seed=1 (the run has 4)"),
+        ({"patience": 3}, "patience=3 (the run has 0)"),
+    ]:
+        with pytest.raises(ValueError, match="only epochs and device may change, got " + re.escape(words)):
+            torchbp.fit(_model(), train, epochs=2, resume=directory, verbose=False, **changed)
+    assert tomllib.loads((directory / "config.toml").read_text())["epochs"] == 1  # untouched
+    # settings left at fit's defaults take the run's: lr 0.5, batch 20, momentum 0.5
+    history = torchbp.fit(_model(), train, epochs=2, resume=directory, verbose=False)
+    assert history[-1]["lr"] == 0.5
+    config = tomllib.loads((directory / "config.toml").read_text())
+    assert (config["lr"], config["batch_size"], config["rule_options"], config["epochs"]) == (
+        0.5,
+        20,
+        {"momentum": 0.5},
+        2,
+    )
+    assert load_checkpoint(directory)["rule"]["param_groups"][0]["momentum"] == 0.5
 
 
 def _dropout_net() -> torch.nn.Module:

@@ -4,6 +4,7 @@ from .checkpoints import CheckpointError, load_checkpoint
 from .datasets import DATASETS, Data, load
 from .divergence import DivergenceError
 from .loop import Run, evaluate, fit
+from .signals import TrainingInterrupted
 
 __all__ = [
     "DATASETS",
@@ -11,6 +12,7 @@ __all__ = [
     "Data",
     "DivergenceError",
     "Run",
+    "TrainingInterrupted",
     "evaluate",
     "fit",
     "load",

@@ -32,8 +32,21 @@ DEFAULTS: dict[str, Any] = {
     "device": "auto",
     "logdir": "runs",
     "name": "",
+    "lr_schedule": "",
+    "lr_schedule_options": {},
+    "patience": 0,
+    "monitor": "val_loss",
+    "restore_best": False,
+    "precision": "float32",
+    "inputs": 0,
+    "classes": 0,
 }
-"""The default run: Nielsen's 64-30-10 sigmoid network, quadratic cost, SGD η = 3, on digits."""
+"""The default run: Nielsen's 64-30-10 sigmoid network, quadratic cost, SGD η = 3, on digits.
+
+No learning-rate schedule (``lr_schedule``: ``step``, ``cosine`` or ``plateau``), no early stopping
+(``patience`` 0), float32 arithmetic (``precision``: ``bfloat16``/``float16`` train under autocast).
+``inputs`` and ``classes`` are not options: a run records its data's input width and number of
+classes (0 for regression values) there, for :func:`torchbp.load_model` and ``torchbp predict``."""
 
 MODELS = ("mlp", "lenet")
 

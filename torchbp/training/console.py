@@ -1,4 +1,5 @@
-"""Console output as a built-in plugin: a progress bar with the running loss, one line per epoch."""
+"""Console output as a built-in plugin: a progress bar with the running loss, rate and ETA, one line
+per epoch, and a summary line at the end (how the run ended, its best validation accuracy, its time)."""
 
 from __future__ import annotations
 
@@ -35,7 +36,27 @@ def torchbp_train_start(run: Any) -> None:
         f"{run.epochs} epochs of {run.steps_per_epoch} steps{resumed}",
         flush=True,
     )
-    run.state["console"] = {"loss": 0.0, "steps": 0, "shown": 0.0}
+    run.state["console"] = {"loss": 0.0, "steps": 0, "shown": 0.0, "started": time.monotonic()}
+
+
+def _duration(seconds: float) -> str:
+    """``0:07``, ``12:03``, ``1:02:03``."""
+    minutes, secs = divmod(int(seconds + 0.5), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def progress_line(epoch: int, epochs: int, step: int, steps: int, loss: float, elapsed: float) -> str:
+    """The bar after ``step + 1`` of ``steps`` steps, ``elapsed`` seconds into the epoch: the running
+    loss, the rate in steps per second and the epoch's remaining time (ETA)."""
+    done = (step + 1) / steps
+    filled = round(done * _BAR)
+    rate = (step + 1) / elapsed if elapsed > 0 else float("inf")
+    eta = (steps - step - 1) / rate if rate != float("inf") else 0.0
+    return (
+        f"epoch {epoch + 1}/{epochs} [{'#' * filled}{'.' * (_BAR - filled)}] {step + 1}/{steps}  "
+        f"loss {loss:.4f}  {rate:,.1f} steps/s  ETA {_duration(eta)}"
+    )
 
 
 class _ProgressBar:
@@ -44,20 +65,18 @@ class _ProgressBar:
     @hookimpl
     def torchbp_step_end(self, run: Any, epoch: int, step: int, loss: Tensor) -> None:
         state = run.state["console"]
+        now = time.monotonic()
         if step == 0:
-            state.update(loss=0.0, steps=0)
+            state.update(loss=0.0, steps=0, epoch_started=now)
         state["loss"] += loss.item()
         state["steps"] += 1
-        now = time.monotonic()
         if now - state["shown"] < 0.1 and step + 1 < run.steps_per_epoch:
             return
         state["shown"] = now
-        done = (step + 1) / run.steps_per_epoch
-        filled = round(done * _BAR)
-        sys.stderr.write(
-            f"\repoch {epoch + 1}/{run.epochs} [{'#' * filled}{'.' * (_BAR - filled)}] "
-            f"{step + 1}/{run.steps_per_epoch}  loss {state['loss'] / state['steps']:.4f}"
+        line = progress_line(
+            epoch, run.epochs, step, run.steps_per_epoch, state["loss"] / state["steps"], now - state["epoch_started"]
         )
+        sys.stderr.write("\r" + line)
         sys.stderr.flush()
 
 
@@ -86,9 +105,33 @@ def _tensorboard_command() -> str:
     return relative if not relative.startswith("..") else str(beside)
 
 
+def summary_line(run: Any, history: list[dict[str, float]], seconds: float) -> str:
+    """How the run ended, its best validation accuracy (or loss) and that epoch, and the time it took."""
+    status = {
+        "finished": "done",
+        "stopped early": run.stop_reason or "stopped early",
+        "interrupted": "interrupted",
+        "failed": "failed",
+    }.get(run.status, run.status)
+    trained = len(history) - run.start_epoch
+    parts = [f"{status}: {trained} epoch{'s' if trained != 1 else ''} in {_duration(seconds)}"]
+    scored = [h for h in history if "val_accuracy" in h]
+    if scored:
+        best = max(scored, key=lambda h: h["val_accuracy"])
+        parts.append(f"best val acc {100 * best['val_accuracy']:.2f}% at epoch {int(best['epoch'])}")
+    elif any("val_loss" in h for h in history):
+        best = min((h for h in history if "val_loss" in h), key=lambda h: h["val_loss"])
+        parts.append(f"best val loss {best['val_loss']:.5f} at epoch {int(best['epoch'])}")
+    return "; ".join(parts)
+
+
 @hookimpl
 def torchbp_train_end(run: Any, history: list[dict[str, float]]) -> None:
     listen(_PROGRESS, None)
+    if run.verbose and "console" in run.state:
+        if _bar_wanted(run):
+            sys.stderr.write("\r\033[K")
+        print(summary_line(run, history, time.monotonic() - run.state["console"]["started"]), flush=True)
     if run.verbose and run.directory is not None:
         print(f"run directory: {run.directory}")
         print(f"watch it in TensorBoard:  {_tensorboard_command()} --logdir {run.directory.parent}")

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from ..derivatives.dense import mlp_backward, mlp_forward
+from ..functional.checks import autocast_dtype, cast_floating
 from ..functional.internals import has_hooks
 from ..functional.mlp_node import record_layers
 from ..functional.per_example_tap import recording
@@ -48,8 +49,8 @@ class GraphFreeStep:
             raise ValueError(f"graph-free steps need a torchbp.nn.MLP with no module hooks, got {type(model).__name__}")
         self.layers = model.dense_layers
         self.cost = cost
-        self.weights = [layer.weight for layer in self.layers]
-        self.biases = [layer.bias for layer in self.layers]
+        self.weights: list[Tensor] = [layer.weight for layer in self.layers]
+        self.biases: list[Tensor | None] = [layer.bias for layer in self.layers]
         self.activations = [layer.activation for layer in self.layers]
         self.needs = [
             (l > 0, w.requires_grad, b is not None and b.requires_grad)
@@ -67,7 +68,15 @@ class GraphFreeStep:
         if torch.is_grad_enabled():
             with torch.no_grad():
                 return self(inputs, targets)
-        a, z = mlp_forward(inputs, self.weights, self.biases, self.activations)
+        weights, biases = self.weights, self.biases
+        dtype = autocast_dtype(inputs)
+        if dtype is not None:
+            # cast here, as F.mlp does: autocast's own cast of a parameter is cached until the
+            # autocast block ends, so after the first update every step would read stale weights
+            inputs = cast_floating(inputs, dtype)
+            weights = [cast_floating(w, dtype) for w in weights]
+            biases = [cast_floating(b, dtype) for b in biases]
+        a, z = mlp_forward(inputs, weights, biases, self.activations)
         output, cost = a[-1], self.cost
         if self.check_targets and cost.spec.check is not None:
             cost.spec.check(output, targets, **cost.options)
@@ -75,7 +84,10 @@ class GraphFreeStep:
         grad_output = cost.gradient(output, targets) / output.shape[0]
         saved = [z_l if kind == "z" else a_l if kind == "a" else None for kind, z_l, a_l in zip(self.reads, z, a[1:])]
         # BP2 reads each Bˡ in Wˡ's place where a feedback rule is attached (e = ∇ₐC for a direct one)
-        weights = [feedback.matrix(inputs) for feedback in self.feedback] if self.feedback else self.weights
+        if self.feedback:
+            weights = [feedback.matrix(inputs) for feedback in self.feedback]
+            if dtype is not None:
+                weights = [cast_floating(b, dtype) for b in weights]
         direct = self.feedback[0].rule.direct if self.feedback else False
         deltas, _, grad_weights, grad_biases = mlp_backward(
             grad_output,
@@ -97,5 +109,6 @@ class GraphFreeStep:
             record_layers(deltas, a[:-1], self.layer_params, grad_weights, grad_biases)
         for parameter, grad in zip(self.parameters, (*grad_weights, *grad_biases)):
             if parameter is not None:
-                parameter.grad = grad
+                # under autocast the products ran in bf16/fp16: ∂C/∂θ in θ's own dtype, as autograd's cast gives it
+                parameter.grad = grad if grad is None or grad.dtype == parameter.dtype else grad.to(parameter.dtype)
         return output

@@ -24,6 +24,7 @@ from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
+from ..functional.internals import any_autocast
 from ..nn import MLP
 from ..nn.feedback import attach, feedback_of
 from ..per_example_quantities import PerExample
@@ -32,11 +33,16 @@ from ..registry import Cost, create_rule, get_cost, parsed_feedback_options, rul
 from ..registry import cost_options as cost_options_for
 from ..registry import rule_options as rule_options_for
 from ..specs import RuleSpec
+from .callbacks import check_callbacks, registered
 from .checkpoints import CheckpointError, load_checkpoint, remove_stale_temporaries, save_checkpoint
 from .config import CONFIG, dump_config
 from .divergence import DivergenceError, NonFiniteCost, first_non_finite
 from .graph_free import GraphFreeStep, supports
+from .resume import check_scheduler, resumed_settings
 from .run_directory import closed_on_failure, new_run_directory
+from .schedules import SchedulerFactory, make_scheduler, step_scheduler
+from .signals import StopRequest, TrainingInterrupted, stop_requests
+from .stopping import EarlyStopping
 from .validate import check_finite_data, check_fit_arguments, warn_if_probabilities_into_logit_cost
 
 TrainData = tuple[Tensor, Tensor] | Dataset | DataLoader
@@ -57,6 +63,10 @@ class Run:
         state: a scratch dict for plugins, one key per plugin.
         per_example: the :func:`~torchbp.per_example` context opened around each backward pass
             (the quantities ``fit`` was asked for and those its rule reads), or ``None``.
+        status: ``"running"``, then how it ended: ``"finished"``, ``"stopped early"``,
+            ``"interrupted"`` (SIGINT/SIGTERM) or ``"failed"`` (an exception), as
+            ``torchbp_train_end`` sees it.
+        stop_reason: why an early stop happened, for the console (else ``""``).
     """
 
     model: torch.nn.Module
@@ -73,6 +83,8 @@ class Run:
     world_size: int = 1
     state: dict[str, Any] = field(default_factory=dict)
     per_example: PerExample | None = None
+    status: str = "running"
+    stop_reason: str = ""
 
 
 def _batches(
@@ -287,6 +299,7 @@ def _train_epoch(
     batch_size: int,
     seed: int,
     epoch: int,
+    stop: StopRequest,
     skip_nonfinite: bool = False,
 ) -> tuple[Tensor, int]:
     """One pass over ``data``, stepping ``run.rule`` after each batch; returns (Σₖ Cₖ, n) over the epoch.
@@ -296,9 +309,11 @@ def _train_epoch(
     ``skip_nonfinite`` asks for it). A cost that is not finite raises
     ``DivergenceError`` naming its step, or, with
     ``skip_nonfinite``, that step is not taken (a warning counts such steps).
+    A stop request (SIGINT, SIGTERM) raises ``TrainingInterrupted`` after the step it came in.
+    Under ``torch.autocast`` every step sees the updated weights (the cache of casts is cleared).
     """
     try:
-        return _epoch_steps(run, network, graph_free_step, data, batch_size, seed, epoch, skip_nonfinite)
+        return _epoch_steps(run, network, graph_free_step, data, batch_size, seed, epoch, stop, skip_nonfinite)
     except NonFiniteCost as found:
         last = epoch if run.directory is not None and epoch > 0 else None
         raise DivergenceError(
@@ -320,6 +335,7 @@ def _epoch_steps(
     batch_size: int,
     seed: int,
     epoch: int,
+    stop: StopRequest,
     skip_nonfinite: bool,
 ) -> tuple[Tensor, int]:
     model, rule, cost, device = run.model, run.rule, run.cost, run.device
@@ -330,6 +346,7 @@ def _epoch_steps(
     report_step = reporting_plugin(step_end)
     before_update = hooks.torchbp_before_update if hooks.torchbp_before_update.get_hookimpls() else None
     tapped = run.per_example if run.per_example is not None else nullcontext()  # per-example rows of each backward
+    autocast = any_autocast()
     model.train()
     if graph_free_step is not None:
         # tensor data: every row's targets were checked in the first epoch
@@ -375,8 +392,12 @@ def _epoch_steps(
             if before_update is not None:
                 before_update(run=run, epoch=epoch, step=step, inputs=inputs, targets=targets)
             rule.step()
+            if autocast:
+                # autocast keeps its casts of the parameters until its block ends: drop them, now stale
+                torch.clear_autocast_cache()
             epoch_cost.add(cast(Tensor, output), targets, step)
             report_step(run=run, epoch=epoch, step=step, loss=loss)
+            stop.check()
     if skipped:
         if skipped == run.steps_per_epoch:
             raise NonFiniteCost(0, float("nan"))
@@ -469,6 +490,11 @@ def fit(
     feedback_options: dict[str, Any] | None = None,
     alignment_every: int = 100,
     per_example: Sequence[str] = (),
+    callbacks: Sequence[object] = (),
+    scheduler: SchedulerFactory | None = None,
+    patience: int | None = None,
+    monitor: str = "val_loss",
+    restore_best: bool = False,
     **rule_options: Any,
 ) -> list[dict[str, float]]:
     """Train ``model`` on ``train_data`` with a registered cost and update rule.
@@ -488,7 +514,11 @@ def fit(
             ``config.toml``, ``checkpoint.pt``); ``None`` logs and saves nothing.
         seed: seeds the shuffling and torch's RNG; ``None`` draws one (recorded in the config).
         device: ``"cpu"``, ``"cuda"``, ``"auto"``, or ``None`` for the model's own device.
-        resume: a run directory to continue from its last checkpoint, with its own settings.
+        resume: a run directory to continue from its last checkpoint, with its own settings:
+            only ``epochs`` and ``device`` may change; a cost, rule, ``lr``, ``batch_size``,
+            ``seed``, ``name``, ``patience``, ``monitor`` or ``restore_best`` other than the run's
+            is an error (one left at its default takes the run's value), and so is a
+            ``scheduler`` the run did not have, or the lack of the one it had.
             Under ``torchrun`` every process trains on its shard of each epoch (gradients
             averaged across processes, as DistributedDataParallel does) and process 0 alone
             prints, logs and writes checkpoints.
@@ -509,7 +539,8 @@ def fit(
             and the true backprop gradient on the same batch (0: never).
         verbose: print a progress bar and a summary line per epoch.
         graph_free: train a torchbp ``MLP`` without an autograd graph (the same numbers, faster);
-            ``None`` does so whenever the model allows it, ``False`` always goes through autograd.
+            ``None`` does so whenever the model allows it (no module hooks on it or its layers
+            once the ``torchbp_train_start`` hooks have run), ``False`` always goes through autograd.
         threads: torch's intra-op threads while training (restored afterwards). ``None`` keeps
             torch's setting, except for a torchbp ``MLP`` whose every layer is small (batch ×
             in × out < 2²¹) on the CPU: that trains on one thread, because handing such small
@@ -521,6 +552,19 @@ def fit(
         per_example: quantities of ``torchbp.per_example`` to compute in every step, besides
             those the rule reads (``dp_sgd``: ``"grad"`` and ``"norm"``); with ``"norm"`` and a
             ``logdir``, TensorBoard shows each layer's per-example gradient norms (``per_example_norm/…``).
+        callbacks: objects with training hooks (``torchbp_train_start``, ``torchbp_step_end``,
+            ``torchbp_epoch_end``, ``torchbp_train_end``, marked with ``torchbp.hookimpl``),
+            registered for this call only.
+        scheduler: ``lambda rule: <a torch.optim.lr_scheduler scheduler on rule>``, stepped after
+            every epoch (``ReduceLROnPlateau`` with the validation loss, else the training loss);
+            its state is checkpointed and restored on resume.
+        patience: stop once ``monitor`` has not improved for this many epochs (``None``: never).
+        monitor: what early stopping watches: ``"val_loss"``, ``"val_accuracy"`` or ``"train_loss"``.
+        restore_best: with ``patience``, load the best epoch's weights into ``model`` at the end.
+
+    Returns:
+        One dict per epoch: ``epoch``, ``train_loss``, ``lr`` (the rate the epoch trained with),
+        ``seconds`` and, with validation data, ``val_loss`` and ``val_accuracy``.
 
     Raises:
         TypeError, ValueError: an argument of the wrong type or out of range, named; non-finite
@@ -529,10 +573,17 @@ def fit(
         DivergenceError: the cost became NaN or ±inf (see ``skip_nonfinite``).
         CheckpointError: ``resume`` is not a run of this model, or a checkpoint cannot be written.
         PluginError: a training hook (a logger, a callback) raised; the plugin is named.
+        TrainingInterrupted: SIGINT (Ctrl-C) or SIGTERM stopped the run at a step boundary, after
+            the ``torchbp_train_end`` hooks ran; it names the last checkpointed epoch. Any other
+            exception during training also runs ``torchbp_train_end`` (with ``run.status``
+            ``"failed"``) before it propagates.
 
-    Returns:
-        One dict per epoch: ``epoch``, ``train_loss``, ``lr``, ``seconds`` and, with
-        validation data, ``val_loss`` and ``val_accuracy``.
+    Examples:
+        >>> x, y = torch.rand(40, 2), torch.randint(0, 2, (40,))
+        >>> steps = lambda rule: torch.optim.lr_scheduler.StepLR(rule, step_size=1, gamma=0.5)
+        >>> history = fit(MLP([2, 3, 2]), (x, y), epochs=3, lr=1.0, scheduler=steps, verbose=False)
+        >>> [h["lr"] for h in history]
+        [1.0, 0.5, 0.25]
     """
     check_fit_arguments(
         lr=lr,
@@ -556,65 +607,76 @@ def fit(
     if val_data is not None:
         _check_train_data("val_data", val_data)
         check_finite_data("val_data", val_data)
+    check_callbacks(callbacks)  # a bad callback is an error before any run directory is made
+    if isinstance(alignment_every, bool) or not isinstance(alignment_every, int) or alignment_every < 0:
+        raise ValueError(f"alignment_every: expected a non-negative int, got {alignment_every!r}")
     checkpoint = load_checkpoint(Path(resume)) if resume is not None else None
+    if checkpoint is not None and feedback is None:  # a resumed run keeps its feedback rule
+        feedback = checkpoint["config"].get("feedback")
+        feedback_options = checkpoint["config"].get("feedback_options")
+    settings = {
+        **(config or {}),
+        "cost": cost,
+        "cost_options": cost_options_for(cost, dict(cost_options or {})),
+        "rule": rule,
+        "rule_options": rule_options_for(rule, rule_options),
+        "lr": lr,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "seed": seed,
+        "name": name,
+        "patience": patience or 0,
+        "monitor": monitor,
+        "restore_best": restore_best,
+    }
+    if per_example:
+        settings["per_example"] = list(per_example)
     if checkpoint is not None:
-        seed = int(checkpoint["config"]["seed"])
-    elif seed is None:
-        seed = random.SystemRandom().randrange(2**31)
+        settings = resumed_settings(checkpoint, settings, scheduler is not None)
+    elif settings["seed"] is None:
+        settings["seed"] = random.SystemRandom().randrange(2**31)
+    seed, batch_size = int(settings["seed"]), int(settings["batch_size"])
+    stopping = None
+    if settings["patience"]:
+        stopping = EarlyStopping(settings["patience"], settings["monitor"], settings["restore_best"])
+        stopping.check_monitor(val_data is not None)
     device = _device(device, model)
     model.to(device)
     rank, world, started_group = _process_group(device)
     verbose = verbose and rank == 0
     if graph_free and not supports(model):
         raise ValueError("graph_free=True needs a torchbp.nn.MLP without module hooks; got " + type(model).__name__)
-    use_graph_free = supports(model) if graph_free is None else graph_free
     if threads is None and isinstance(model, MLP):
         threads = threads_for(model, batch_size, device)
-    if checkpoint is not None and feedback is None:  # a resumed run keeps its feedback rule
-        feedback = checkpoint["config"].get("feedback")
-        feedback_options = checkpoint["config"].get("feedback_options")
     if feedback is not None:
         feedback_options = parsed_feedback_options(feedback, {"seed": seed, **(feedback_options or {})})
         attach(model, feedback, **feedback_options)
     else:
         rule_in_model = feedback_of(model)
         feedback = rule_in_model.name if rule_in_model is not None else "backprop"
-    if isinstance(alignment_every, bool) or not isinstance(alignment_every, int) or alignment_every < 0:
-        raise ValueError(f"alignment_every: expected a non-negative int, got {alignment_every!r}")
-    cost_options = cost_options_for(cost, dict(cost_options or {}))
-    rule_options = rule_options_for(rule, rule_options)
-    cost_module = get_cost(cost, **cost_options)
-    update_rule = create_rule(rule, model, lr=lr, **rule_options)
-    warn_if_probabilities_into_logit_cost(model, cost)
+    settings.update(feedback=feedback, feedback_options=dict(feedback_options or {}), alignment_every=alignment_every)
+    cost_module = get_cost(settings["cost"], **settings["cost_options"])
+    update_rule = create_rule(settings["rule"], model, lr=settings["lr"], **settings["rule_options"])
+    warn_if_probabilities_into_logit_cost(model, settings["cost"])
+    lr_scheduler = make_scheduler(scheduler, update_rule) if scheduler is not None else None
     quantities = tuple(dict.fromkeys((*getattr(update_rule, "per_example", ()), *per_example)))
     recording = PerExample(model, *quantities) if quantities else None
     if isinstance(train_data, tuple):
         train_data = _encoded(model, cost_module, train_data[0].to(device), train_data[1].to(device))
-    settings = {
-        **(config or {}),
-        "cost": cost,
-        "cost_options": cost_options,
-        "rule": rule,
-        "rule_options": dict(rule_options),
-        "feedback": feedback,
-        "feedback_options": dict(feedback_options or {}),
-        "alignment_every": alignment_every,
-        "lr": lr,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "seed": seed,
-        "name": name,
-    }
-    if per_example:
-        settings["per_example"] = list(per_example)
     history: list[dict[str, float]] = []
     start_epoch = 0
+    saved_epoch: int | None = None  # the last epoch (from 1) in the run's checkpoint
     if checkpoint is not None:
         _restore(Path(cast(Path, resume)), checkpoint, model, update_rule)
         remove_stale_temporaries(Path(cast(Path, resume)))
+        if lr_scheduler is not None:
+            check_scheduler(checkpoint, lr_scheduler)
+            lr_scheduler.load_state_dict(checkpoint["scheduler"]["state"])
+        if stopping is not None and "stopping" in checkpoint:
+            stopping.load_state_dict(checkpoint["stopping"])
         torch.set_rng_state(checkpoint["rng"])
         history = list(checkpoint["history"])
-        start_epoch = int(checkpoint["epoch"]) + 1
+        start_epoch = saved_epoch = int(checkpoint["epoch"]) + 1
         directory: Path | None = Path(resume) if rank == 0 else None  # type: ignore[arg-type]
     else:
         torch.manual_seed(seed)
@@ -636,43 +698,73 @@ def fit(
         world,
         per_example=recording,
     )
-    network = DistributedDataParallel(model) if world > 1 and not use_graph_free else model
-    graph_free_step = GraphFreeStep(cast(MLP, model), cost_module) if use_graph_free else None
     hooks = get_plugin_manager().hook
-    with closed_on_failure(run, history, fresh=checkpoint is None):
-        reporting_plugin(hooks.torchbp_train_start)(run=run)
-        for epoch in range(start_epoch, epochs):
-            started = time.perf_counter()
-            with intra_op_threads(threads):
-                total, count = _train_epoch(
-                    run, network, graph_free_step, train_data, batch_size, seed, epoch, skip_nonfinite
+    with registered(callbacks), stop_requests() as stop, closed_on_failure(run, history, fresh=checkpoint is None):
+        try:
+            reporting_plugin(hooks.torchbp_train_start)(run=run)
+            # chosen now: a train_start hook may have put module hooks on the model, which must fire
+            use_graph_free = supports(model) if graph_free is None else graph_free
+            if use_graph_free and not supports(model):
+                raise ValueError(
+                    "graph_free=True: a torchbp_train_start hook put module hooks on the model, which the "
+                    "graph-free step never calls; pass graph_free=None to train through autograd instead"
                 )
-            if world > 1:
-                totals = torch.stack([total, torch.tensor(float(count), dtype=total.dtype, device=device)])
-                dist.all_reduce(totals)
-                total, count = totals[0], int(totals[1].item())
-            metrics: dict[str, float] = {
-                "epoch": epoch + 1,
-                "train_loss": total.item() / max(count, 1),
-                "lr": float(update_rule.param_groups[0]["lr"]),
-            }
-            if val_data is not None:
-                metrics.update({f"val_{k}": v for k, v in evaluate(model, cost_module, val_data, device).items()})
-            metrics["seconds"] = time.perf_counter() - started
-            history.append(metrics)
-            if directory is not None:
-                save_checkpoint(
-                    directory,
-                    {
+            network = DistributedDataParallel(model) if world > 1 and not use_graph_free else model
+            graph_free_step = GraphFreeStep(cast(MLP, model), cost_module) if use_graph_free else None
+            for epoch in range(start_epoch, epochs):
+                stop.check()
+                started = time.perf_counter()
+                rate = float(update_rule.param_groups[0]["lr"])
+                with intra_op_threads(threads):
+                    total, count = _train_epoch(
+                        run, network, graph_free_step, train_data, batch_size, seed, epoch, stop, skip_nonfinite
+                    )
+                if world > 1:
+                    totals = torch.stack([total, torch.tensor(float(count), dtype=total.dtype, device=device)])
+                    dist.all_reduce(totals)
+                    total, count = totals[0], int(totals[1].item())
+                metrics: dict[str, float] = {
+                    "epoch": epoch + 1,
+                    "train_loss": total.item() / max(count, 1),
+                    "lr": rate,
+                }
+                if val_data is not None:
+                    metrics.update({f"val_{k}": v for k, v in evaluate(model, cost_module, val_data, device).items()})
+                if lr_scheduler is not None:
+                    step_scheduler(lr_scheduler, metrics)
+                stop_early = stopping is not None and stopping.update(metrics, model)
+                metrics["seconds"] = time.perf_counter() - started
+                history.append(metrics)
+                if directory is not None:
+                    payload = {
                         "epoch": epoch,
                         "model": model.state_dict(),
                         "rule": update_rule.state_dict(),
                         "history": history,
                         "rng": torch.get_rng_state(),
                         "config": settings,
-                    },
-                )
-            reporting_plugin(hooks.torchbp_epoch_end)(run=run, epoch=epoch, metrics=metrics)
+                    }
+                    if lr_scheduler is not None:
+                        payload["scheduler"] = {"name": type(lr_scheduler).__name__, "state": lr_scheduler.state_dict()}
+                    if stopping is not None:
+                        payload["stopping"] = stopping.state_dict()
+                    save_checkpoint(directory, payload)
+                    saved_epoch = epoch + 1
+                reporting_plugin(hooks.torchbp_epoch_end)(run=run, epoch=epoch, metrics=metrics)
+                if stop_early:
+                    assert stopping is not None
+                    run.status, run.stop_reason = "stopped early", stopping.reason()
+                    break
+            if stopping is not None:
+                stopping.restore(model)
+            if run.status == "running":
+                run.status = "finished"
+        except KeyboardInterrupt as error:
+            run.status = "interrupted"
+            hooks.torchbp_train_end(run=run, history=history)
+            if isinstance(error, TrainingInterrupted):
+                raise TrainingInterrupted(error.signal_number, directory, saved_epoch) from None
+            raise
         reporting_plugin(hooks.torchbp_train_end)(run=run, history=history)
     if started_group:
         dist.barrier()  # every process done (and process 0's files written) before any leaves

@@ -43,7 +43,8 @@ def new_run_directory(logdir: str | Path, name: str) -> Path:
 @contextmanager
 def closed_on_failure(run: Any, history: list[dict[str, float]], fresh: bool) -> Iterator[None]:
     """Inside the block, a failing run still ends: ``torchbp_train_end`` runs with the history so far
-    (loggers close their files, plugins remove their hooks from the model), then the error goes on.
+    and ``run.status`` ``"failed"`` (loggers close their files, plugins remove their hooks from the
+    model), then the error goes on.
 
     A ``fresh`` run directory that ends without a checkpoint (a setup error found only at the first
     step: targets that do not fit the outputs, a model that raises) is removed, so that no half-made
@@ -62,6 +63,7 @@ def closed_on_failure(run: Any, history: list[dict[str, float]], fresh: bool) ->
         )
         if remove:
             run.directory = None  # nothing to point the user at
+        run.status = "failed"
         try:
             get_plugin_manager().hook.torchbp_train_end(run=run, history=history)
         except Exception:  # the first error is the one to report

@@ -190,6 +190,7 @@ def torchbp_train_end(run: Any, history: list[dict[str, float]]) -> None:
         }
         if run.config.get("layers"):
             hparam_dict["layers"] = str(run.config["layers"])
+        hparam_dict["status"] = run.status  # finished, stopped early, interrupted or failed
         for summary in hparams(hparam_dict, metric_dict):
             writer.file_writer.add_summary(summary)
         for key, value in metric_dict.items():
