@@ -33,7 +33,7 @@ from .training.checkpoints import CheckpointError
 from .training.config import CONFIG, DEFAULTS, MODEL_DEFAULTS, MODELS, load_config
 from .training.divergence import DivergenceError
 from .training.precision import PRECISIONS, autocast
-from .training.schedules import SCHEDULES, named_schedule
+from .training.schedules import SCHEDULES, named_schedule, schedule_options
 from .training.signals import TrainingInterrupted
 
 
@@ -162,10 +162,12 @@ def _train(args: argparse.Namespace) -> int:
         config["inputs"], config["classes"] = data.inputs.shape[1], data.classes or 0
         model = _model(config, data.inputs.shape[1], data.outputs)
         schedule = config["lr_schedule"]
+        if schedule:  # recorded in config.toml by type, as fit records the rule's options
+            config["lr_schedule_options"] = schedule_options(schedule, config["lr_schedule_options"])
         device = args.device or config["device"]
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        with autocast(config["precision"], torch.device(device)):
+        with autocast(config["precision"], device):
             fit(
                 model,
                 (train_data.inputs, train_data.targets),

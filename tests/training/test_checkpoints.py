@@ -82,3 +82,16 @@ def test_resume_cleans_up_what_a_killed_writer_left(tmp_path: Path) -> None:
     torchbp.fit(torchbp.nn.MLP([2, 4, 2]), train, epochs=2, verbose=False, resume=directory)
     assert not stale.exists()
     assert load_checkpoint(directory)["epoch"] == 1
+
+
+def test_the_settings_a_resume_keeps_carry_fits_own_defaults() -> None:
+    """A value left at fit's default takes the run's: the table of fixed settings must know those defaults."""
+    import inspect
+
+    from torchbp.training.resume import FIXED
+
+    defaults = {name: p.default for name, p in inspect.signature(torchbp.fit).parameters.items()}
+    for key, default in FIXED.items():
+        if key in defaults and key not in ("cost_options", "rule_options"):
+            recorded = defaults[key] or 0 if key == "patience" else defaults[key]  # fit records no patience as 0
+            assert recorded == default, key

@@ -104,7 +104,7 @@ def test_fit_raises_after_the_same_cleanup(tmp_path: Path) -> None:
             callbacks=[Interrupt()],
             verbose=False,
         )
-    directory = tmp_path / "torchbp" / "version_0"
+    directory = tmp_path / "torchbp-run" / "version_0"
     assert (caught.value.signal_number, caught.value.directory, caught.value.epoch) == (signal.SIGINT, directory, 1)
     assert caught.value.exit_code == 130
     assert f"continue with: fit(..., resume='{directory}')" in str(caught.value)

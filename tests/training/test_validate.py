@@ -69,9 +69,9 @@ def test_fit_checks_its_own_arguments_before_the_rules(xor: tuple) -> None:
 
 def test_an_unknown_keyword_is_reported_as_fits(xor: tuple) -> None:
     with pytest.raises(TypeError) as raised:
-        torchbp.fit(_model(), xor, epochs=1, patience=3, verbose=False)
+        torchbp.fit(_model(), xor, epochs=1, patients=3, verbose=False)
     message = str(raised.value)
-    assert message.startswith("fit() got unexpected keyword argument(s) patience")
+    assert message.startswith("fit() got unexpected keyword argument(s) patients")
     assert "neither an argument of fit" in message and "batch_size" in message
     assert "nor a hyperparameter of rule 'sgd' (lr, momentum, dampening, weight_decay, nesterov)" in message
 

@@ -9,7 +9,7 @@ import torch
 PRECISIONS = ("float32", "bfloat16", "float16")
 
 
-def autocast(precision: str, device: torch.device) -> AbstractContextManager[object]:
+def autocast(precision: str, device: str | torch.device) -> AbstractContextManager[object]:
     """``torch.autocast`` on ``device`` to ``precision`` (``"float32"``: no autocast).
 
     Parameters stay float32; matrix products and convolutions run in the lower precision, and
@@ -20,4 +20,8 @@ def autocast(precision: str, device: torch.device) -> AbstractContextManager[obj
         raise ValueError(f"precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "float32":
         return nullcontext()
-    return torch.autocast(device.type, dtype=getattr(torch, precision))
+    try:
+        device_type = torch.device(device).type
+    except RuntimeError:
+        raise ValueError(f"device: expected 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}") from None
+    return torch.autocast(device_type, dtype=getattr(torch, precision))

@@ -12,7 +12,7 @@ FIXED: dict[str, Any] = {
     "lr": 3.0,
     "batch_size": 10,
     "seed": None,
-    "name": "torchbp",
+    "name": "torchbp-run",
     "patience": 0,
     "monitor": "val_loss",
     "restore_best": False,

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler, ReduceLROnPlateau, StepLR
 
+from ..options import declared_options, parse_options
+
 Scheduler = LRScheduler | ReduceLROnPlateau
 SchedulerFactory = Callable[[torch.optim.Optimizer], Scheduler]
 
@@ -57,21 +59,30 @@ def step_scheduler(scheduler: Scheduler, metrics: dict[str, float]) -> None:
         scheduler.step()
 
 
-def named_schedule(name: str, options: dict[str, Any], epochs: int) -> SchedulerFactory:
-    """The factory for ``--lr-schedule name`` with ``--lr-schedule-option key=value`` options.
-
-    ``cosine`` anneals over the run's ``epochs`` unless ``T_max`` is given. Unknown names and
-    options are errors listing the known ones.
-    """
+def schedule_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The options of ``--lr-schedule name`` read by the scheduler's declared types (``step_size=5``
+    from the command line is the int 5); unknown names and options are errors listing the known ones."""
     if name not in SCHEDULES:
         raise ValueError(f"lr-schedule: unknown schedule {name!r}; known: {', '.join(SCHEDULES)}")
-    cls, _, defaults = SCHEDULES[name]
+    cls = SCHEDULES[name][0]
     accepted = [p for p in inspect.signature(cls).parameters if p not in ("self", "optimizer", "verbose", "mode")]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ValueError(
             f"lr-schedule {name}: unknown option(s) {', '.join(unknown)}; {cls.__name__} takes {', '.join(accepted)}"
         )
+    init = cls.__init__  # type: ignore[misc]
+    return parse_options(f"lr-schedule {name!r}", options, declared_options(init, skip=("self", "optimizer")))
+
+
+def named_schedule(name: str, options: dict[str, Any], epochs: int) -> SchedulerFactory:
+    """The factory for ``--lr-schedule name`` with ``--lr-schedule-option key=value`` options.
+
+    ``cosine`` anneals over the run's ``epochs`` unless ``T_max`` is given. Unknown names and
+    options are errors listing the known ones.
+    """
+    options = schedule_options(name, options)
+    cls, _, defaults = SCHEDULES[name]
     settings = {**defaults, **({"T_max": max(epochs, 1)} if name == "cosine" else {}), **options}
 
     def factory(rule: torch.optim.Optimizer) -> Scheduler:
