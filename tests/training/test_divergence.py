@@ -26,8 +26,9 @@ def _relu(seed: int = 0) -> torchbp.nn.MLP:
 
 @pytest.mark.parametrize("graph_free", [True, False])
 def test_a_diverging_run_raises_at_the_step_where_the_cost_stops_being_finite(digits: tuple, graph_free: bool) -> None:
+    fitted = _relu()
     with pytest.raises(DivergenceError) as error:
-        torchbp.fit(_relu(), digits, lr=1e9, epochs=2, seed=0, verbose=False, graph_free=graph_free)
+        torchbp.fit(fitted, digits, lr=1e9, epochs=2, seed=0, verbose=False, graph_free=graph_free)
     # the same run, step by step, finds the first step whose cost is not finite
     model = _relu()
     rule = torchbp.create_rule("sgd", model, lr=1e9)
@@ -44,6 +45,10 @@ def test_a_diverging_run_raises_at_the_step_where_the_cost_stops_being_finite(di
         loss.backward()
         rule.step()
     assert first_bad is not None and (error.value.epoch, error.value.step) == (1, first_bad)
+    # stopped at that step, before its update: the weights are those its cost was computed with
+    for ours, reference in zip(fitted.parameters(), model.parameters()):
+        assert bool(torch.isfinite(ours).all())
+        torch.testing.assert_close(ours, reference, rtol=1e-4, atol=0)  # weights of order 1e9: float32 rounding
     message = str(error.value)
     for words in (f"epoch 1, step {first_bad} of 20", "learning rate", "lr 1e+09", "data", "Nothing was saved"):
         assert words in message
