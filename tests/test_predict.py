@@ -50,7 +50,7 @@ def test_load_model_into_your_own_module(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(64, 10), torch.nn.Sigmoid())
     torchbp.fit(model, (data.inputs[:100], data.targets[:100]), epochs=1, logdir=tmp_path, verbose=False)
-    run = tmp_path / "torchbp" / "version_0"
+    run = tmp_path / "torchbp-run" / "version_0"
     with pytest.raises(
         ValueError, match="does not say which model was trained.*load_model\\(run_dir, model=MyNet\\(\\)\\)"
     ):

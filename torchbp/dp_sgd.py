@@ -1,8 +1,8 @@
 """DP-SGD: each example's gradient clipped, the sum noised, then a gradient-descent step.
 
-A built-in plugin on the ``torchbp_rules`` hook, like :mod:`torchbp.rules`. It reads the per-example
-gradients and norms that :func:`torchbp.per_example` leaves on the parameters; :func:`torchbp.fit`
-opens that context around each backward pass for any rule whose :attr:`~torchbp.UpdateRule.per_example`
+A built-in plugin on the ``torchbp_rules`` hook, like ``torchbp.rules``. It reads the per-example
+gradients and norms that ``torchbp.per_example`` leaves on the parameters; ``torchbp.fit``
+opens that context around each backward pass for any rule whose ``torchbp.UpdateRule.per_example``
 names quantities.
 """
 

@@ -2,7 +2,7 @@
 
 ``with torchbp.per_example(model, "grad", "norm"): loss.backward()`` leaves, on every parameter of
 the model's torchbp layers, each example's own gradient and what follows from it. The equations
-(:mod:`torchbp.derivatives.per_example`): with C = (1/N) Σₖ Cₖ, the δ reaching a layer is
+(``torchbp.derivatives.per_example``): with C = (1/N) Σₖ Cₖ, the δ reaching a layer is
 (1/N) ∂Cₖ/∂zₖ per example, and example k's gradient is gₖ = N Σₜ δₖₜ uₖₜᵀ (u the layer's input row,
 or window; t its positions), so that ``p.grad == p.grad_sample.mean(0)``.
 """
@@ -57,7 +57,7 @@ def _derivatives_of(module: torch.nn.Module) -> type[Derivatives] | None:
 
 
 def _check_layer(name: str, module: torch.nn.Module) -> None:
-    """Raise :class:`PerExampleError` unless ``module`` (with trainable parameters) can give per-example rows."""
+    """Raise ``PerExampleError`` unless ``module`` (with trainable parameters) can give per-example rows."""
     kind = type(module).__name__
     if not isinstance(module, DeltaHooks):
         raise PerExampleError(
@@ -80,12 +80,12 @@ def _check_layer(name: str, module: torch.nn.Module) -> None:
 
 
 class PerExample:
-    """The context of :func:`per_example`: open around ``loss.backward()``; can be opened again
+    """The context of ``per_example``: open around ``loss.backward()``; can be opened again
     (each opening is a new recording) and nested (a parameter goes to the innermost opening).
 
     Attributes:
         model: the model whose parameters receive the quantities.
-        quantities: the quantities asked for, in :data:`QUANTITIES`' names.
+        quantities: the quantities asked for, in ``QUANTITIES``' names.
     """
 
     def __init__(self, model: torch.nn.Module, *quantities: str, reduction: str = "mean") -> None:
@@ -140,7 +140,7 @@ class PerExample:
 
 
 class _Recording:
-    """One opening of a :class:`PerExample`: takes each layer's δ and leaves the quantities on its parameters."""
+    """One opening of a ``PerExample``: takes each layer's δ and leaves the quantities on its parameters."""
 
     def __init__(self, context: PerExample) -> None:
         self.quantities = set(context.quantities)
@@ -233,13 +233,13 @@ def per_example(model: torch.nn.Module, *quantities: str, reduction: str = "mean
       context that asks for ``"grad"`` on the same model: clone it to keep it.
     * ``"norm"`` → ``p.grad_sample_norm``, ``(N,)``: ‖gₖ‖, without writing gₖ out where the layer
       allows it (N ‖δₖ‖ ‖aₖ‖ for one row per example, the Gram form where it is cheaper);
-      :func:`per_example_norm` combines them over the model.
+      ``per_example_norm`` combines them over the model.
     * ``"variance"`` → ``p.grad_variance``, ``p.shape``: (1/N) Σₖ (gₖ − ḡ)², the population variance.
     * ``"second_moment"`` → ``p.grad_second_moment``, ``p.shape``: (1/N) Σₖ gₖ².
 
     Nothing is attached to the model: the context only listens to the backward passes run while it
     is open (works with the fused ``MLP``, chains of converted layers, every layer's own Function and
-    :func:`torchbp.fit`'s graph-free step; under any rule that carries δ down, the rows are built
+    ``torchbp.fit``'s graph-free step; under any rule that carries δ down, the rows are built
     from the δ each layer receives). The forward pass may run before the context is opened.
 
     Args:

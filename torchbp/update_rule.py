@@ -31,8 +31,8 @@ class UpdateRule(torch.optim.Optimizer):
     at small sizes that bookkeeping costs more than the update itself.
 
     Class attributes:
-        per_example: the per-example quantities the step reads (names of :func:`torchbp.per_example`,
-            e.g. ``("grad", "norm")``); :func:`torchbp.fit` opens that context around each backward
+        per_example: the per-example quantities the step reads (names of ``torchbp.per_example``,
+            e.g. ``("grad", "norm")``); ``torchbp.fit`` opens that context around each backward
             pass for a rule that names any. Empty for a rule that reads ``p.grad`` alone.
     """
 

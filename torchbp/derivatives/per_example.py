@@ -15,7 +15,7 @@ squares follow without writing gₖ out where the form allows it::
     ‖gₖ‖² = N² Σₜ Σₛ (δₖₜ · δₖₛ)(uₖₜ · uₖₛ)           (positions: the Gram form)
     (1/N) Σₖ gₖ² = N (δ²)ᵀ (u²)                     (one row per example)
 
-Each layer type says what its δ and u are (:func:`rows_for`); the arithmetic is here once.
+Each layer type says what its δ and u are (``rows_for``); the arithmetic is here once.
 """
 
 from __future__ import annotations
@@ -228,12 +228,12 @@ RULES: dict[type[Derivatives], RowsRule] = {
     Conv: lambda derivatives, delta, saved, params: conv_rows(derivatives, delta, saved.x, params),
     BatchNorm: batch_norm_rows,
 }
-"""Layer type → how its δ and saved tensors become :class:`Rows`, one per parameter. A layer type
+"""Layer type → how its δ and saved tensors become ``Rows``, one per parameter. A layer type
 whose class (or a base class) is here gives per-example quantities."""
 
 
 def rule_for(derivatives: type[Derivatives]) -> RowsRule | None:
-    """The rows rule of a layer type or its nearest base class listed in :data:`RULES`."""
+    """The rows rule of a layer type or its nearest base class listed in ``RULES``."""
     for owner in derivatives.__mro__:
         rule = RULES.get(owner)  # type: ignore[arg-type]
         if rule is not None:
@@ -244,7 +244,7 @@ def rule_for(derivatives: type[Derivatives]) -> RowsRule | None:
 def rows_for(
     derivatives: Derivatives, delta: Tensor, saved: Any, params: tuple[Tensor | None, ...]
 ) -> list[Rows | None]:
-    """:class:`Rows` per parameter of a layer (``None`` where a parameter is absent or its input
+    """``Rows`` per parameter of a layer (``None`` where a parameter is absent or its input
     was not saved), from the δ its backward pass received and what it saved."""
     rule = rule_for(type(derivatives))
     if rule is None:

@@ -2,8 +2,8 @@
 
 Every explicit-δ backward (a layer's Function, a chain node, the fused dense and MLP nodes, the
 graph-free step) ends the same way for each layer: with δ = ∂C/∂z, the tensors the layer saved,
-its parameters and the ∂C/∂θ it computed. While a :func:`torchbp.per_example` context is open, it
-calls :func:`record` with them; otherwise :func:`recording` is false and the backward pass does nothing more than look.
+its parameters and the ∂C/∂θ it computed. While a ``torchbp.per_example`` context is open, it
+calls ``record`` with them; otherwise ``recording`` is false and the backward pass does nothing more than look.
 The per-example rows are built from that δ, whatever rule carried it down to the layer.
 
 Recorders are kept innermost last; a parameter is recorded by the innermost recorder that tracks it.
@@ -23,7 +23,7 @@ from ..derivatives.base import Derivatives
 
 
 class Recorder(Protocol):
-    """What :func:`torchbp.per_example` opens: it takes each layer's δ while it is open."""
+    """What ``torchbp.per_example`` opens: it takes each layer's δ while it is open."""
 
     def record(
         self,

@@ -46,7 +46,7 @@ DEFAULTS: dict[str, Any] = {
 No learning-rate schedule (``lr_schedule``: ``step``, ``cosine`` or ``plateau``), no early stopping
 (``patience`` 0), float32 arithmetic (``precision``: ``bfloat16``/``float16`` train under autocast).
 ``inputs`` and ``classes`` are not options: a run records its data's input width and number of
-classes (0 for regression values) there, for :func:`torchbp.load_model` and ``torchbp predict``."""
+classes (0 for regression values) there, for ``torchbp.load_model`` and ``torchbp predict``."""
 
 MODELS = ("mlp", "lenet")
 

@@ -51,7 +51,7 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 class StopRequest:
-    """Set by the first SIGINT/SIGTERM; :meth:`check` raises at a step boundary, a second signal at once."""
+    """Set by the first SIGINT/SIGTERM; ``check`` raises at a step boundary, a second signal at once."""
 
     def __init__(self) -> None:
         self.signal_number: int | None = None
