@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from ..derivatives.base import Derivatives, Sample
+from ..derivatives.per_example import RULES, rows_for
 
 
 class SavedTensors(tuple):  # type: ignore[type-arg]
@@ -103,3 +104,11 @@ class WithFeedback(Derivatives):
     @classmethod
     def samples(cls, dtype: torch.dtype, device: torch.device | str) -> list[Sample]:
         return []
+
+
+def _rows_of_the_wrapped_layer(derivatives: WithFeedback, delta: Tensor, saved: Any, params: Any) -> Any:
+    # per-example rows are δₖ with the layer's own input: BP3 and BP4, which no feedback rule changes
+    return rows_for(derivatives.inner, delta, derivatives.inner.Saved(*saved), params)
+
+
+RULES[WithFeedback] = _rows_of_the_wrapped_layer
