@@ -61,7 +61,7 @@ class Run:
         verbose: whether console output is wanted.
         rank, world_size: this process and how many train together (1 without torchrun).
         state: a scratch dict for plugins, one key per plugin.
-        per_example: the ``torchbp.per_example`` context opened around each backward pass
+        per_example: the :func:`~torchbp.per_example` context opened around each backward pass
             (the quantities ``fit`` was asked for and those its rule reads), or ``None``.
         status: ``"running"``, then how it ended: ``"finished"``, ``"stopped early"``,
             ``"interrupted"`` (SIGINT/SIGTERM) or ``"failed"`` (an exception), as
@@ -306,9 +306,9 @@ def _train_epoch(
 
     Tensor data is already on the device with its targets encoded; other data is moved per batch.
     A graph-free step computes its batch's cost only while a step listener takes ``loss`` (or
-    ``skip_nonfinite`` asks for it). A cost that is not finite raises
-    ``DivergenceError`` naming its step, or, with
-    ``skip_nonfinite``, that step is not taken (a warning counts such steps).
+    ``skip_nonfinite`` asks for it). A cost (or, on the graph-free path without one, an output)
+    that is not finite raises ``DivergenceError`` naming its step before that step's update, or,
+    with ``skip_nonfinite``, that step is not taken (a warning counts such steps).
     A stop request (SIGINT, SIGTERM) raises ``TrainingInterrupted`` after the step it came in.
     Under ``torch.autocast`` every step sees the updated weights (the cache of casts is cleared).
     """
@@ -389,6 +389,11 @@ def _epoch_steps(
                 rule.zero_grad(set_to_none=True)
                 skipped += 1
                 continue
+            # divergence stops the run at its step, before its update: no step follows a non-finite cost
+            if loss is not None and not bool(torch.isfinite(loss)):
+                raise NonFiniteCost(step, loss.item())
+            if loss is None and not bool(torch.isfinite(cast(Tensor, output)).all()):
+                raise NonFiniteCost(step, float("nan"))
             if before_update is not None:
                 before_update(run=run, epoch=epoch, step=step, inputs=inputs, targets=targets)
             rule.step()
