@@ -61,7 +61,7 @@ class Run:
         verbose: whether console output is wanted.
         rank, world_size: this process and how many train together (1 without torchrun).
         state: a scratch dict for plugins, one key per plugin.
-        per_example: the :func:`~torchbp.per_example` context opened around each backward pass
+        per_example: the ``torchbp.per_example`` context opened around each backward pass
             (the quantities ``fit`` was asked for and those its rule reads), or ``None``.
         status: ``"running"``, then how it ended: ``"finished"``, ``"stopped early"``,
             ``"interrupted"`` (SIGINT/SIGTERM) or ``"failed"`` (an exception), as
