@@ -178,13 +178,15 @@ class Softmax(Activation):
 def sigmoid() -> Activation:
     """σ(z) = 1 / (1 + e⁻ᶻ);  σ′ = a (1 − a)."""
     return Elementwise(
-        "sigmoid", torch.sigmoid, "a", sigma_prime=lambda a: a * (1 - a), fused=torch.ops.aten.sigmoid_backward
+        "sigmoid", torch.sigmoid, "a", sigma_prime=lambda a: a * (1 - a), fused=torch.ops.aten.sigmoid_backward.default
     )
 
 
 def tanh() -> Activation:
     """σ(z) = tanh z;  σ′ = 1 − a²."""
-    return Elementwise("tanh", torch.tanh, "a", sigma_prime=lambda a: 1 - a * a, fused=torch.ops.aten.tanh_backward)
+    return Elementwise(
+        "tanh", torch.tanh, "a", sigma_prime=lambda a: 1 - a * a, fused=torch.ops.aten.tanh_backward.default
+    )
 
 
 def relu() -> Activation:
@@ -195,7 +197,7 @@ def relu() -> Activation:
         torch.relu,
         "mask",
         sigma_prime=lambda saved: saved > 0,
-        fused=lambda grad, saved: torch.ops.aten.threshold_backward(grad, saved, 0),
+        fused=lambda grad, saved: torch.ops.aten.threshold_backward.default(grad, saved, 0),
     )
 
 

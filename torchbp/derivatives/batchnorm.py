@@ -198,7 +198,7 @@ class BatchNorm(Derivatives):
     ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
         """ATen's ``native_batch_norm_backward``: ∂C/∂x, Σ δ ⊙ x̂ (∂C/∂γ, whatever γ is) and Σ δ,
         where ``mask`` says; the same equations as the written ones, in two passes over δ and x."""
-        return torch.ops.aten.native_batch_norm_backward(  # type: ignore[no-any-return]
+        return torch.ops.aten.native_batch_norm_backward.default(  # type: ignore[no-any-return]
             delta,
             saved.x,
             saved.weight,

@@ -127,7 +127,7 @@ class Conv(Derivatives):
 
     def convolution_backward(self, delta: Tensor, x: Tensor, weight: Tensor, mask: tuple[bool, bool]) -> list[Tensor]:
         """ATen's ``convolution_backward``: [BP2's ∂C/∂x, BP4's ∂C/∂W] where ``mask`` says, for batched tensors."""
-        return torch.ops.aten.convolution_backward(  # type: ignore[no-any-return]
+        return torch.ops.aten.convolution_backward.default(  # type: ignore[no-any-return]
             delta,
             x,
             weight,
@@ -186,7 +186,7 @@ class Conv(Derivatives):
         if x is None or weight is None:
             return super().vjps(delta, saved, needs)
         # BP2, BP4 and BP3 (∂C/∂b = Σ δ) in one pass of ATen's kernel, as torch's own backward does
-        grad_x, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+        grad_x, grad_weight, grad_bias = torch.ops.aten.convolution_backward.default(
             self.batched(delta),
             self.batched(x),
             weight,
@@ -293,12 +293,12 @@ def fold_padding(delta: Tensor, pad: tuple[int, ...], mode: str) -> Tensor:
 
 
 _PAD_BACKWARD: dict[tuple[str, int], Callable[[Tensor, Tensor, tuple[int, ...]], Tensor]] = {
-    ("reflect", 1): torch.ops.aten.reflection_pad1d_backward,
-    ("reflect", 2): torch.ops.aten.reflection_pad2d_backward,
-    ("reflect", 3): torch.ops.aten.reflection_pad3d_backward,
-    ("replicate", 1): torch.ops.aten.replication_pad1d_backward,
-    ("replicate", 2): torch.ops.aten.replication_pad2d_backward,
-    ("replicate", 3): torch.ops.aten.replication_pad3d_backward,
+    ("reflect", 1): torch.ops.aten.reflection_pad1d_backward.default,
+    ("reflect", 2): torch.ops.aten.reflection_pad2d_backward.default,
+    ("reflect", 3): torch.ops.aten.reflection_pad3d_backward.default,
+    ("replicate", 1): torch.ops.aten.replication_pad1d_backward.default,
+    ("replicate", 2): torch.ops.aten.replication_pad2d_backward.default,
+    ("replicate", 3): torch.ops.aten.replication_pad3d_backward.default,
 }
 
 

@@ -44,7 +44,7 @@ def draw_mask(x: Tensor, p: float) -> Tensor:
         return torch.zeros_like(x)
     if fused_kernel(x, p):
         # the fused kernel's own draw on x itself (its random stream depends on x's layout)
-        kept = torch.ops.aten.native_dropout(x.detach(), p, True)[1]
+        kept = torch.ops.aten.native_dropout.default(x.detach(), p, True)[1]
         return kept.to(x.dtype).div_(1 - p)
     return torch.empty_like(x).bernoulli_(1 - p).div_(1 - p)
 

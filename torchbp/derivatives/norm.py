@@ -109,7 +109,7 @@ class LayerNorm(Derivatives):
             x = saved.x
             shape = x.shape[x.dim() - self.normalized_ndim :]
             mask = [needs_x, needs_weight, needs_bias]
-            return torch.ops.aten.native_layer_norm_backward(  # type: ignore[no-any-return]
+            return torch.ops.aten.native_layer_norm_backward.default(  # type: ignore[no-any-return]
                 delta, x, shape, saved.mean, saved.rstd, saved.weight, saved.weight, mask
             )
         mean, rstd = self.statistics(saved)

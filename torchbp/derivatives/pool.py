@@ -129,7 +129,7 @@ class MaxPool2d(Derivatives):
     ceil_mode: bool = False
 
     def forward(self, x: Tensor, *params: Tensor | None) -> tuple[Tensor, tuple[Tensor, ...]]:
-        z, indices = torch.ops.aten.max_pool2d_with_indices(
+        z, indices = torch.ops.aten.max_pool2d_with_indices.default(
             x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode
         )
         return z, (indices,)
@@ -148,7 +148,7 @@ class MaxPool2d(Derivatives):
         assert saved.x is not None and saved.indices is not None
         # ∂C/∂x = δ routed to each window's winner, summed where windows share one
         # (ATen's kernel for max_pool2d_input_vjp)
-        return torch.ops.aten.max_pool2d_with_indices_backward(
+        return torch.ops.aten.max_pool2d_with_indices_backward.default(
             delta, saved.x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode, saved.indices
         )
 
@@ -225,7 +225,7 @@ class AvgPool2d(AveragePooling):
     def input_vjp(self, delta: Tensor, saved: PoolSaved) -> Tensor:
         assert saved.x is not None
         # ∂C/∂x = A_hᵀ δ A_w: δ / divisor spread evenly over each window (ATen's kernel for pool_input_vjp)
-        return torch.ops.aten.avg_pool2d_backward(
+        return torch.ops.aten.avg_pool2d_backward.default(
             delta,
             saved.x,
             self.kernel_size,
@@ -277,7 +277,7 @@ class AdaptiveAvgPool2d(AveragePooling):
     def input_vjp(self, delta: Tensor, saved: PoolSaved) -> Tensor:
         assert saved.x is not None
         # ∂C/∂x = A_hᵀ δ A_w: δ spread evenly over each window (ATen's kernel for pool_input_vjp)
-        return torch.ops.aten._adaptive_avg_pool2d_backward(delta, saved.x)
+        return torch.ops.aten._adaptive_avg_pool2d_backward.default(delta, saved.x)
 
     def windows(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """The reference window matrices ``(A_h, A_w)`` with z = A_h x A_wᵀ, for ``pool_input_vjp``."""

@@ -26,7 +26,7 @@ from torch.autograd import Function
 
 from ..derivatives.base import Derivatives
 from .factory import apply_layer
-from .internals import any_autocast, forward_mode, plain_apply, saved_tensor_hooks
+from .internals import any_autocast, forward_mode, module_apply, saved_tensor_hooks
 from .per_example_tap import record, recording
 
 
@@ -62,12 +62,39 @@ class _Input(NamedTuple):
     position: int
 
 
-def _keep(tensor: Tensor | None, own: dict[int, int]) -> tuple[Tensor, int | None] | _Input | None:
-    if tensor is None:
-        return None
-    if id(tensor) in own:
-        return _Input(own[id(tensor)])
-    return tensor, None if tensor.is_inference() else tensor._version  # inference tensors keep no version
+def _stash(saved: tuple[Tensor | None, ...], own: dict[int, int]) -> list[Any]:
+    """What a layer's backward reads, as the node keeps it: a tensor of the node's own as its
+    ``_Input``; any other with its version at the forward pass (``None`` for an inference
+    tensor, which keeps none), checked when it is read, as ``save_for_backward`` would."""
+    entries: list[Any] = []
+    for t in saved:
+        if t is None:
+            entries.append(None)
+        elif id(t) in own:
+            entries.append(_Input(own[id(t)]))
+        else:
+            try:
+                entries.append((t, t._version))
+            except RuntimeError:  # an inference tensor keeps no version
+                entries.append((t, None))
+    return entries
+
+
+def _restore(entries: list[Any], own: tuple[Tensor | None, ...], derivatives: Derivatives) -> Any:
+    """The layer's ``Saved`` from what ``_stash`` kept."""
+    tensors: list[Tensor | None] = []
+    for entry in entries:
+        if type(entry) is tuple:
+            tensor, version = entry
+            if version is not None and tensor._version != version:
+                raise RuntimeError(
+                    f"a tensor the {derivatives.kind} layer saved for its backward pass was changed in place after "
+                    "the forward pass (a view of the model's input, most likely); clone it before changing it"
+                )
+            tensors.append(tensor)
+        else:
+            tensors.append(None if entry is None else own[entry.position])
+    return derivatives.Saved(*tensors)
 
 
 class ChainFunction(Function):
@@ -78,8 +105,8 @@ class ChainFunction(Function):
     backward has run, as the autograd engine lets go of a node's saved tensors: one node for L
     layers must not hold every activation until the last layer is done (the allocations that
     would then miss the allocator's cache cost more than the node saves). The node's inputs and
-    its output are kept with ``save_for_backward``; the intermediate tensors, which nothing
-    outside the node sees, are kept with their version, checked when they are read.
+    its output are kept with ``save_for_backward``; the other tensors with their version, checked
+    when they are read.
 
     A second backward through the node (``retain_graph=True``) and a double backward
     (``create_graph=True``) replay the forward pass layer by layer, each layer through its own
@@ -88,22 +115,23 @@ class ChainFunction(Function):
 
     @staticmethod
     def forward(ctx: Any, links: Sequence[Link], counts: tuple[int, ...], x: Tensor, *params: Tensor | None) -> Any:
-        needs_params = ctx.needs_input_grad[3:]
-        upstream = ctx.needs_input_grad[2]  # does anything below layer l want a gradient?
+        needs_input_grad = ctx.needs_input_grad
+        upstream = needs_input_grad[2]  # does anything below layer l want a gradient?
         layers: list[tuple[Derivatives, Link, tuple[bool, ...]]] = []
         kept: list[tuple[Tensor | None, ...]] = []
         a, start = x, 0
         for link, count in zip(links, counts):
             derivatives = link.link(a)
-            p = params[start : start + count]
+            end = start + count
+            p = params[start:end]
             z, buffers = derivatives.forward(a, *p)
-            needs = (upstream, *needs_params[start : start + count])
+            needs = (upstream, *needs_input_grad[3 + start : 3 + end])
             kept.append(derivatives.save(a, p, z, buffers, needs))
             layers.append((derivatives, link, needs))
-            upstream = upstream or True in needs[1:]
-            a, start = z, start + count
-        own = {id(t): i for i, t in enumerate((x, *params, a)) if t is not None}
-        ctx.stash = [[_keep(t, own) for t in layer] for layer in kept]
+            upstream = upstream or True in needs
+            a, start = z, end
+        own = {id(t): i for i, t in enumerate((x, *params, a))}
+        ctx.stash = [_stash(saved, own) for saved in kept]
         ctx.layers, ctx.counts = layers, counts
         ctx.save_for_backward(x, *params, a)
         return a
@@ -117,10 +145,11 @@ class ChainFunction(Function):
         layers = ctx.layers
         grad_params: list[Tensor | None] = []
         grad: Tensor | None = delta
+        record_rows = recording()
         first = len(own) - 1  # where layer l's parameters start in (x, *params, a)
         for l in reversed(range(len(layers))):
             derivatives, link, needs = layers[l]
-            entries, stash[l] = stash[l], None  # let go of this layer's tensors once it is done
+            saved, stash[l] = stash[l], None  # let go of this layer's tensors once it is done
             count = len(needs) - 1
             first -= count
             if grad is None:
@@ -129,28 +158,14 @@ class ChainFunction(Function):
             on_delta = link.on_delta()
             if on_delta is not None:
                 on_delta(grad.detach())
-            saved = derivatives.Saved(*[_read(entry, own, derivatives) for entry in entries])
+            saved = _restore(saved, own, derivatives)
             # BP2's analogue, δ for the layer below, and BP3's and BP4's
             grad_below, *grads_l = derivatives.vjps(grad, saved, needs)
-            if recording():
+            if record_rows:
                 record(derivatives, grad, saved, own[first : first + count], grads_l)
             grad = grad_below
             grad_params[:0] = grads_l
         return None, None, grad, *grad_params
-
-
-def _read(
-    entry: tuple[Tensor, int | None] | _Input | None, own: tuple[Tensor | None, ...], derivatives: Derivatives
-) -> Any:
-    if entry is None or isinstance(entry, _Input):
-        return None if entry is None else own[entry.position]
-    tensor, version = entry
-    if version is not None and tensor._version != version:
-        raise RuntimeError(
-            f"a tensor the {derivatives.kind} layer saved for its backward pass was changed in place after the "
-            "forward pass (a view of the model's input, most likely); clone it before changing it"
-        )
-    return tensor
 
 
 def _replay(ctx: Any, own: tuple[Tensor | None, ...], delta: Tensor) -> list[Tensor | None]:
@@ -178,4 +193,4 @@ def chain(links: Sequence[Link], x: Tensor) -> Tensor:
         p = link.link_params()
         counts.append(len(p))
         params += p
-    return plain_apply(ChainFunction, (tuple(links), tuple(counts), x, *params))  # type: ignore[no-any-return]
+    return module_apply(ChainFunction, (tuple(links), tuple(counts)), x, params)  # type: ignore[no-any-return]

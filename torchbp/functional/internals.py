@@ -44,6 +44,12 @@ def plain_apply(function: type[Function], args: tuple[Any, ...]) -> Any:
     return super(Function, function).apply(*[unwrap_if_dead(a) if isinstance(a, Tensor) else a for a in args])  # type: ignore[misc]
 
 
+def module_apply(function: type[Function], constants: tuple[Any, ...], x: Tensor, params: list[Tensor | None]) -> Any:
+    """``plain_apply(function, (*constants, x, *params))`` for a call whose ``params`` are modules'
+    own parameters, which are never left over from a torch.func transform: only ``x`` is unwrapped."""
+    return super(Function, function).apply(*constants, unwrap_if_dead(x), *params)  # type: ignore[misc]
+
+
 def saved_tensor_hooks() -> bool:
     """Whether default saved-tensor hooks are active (``torch.autograd.graph.saved_tensors_hooks``,
     ``save_on_cpu``, non-reentrant checkpointing)."""
