@@ -143,7 +143,7 @@ def traced_without_grad(*tensors: Tensor | None) -> bool:
 
 
 def _run_layer(derivatives: Derivatives, x: Tensor, params: tuple[Tensor | None, ...], on_delta: OnDelta | None) -> Any:
-    if not torch.is_grad_enabled() and not forward_mode() or traced_without_grad(x, *params):
+    if (not torch.is_grad_enabled() and not forward_mode()) or traced_without_grad(x, *params):
         # nothing will differentiate this call (no_grad, inference_mode): the forward maths alone
         z, buffers = derivatives.forward(x, *params)
         return (z, *buffers) if buffers else z
