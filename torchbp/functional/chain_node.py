@@ -33,8 +33,9 @@ from .per_example_tap import record, recording
 class Link(Protocol):
     """A layer that can run inside a chain (torchbp's twins in ``torchbp.nn`` are links)."""
 
-    def link(self, x: Tensor) -> Derivatives:
-        """The layer's equations for input ``x``: checks ``x`` as the layer's own call would."""
+    def linked(self, x: Tensor, params: tuple[Tensor | None, ...]) -> Derivatives:
+        """The layer's equations for input ``x`` and its ``params`` (``link_params()``): checks ``x``
+        as the layer's own call would."""
 
     def link_params(self) -> tuple[Tensor | None, ...]:
         """The parameters, in the order of the derivatives' ``params``."""
@@ -121,9 +122,9 @@ class ChainFunction(Function):
         kept: list[tuple[Tensor | None, ...]] = []
         a, start = x, 0
         for link, count in zip(links, counts):
-            derivatives = link.link(a)
             end = start + count
             p = params[start:end]
+            derivatives = link.linked(a, p)
             z, buffers = derivatives.forward(a, *p)
             needs = (upstream, *needs_input_grad[3 + start : 3 + end])
             kept.append(derivatives.save(a, p, z, buffers, needs))

@@ -59,15 +59,12 @@ def _linear_fits(x: object, weight: object, bias: object) -> bool:
     """The quick answer for the usual case: shapes that fit, one floating dtype, one device."""
     if not (isinstance(x, Tensor) and isinstance(weight, Tensor) and x.is_floating_point()):
         return False
-    if weight.dim() != 2 or x.dim() == 0 or x.shape[-1] != weight.shape[1]:
-        return False
-    if x.dtype != weight.dtype or x.device != weight.device:
+    shape, dtype, device = weight.shape, weight.dtype, weight.device
+    # x.shape[-1:] is () for a 0-d x, which fits no weight
+    if len(shape) != 2 or x.shape[-1:] != shape[1:] or x.dtype != dtype or x.device != device:
         return False
     return bias is None or (
-        isinstance(bias, Tensor)
-        and bias.shape == (weight.shape[0],)
-        and bias.dtype == weight.dtype
-        and bias.device == weight.device
+        isinstance(bias, Tensor) and bias.shape == shape[:1] and bias.dtype == dtype and bias.device == device
     )
 
 

@@ -28,6 +28,9 @@ class Flatten(Linked, torch.nn.Flatten):
     def forward(self, input: Tensor) -> Tensor:
         return flatten(input, self.start_dim, self.end_dim)
 
+    def link_is_pure(self) -> bool:
+        return True
+
     def link(self, x: Tensor) -> flatten_derivatives.Flatten:
         return flatten_layer(x, self.start_dim, self.end_dim)
 
@@ -37,6 +40,9 @@ class Unflatten(Linked, torch.nn.Unflatten):
 
     def forward(self, input: Tensor) -> Tensor:
         return unflatten(input, self.dim, self.unflattened_size)  # type: ignore[arg-type]
+
+    def link_is_pure(self) -> bool:
+        return True
 
     def link(self, x: Tensor) -> flatten_derivatives.Unflatten:
         return unflatten_layer(x, self.dim, self.unflattened_size)  # type: ignore[arg-type]

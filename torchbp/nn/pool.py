@@ -33,6 +33,9 @@ class MaxPool2d(Linked, torch.nn.MaxPool2d):
             input, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode, self.return_indices
         )
 
+    def link_is_pure(self) -> bool:
+        return True
+
     def link(self, x: Tensor) -> derivatives.MaxPool2d:
         return max_pool_layer(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
 
@@ -54,6 +57,9 @@ class AvgPool2d(Linked, torch.nn.AvgPool2d):
             self.divisor_override,
         )
 
+    def link_is_pure(self) -> bool:
+        return True
+
     def link(self, x: Tensor) -> derivatives.AvgPool2d:
         return avg_pool_layer(
             x,
@@ -71,6 +77,9 @@ class AdaptiveAvgPool2d(Linked, torch.nn.AdaptiveAvgPool2d):
 
     def forward(self, input: Tensor) -> Tensor:
         return adaptive_avg_pool2d(input, self.output_size)  # type: ignore[arg-type]
+
+    def link_is_pure(self) -> bool:
+        return True
 
     def link(self, x: Tensor) -> derivatives.AdaptiveAvgPool2d:
         return adaptive_avg_pool_layer(x, self.output_size)  # type: ignore[arg-type]
