@@ -144,3 +144,49 @@ def test_no_chain_where_nothing_is_recorded_or_saved_tensors_are_hooked() -> Non
         out = model(x)
     assert "ChainFunctionBackward" not in graph_node_names(out)
     assert len(packed) >= 4  # each layer's own tensors went through the hooks
+
+
+def test_a_remembered_link_follows_its_layers_attributes_and_parameters() -> None:
+    torch.manual_seed(0)
+    native = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Flatten())
+    ours = torchbp.nn.convert(copy.deepcopy(native))
+    x = torch.randn(2, 2, 8, 8)
+    for change in (
+        lambda m: setattr(m[0], "stride", (2, 2)),
+        lambda m: setattr(m[0], "padding", (1, 1)),
+        lambda m: setattr(m[2], "kernel_size", 3),
+    ):
+        change(native)
+        change(ours)
+        out = ours(x)
+        assert "ChainFunctionBackward" in graph_node_names(out)
+        torch.testing.assert_close(out, native(x), rtol=0, atol=0)
+    with torch.no_grad():  # a new kernel size, without an attribute of the layer being set
+        ours[0].weight.data = torch.randn(3, 2, 5, 5)
+    with pytest.raises(ValueError, match="smaller than the kernel"):
+        ours(torch.randn(1, 2, 2, 2))  # padded to 4 × 4, smaller than the new 5 × 5 kernel
+    with pytest.raises(ValueError, match="input: expected 2 channels"):
+        ours(torch.randn(2, 4, 8, 8))  # each new input signature is checked on its first call
+
+
+def test_a_remembered_link_is_neither_copied_nor_pickled(tmp_path: object) -> None:
+    model = torchbp.nn.convert(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)))
+    model(torch.randn(5, 3))
+    assert "_link_memo" in model[0].__dict__
+    assert "_link_memo" not in copy.deepcopy(model)[0].__dict__
+    path = f"{tmp_path}/model.pt"
+    torch.save(model, path)
+    assert "_link_memo" not in torch.load(path, weights_only=False)[0].__dict__
+
+
+def test_a_layer_called_without_grad_runs_no_function() -> None:
+    model = torchbp.nn.convert(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Sigmoid()))
+    x = torch.randn(5, 3)
+    with torch.no_grad():
+        out = model(x)
+    assert out.grad_fn is None
+    torch.testing.assert_close(out, torch.sigmoid(torch.nn.functional.linear(x, model[0].weight, model[0].bias)))
+    with torch.no_grad(), torch.autograd.forward_ad.dual_level():  # forward-mode AD still gets the layer's jvp
+        dual = torch.autograd.forward_ad.make_dual(x, torch.ones_like(x))
+        tangent = torch.autograd.forward_ad.unpack_dual(model(dual)).tangent
+    assert tangent is not None
