@@ -1,12 +1,14 @@
 """Benchmarks: torchbp against torch.nn + torch.optim (and NumPy for small nets), side by side.
 
-First, what a user does: a model whose layers alone are converted (``torchbp.nn.convert``),
-trained with the user's own ``torch.nn.CrossEntropyLoss`` and ``torch.optim.SGD`` (momentum 0.9),
-against the same model left native. Then the MLP cases: the full training step (zero grads,
+First, what a user does (layers only): a ``torch.nn`` model, its ``convert``-ed copy and, for a
+plain stack of linear layers, ``torchbp.nn.MLP``, each trained with the user's own
+``torch.nn.CrossEntropyLoss`` and ``torch.optim`` (SGD with momentum, Adam), eager and under
+``torch.compile(model)``. Then torchbp's own paths on MLPs: the full training step (zero grads,
 forward, cost, backward, update) with torchbp's cost and rule, and the graph-free step, against
-native, SGD and the quadratic cost. Every case starts both contenders from the same weights on
-the same data; contenders run in one process, alternating A B A B …, and the report gives
-medians and ratios to native PyTorch. Run it as ``torchbp bench`` or ``python scripts/bench.py``.
+native, SGD and the quadratic cost. Every case starts all contenders from the same weights on the
+same data; contenders run in one process, round by round (A B C A B C …), and the report gives
+medians, ratios of the medians and the median of the per-round ratios to native PyTorch. Run it
+as ``torchbp bench`` or ``python scripts/bench.py``.
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ class LayersOnlyCase:
     ``mlp`` gives ``(sizes, activation)`` when the model is a plain stack of ``Linear`` layers with
     that σ between them (logits out), so that ``torchbp.nn.MLP`` can stand in for it too; ``data``
     is ``"digits"`` for the digits' own rows and labels, else random; ``compile`` says whether the
-    ``torch.compile`` column runs by default (off where compiling takes minutes on a small CPU).
+    ``torch.compile`` rows run by default (off where the compile warm-up is long on a small CPU).
     """
 
     name: str
@@ -699,7 +701,8 @@ def benchmark(
                 if compile == "none"
                 else "a smoke-test case; --compile-all compiles it"
                 if quick
-                else "compiling it takes minutes on a small CPU; --compile-all compiles it"
+                else "a long compile warm-up on a small CPU (40–120 s cold on a shared 2-CPU machine); "
+                "--compile-all compiles it"
             )
         report["layers_only"].append(result)
     for case in full_stack:

@@ -403,11 +403,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_const",
         const="none",
         default="default",
-        help="no torch.compile column (by default the MLP cases get one; the CNNs and the transformer do not, as "
-        "compiling them takes minutes on a small CPU)",
+        help="no torch.compile rows (by default the MLP cases get them; the CNNs and the transformer do not, their "
+        "compile warm-up being long on a small CPU)",
     )
     compile_choice.add_argument(
-        "--compile-all", dest="compile", action="store_const", const="all", help="a torch.compile column for every case"
+        "--compile-all", dest="compile", action="store_const", const="all", help="torch.compile rows for every case"
     )
     bench.add_argument("--no-end-to-end", action="store_true", help="skip the 30-epoch digits comparison")
     bench.add_argument("--json", help="also write the report as JSON to this file")
