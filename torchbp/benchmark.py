@@ -1,12 +1,14 @@
 """Benchmarks: torchbp against torch.nn + torch.optim (and NumPy for small nets), side by side.
 
-First, what a user does: a model whose layers alone are converted (``torchbp.nn.convert``),
-trained with the user's own ``torch.nn.CrossEntropyLoss`` and ``torch.optim.SGD`` (momentum 0.9),
-against the same model left native. Then the MLP cases: the full training step (zero grads,
+First, what a user does (layers only): a ``torch.nn`` model, its ``convert``-ed copy and, for a
+plain stack of linear layers, ``torchbp.nn.MLP``, each trained with the user's own
+``torch.nn.CrossEntropyLoss`` and ``torch.optim`` (SGD with momentum, Adam), eager and under
+``torch.compile(model)``. Then torchbp's own paths on MLPs: the full training step (zero grads,
 forward, cost, backward, update) with torchbp's cost and rule, and the graph-free step, against
-native, SGD and the quadratic cost. Every case starts both contenders from the same weights on
-the same data; contenders run in one process, alternating A B A B …, and the report gives
-medians and ratios to native PyTorch. Run it as ``torchbp bench`` or ``python scripts/bench.py``.
+native, SGD and the quadratic cost. Every case starts all contenders from the same weights on the
+same data; contenders run in one process, round by round (A B C A B C …), and the report gives
+medians, ratios of the medians and the median of the per-round ratios to native PyTorch. Run it
+as ``torchbp bench`` or ``python scripts/bench.py``.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -64,23 +66,53 @@ QUICK_CASES = [
 
 
 @dataclass(frozen=True)
-class DropInCase:
-    """A user's model, built from ``torch.nn`` layers, and its batch: ``input_shape`` per example."""
+class LayersOnlyCase:
+    """A user's model, built from ``torch.nn`` layers, and its batch: ``input_shape`` per example.
+
+    ``mlp`` gives ``(sizes, activation)`` when the model is a plain stack of ``Linear`` layers with
+    that σ between them (logits out), so that ``torchbp.nn.MLP`` can stand in for it too; ``data``
+    is ``"digits"`` for the digits' own rows and labels, else random; ``compile`` says whether the
+    ``torch.compile`` rows run by default (off where the compile warm-up is long on a small CPU).
+    """
 
     name: str
     build: Callable[[], torch.nn.Module]
     input_shape: tuple[int, ...]
     batch: int
     classes: int = 10
+    mlp: tuple[tuple[int, ...], str] | None = None
+    data: str = "random"
+    compile: bool = True
 
 
-DROP_IN_CASES = [
-    DropInCase("LeNet digits b64", lambda: revert(lenet(8)), (64,), 64),
-    DropInCase("ResNet-style 1×28×28 b32", lambda: revert(small_resnet()), (1, 28, 28), 32),
-    DropInCase("MLP 784-256-256-10 relu b64", lambda: _relu_mlp(784, 256, 256, 10), (784,), 64),
-    DropInCase("Transformer encoder 2×(d128, 4 heads) seq 64 b16", lambda: EncoderClassifier(), (64, 128), 16),
+def _mlp_case(sizes: tuple[int, ...], activation: str, batch: int, data: str = "random") -> LayersOnlyCase:
+    name = f"{'-'.join(map(str, sizes))} {activation} b{batch}"
+    return LayersOnlyCase(
+        name, lambda: _native_mlp(sizes, activation), sizes[:1], batch, sizes[-1], (sizes, activation), data
+    )
+
+
+LAYERS_ONLY_CASES = [
+    _mlp_case((64, 30, 10), "sigmoid", 10, "digits"),
+    _mlp_case((64, 30, 10), "sigmoid", 64, "digits"),
+    _mlp_case((784, 256, 256, 10), "relu", 64),
+    _mlp_case((1024, 2048, 2048, 10), "relu", 128),
+    LayersOnlyCase("LeNet digits b64", lambda: revert(lenet(8)), (64,), 64, data="digits", compile=False),
+    LayersOnlyCase("ResNet-style 1×28×28 b32", lambda: revert(small_resnet()), (1, 28, 28), 32, compile=False),
+    LayersOnlyCase(
+        "Transformer encoder 2×(d128, 4 heads) seq 64 b16", lambda: EncoderClassifier(), (64, 128), 16, compile=False
+    ),
 ]
-QUICK_DROP_IN_CASES = [DropInCase("LeNet digits b8", lambda: revert(lenet(8)), (64,), 8)]
+QUICK_LAYERS_ONLY_CASES = [
+    replace(_mlp_case((16, 32, 8), "relu", 8), compile=False),
+    LayersOnlyCase("LeNet digits b8", lambda: revert(lenet(8)), (64,), 8, data="digits", compile=False),
+]
+
+OPTIMIZERS: dict[str, tuple[str, Callable[[Any], torch.optim.Optimizer]]] = {
+    "sgd": ("SGD(lr=0.01, momentum=0.9)", lambda params: torch.optim.SGD(params, lr=0.01, momentum=0.9)),
+    "adam": ("Adam(lr=1e-3)", lambda params: torch.optim.Adam(params, lr=1e-3)),
+}
+"""The user's ``torch.optim`` optimisers of the layers-only table: key → (label, factory)."""
 
 
 class EncoderClassifier(torch.nn.Module):
@@ -98,50 +130,159 @@ class EncoderClassifier(torch.nn.Module):
         return self.head(self.encoder(x).mean(1))  # type: ignore[no-any-return]
 
 
-def _relu_mlp(*sizes: int) -> torch.nn.Sequential:
+def _native_mlp(sizes: tuple[int, ...], activation: str) -> torch.nn.Sequential:
+    """``Linear`` layers with σ between them (none after the last: logits), as a user writes it."""
+    sigma = {"sigmoid": torch.nn.Sigmoid, "relu": torch.nn.ReLU, "tanh": torch.nn.Tanh}[activation]
     layers: list[torch.nn.Module] = []
     for n_in, n_out in itertools.pairwise(sizes):
-        layers += [torch.nn.Linear(n_in, n_out), torch.nn.ReLU()]
+        layers += [torch.nn.Linear(n_in, n_out), sigma()]
     return torch.nn.Sequential(*layers[:-1])
 
 
-def run_drop_in(case: DropInCase, device: torch.device, repeats: int, target_seconds: float) -> dict[str, Any]:
-    """Layers only: the converted model against the native one, each with its own
-    ``CrossEntropyLoss`` and ``SGD(lr=0.01, momentum=0.9)``; medians (µs per step) and the ratio."""
+def layers_only_contenders(case: LayersOnlyCase, device: torch.device) -> dict[str, torch.nn.Module]:
+    """The case's contenders, all with the same weights: ``native`` (the ``torch.nn`` model),
+    ``converted`` (``convert`` of a copy) and, for a plain stack, ``mlp`` (``torchbp.nn.MLP``)."""
     torch.manual_seed(0)
     native = case.build().to(device)
-    ours = convert(copy.deepcopy(native))
-    generator = torch.Generator().manual_seed(0)
-    x = torch.rand(case.batch, *case.input_shape, generator=generator).to(device)
-    y = torch.randint(case.classes, (case.batch,), generator=generator).to(device)
-    loss = torch.nn.CrossEntropyLoss()
+    models = {"native": native, "converted": convert(copy.deepcopy(native))}
+    if case.mlp is not None:
+        sizes, activation = case.mlp
+        mlp = MLP(list(sizes), activation, output_activation="identity").to(device)
+        with torch.no_grad():
+            for ours, theirs in zip(mlp.parameters(), native.parameters(), strict=True):
+                ours.copy_(theirs)
+        models["mlp"] = mlp
+    return models
 
-    def trainer(model: torch.nn.Module) -> Step:
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
-        def step() -> None:
-            optimizer.zero_grad()
-            loss(model(x), y).backward()
-            optimizer.step()
+def _layers_only_batch(case: LayersOnlyCase, device: torch.device) -> tuple[Tensor, Tensor]:
+    if case.data == "digits":
+        data = digits()
+        x, y = data.inputs[: case.batch], data.targets[: case.batch]
+    else:
+        generator = torch.Generator().manual_seed(0)
+        x = torch.rand(case.batch, *case.input_shape, generator=generator)
+        y = torch.randint(case.classes, (case.batch,), generator=generator)
+    return x.reshape(case.batch, *case.input_shape).to(device), y.to(device)
 
-        return step
 
-    contenders = {"native": trainer(native), "torchbp": trainer(ours)}
-    for step in contenders.values():
-        step()  # warm up
-    steps = _steps_for(contenders["native"], device, target_seconds)
+Timer = Callable[[Step, int], float]
+"""Times ``steps`` calls of a step; returns µs per step."""
+
+
+def interleave(contenders: dict[str, Step], steps: int, repeats: int, timer: Timer) -> dict[str, list[float]]:
+    """``repeats`` rounds, each timing every contender once in turn (A B C A B C …): µs per step,
+    one list per contender, the i-th entry from round i."""
     times: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(repeats):
         for name, step in contenders.items():
-            times[name].append(_time(step, steps, device))
+            times[name].append(timer(step, steps))
+    return times
+
+
+def summarise(times: dict[str, list[float]], baseline: str = "native") -> dict[str, dict[str, float]]:
+    """Medians of rounds' times, each contender's median over ``baseline``'s, and the median of
+    the per-round ratios (each round's time over ``baseline``'s in the same round: steadier when
+    the machine's speed drifts between rounds)."""
     medians = {name: statistics.median(values) for name, values in times.items()}
     return {
-        "case": case.name,
-        "steps_per_timing": steps,
-        "repeats": repeats,
         "median_us": medians,
-        "ratio_to_native": medians["torchbp"] / medians["native"],
+        "ratio_of_medians": {name: medians[name] / medians[baseline] for name in medians},
+        "median_round_ratio": {
+            name: statistics.median(t / b for t, b in zip(values, times[baseline], strict=True))
+            for name, values in times.items()
+        },
     }
+
+
+def run_layers_only(
+    case: LayersOnlyCase,
+    device: torch.device,
+    repeats: int,
+    target_seconds: float,
+    optimizers: Sequence[str] = tuple(OPTIMIZERS),
+    compile: bool = True,
+    compiler: Callable[[torch.nn.Module], Callable[[Tensor], Tensor]] = torch.compile,
+) -> dict[str, Any]:
+    """Layers only: the native model, its ``convert``-ed copy and (for a plain stack) ``torchbp.nn.MLP``,
+    each trained with the user's own ``torch.nn.CrossEntropyLoss`` and ``torch.optim`` optimiser,
+    eager and (``compile``) through ``compiler(model)``. One group of timings per optimiser and mode;
+    every group starts every contender from the same weights. A contender whose compiled model fails
+    is left out of that group, with its error."""
+    models = layers_only_contenders(case, device)
+    start = {name: copy.deepcopy(model.state_dict()) for name, model in models.items()}
+    x, y = _layers_only_batch(case, device)
+    loss = torch.nn.CrossEntropyLoss()
+    compiled: dict[str, Callable[[Tensor], Tensor] | BaseException] = {}
+    groups: list[dict[str, Any]] = []
+
+    def timer(step: Step, steps: int) -> float:
+        return _time(step, steps, device)
+
+    for mode in ("eager", "compile") if compile else ("eager",):
+        if mode == "compile":
+            torch.compiler.reset()  # a case's compiled graphs never meet another case's shapes or limits
+        for key in optimizers:
+            group: dict[str, Any] = {"optimizer": key, "mode": mode}
+            contenders: dict[str, Step] = {}
+            for name, model in models.items():
+                model.load_state_dict(start[name])
+                forward: Callable[[Tensor], Tensor] | BaseException = model
+                if mode == "compile":
+                    if name not in compiled:
+                        began = time.perf_counter()
+                        compiled[name] = _compiled(compiler, model, x, y, loss)
+                        group.setdefault("compile_seconds", {})[name] = time.perf_counter() - began
+                        model.load_state_dict(start[name])
+                    forward = compiled[name]
+                if isinstance(forward, BaseException):
+                    group.setdefault("errors", {})[name] = f"{type(forward).__name__}: {forward}"
+                    continue
+                contenders[name] = _user_step(forward, OPTIMIZERS[key][1](model.parameters()), loss, x, y)
+            if "native" not in contenders:
+                groups.append(group)
+                continue
+            for step in contenders.values():
+                step()  # warm up (and the optimiser's state made)
+            steps = _steps_for(contenders["native"], device, target_seconds)
+            times = interleave(contenders, steps, repeats, timer)
+            group.update(steps_per_timing=steps, repeats=repeats, times_us=times, **summarise(times))
+            groups.append(group)
+    return {"case": case.name, "contenders": list(models), "groups": groups}
+
+
+def _user_step(
+    forward: Callable[[Tensor], Tensor],
+    optimizer: torch.optim.Optimizer,
+    loss: torch.nn.Module,
+    x: Tensor,
+    y: Tensor,
+) -> Step:
+    def step() -> None:
+        optimizer.zero_grad()
+        loss(forward(x), y).backward()
+        optimizer.step()
+
+    return step
+
+
+def _compiled(
+    compiler: Callable[[torch.nn.Module], Callable[[Tensor], Tensor]],
+    model: torch.nn.Module,
+    x: Tensor,
+    y: Tensor,
+    loss: torch.nn.Module,
+) -> Callable[[Tensor], Tensor] | BaseException:
+    """``compiler(model)`` after its compilation (forward and backward, run twice), or its error."""
+    try:
+        forward = compiler(model)
+        for _ in range(2):
+            loss(forward(x), y).backward()
+        model.zero_grad(set_to_none=True)
+        return forward
+    except Exception as error:  # whatever compiling raised, the report names it
+        model.zero_grad(set_to_none=True)
+        return error
 
 
 def _sync(device: torch.device) -> None:
@@ -311,17 +452,15 @@ def run_case(case: Case, device: torch.device, repeats: int, target_seconds: flo
     for step in contenders.values():
         step()  # warm up
     steps = _steps_for(native_step, device, target_seconds)
-    times: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(repeats):
-        for name, step in contenders.items():
-            times[name].append(_time(step, steps, device))
-    medians = {name: statistics.median(values) for name, values in times.items()}
+    summary = summarise(interleave(contenders, steps, repeats, lambda step, n: _time(step, n, device)))
+    medians = summary["median_us"]
     result: dict[str, Any] = {
         "case": case.name,
         "steps_per_timing": steps,
         "repeats": repeats,
         "median_us": medians,
-        "ratio_to_native": {name: medians[name] / medians["native"] for name in medians},
+        "ratio_to_native": summary["ratio_of_medians"],
+        "median_round_ratio": summary["median_round_ratio"],
         "saved_bytes": {"torchbp": _saved_bytes(torchbp_step), "native": _saved_bytes(native_step)},
     }
     if device.type == "cuda":
@@ -491,48 +630,111 @@ def machine() -> dict[str, Any]:
     }
 
 
+END_TO_END = "digits end to end"
+"""The name ``cases`` selects the 30-epoch digits comparison by."""
+
+COMPILE_CHOICES = ("default", "all", "none")
+"""Which layers-only cases get the ``torch.compile`` column: those marked for it, every one, none."""
+
+
+def select_cases(patterns: Sequence[str] | None, quick: bool = False) -> tuple[list[LayersOnlyCase], list[Case], bool]:
+    """The layers-only cases, the full-stack cases and whether the end-to-end run is in, for
+    ``patterns`` (substrings of case names, any case; ``None``: every case)."""
+    layers_only = QUICK_LAYERS_ONLY_CASES if quick else LAYERS_ONLY_CASES
+    full_stack = QUICK_CASES if quick else CASES
+    names = [case.name for case in layers_only] + [case.name for case in full_stack] + [END_TO_END]
+    if patterns is None:
+        return list(layers_only), list(full_stack), True
+    for pattern in patterns:
+        if not any(pattern.lower() in name.lower() for name in names):
+            known = ", ".join(repr(name) for name in names)
+            raise ValueError(f"cases: {pattern!r} is part of no case name; expected a part of one of {known}")
+
+    def chosen(name: str) -> bool:
+        return any(pattern.lower() in name.lower() for pattern in patterns)
+
+    return (
+        [case for case in layers_only if chosen(case.name)],
+        [case for case in full_stack if chosen(case.name)],
+        chosen(END_TO_END),
+    )
+
+
 def benchmark(
-    device: str = "cpu", repeats: int = 10, quick: bool = False, end_to_end: bool = True, target_seconds: float = 0.05
+    device: str = "cpu",
+    repeats: int = 10,
+    quick: bool = False,
+    end_to_end: bool = True,
+    target_seconds: float = 0.05,
+    cases: Sequence[str] | None = None,
+    optimizers: Sequence[str] = tuple(OPTIMIZERS),
+    compile: str = "default",
 ) -> dict[str, Any]:
-    """Run every case (or the tiny ``quick`` ones) on ``device``; returns the whole report."""
+    """Run every case (or the tiny ``quick`` ones) on ``device``; returns the whole report.
+
+    ``cases``: parts of case names (any case, case-insensitive; ``None``: all); ``optimizers``:
+    keys of ``OPTIMIZERS`` for the layers-only table; ``compile``: one of ``COMPILE_CHOICES``.
+    """
     if repeats < 1:
         raise ValueError(f"repeats: expected at least 1, got {repeats}")
+    if not optimizers or any(key not in OPTIMIZERS for key in optimizers):
+        raise ValueError(f"optimizers: expected some of {', '.join(OPTIMIZERS)}, got {', '.join(optimizers) or 'none'}")
+    if compile not in COMPILE_CHOICES:
+        raise ValueError(f"compile: expected one of {', '.join(COMPILE_CHOICES)}, got {compile!r}")
     where = torch.device(device)
     if where.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device: 'cuda' was asked for, but torch sees no CUDA device")
-    cases = QUICK_CASES if quick else CASES
-    report: dict[str, Any] = {"machine": machine(), "device": str(where), "drop_in": [], "cases": []}
-    for drop_in in QUICK_DROP_IN_CASES if quick else DROP_IN_CASES:
-        report["drop_in"].append(run_drop_in(drop_in, where, repeats, target_seconds))
-    for case in cases:
+    layers_only, full_stack, chosen_end_to_end = select_cases(cases, quick)
+    report: dict[str, Any] = {
+        "machine": machine(),
+        "device": str(where),
+        "optimizers": {key: OPTIMIZERS[key][0] for key in optimizers},
+        "layers_only": [],
+        "cases": [],
+    }
+    for layers_case in layers_only:
+        compiled = compile == "all" or (compile == "default" and layers_case.compile)
+        result = run_layers_only(layers_case, where, repeats, target_seconds, optimizers, compiled)
+        if not compiled:
+            result["compile_skipped"] = (
+                "--no-compile"
+                if compile == "none"
+                else "a smoke-test case; --compile-all compiles it"
+                if quick
+                else "a long compile warm-up on a small CPU (40–120 s cold on a shared 2-CPU machine); "
+                "--compile-all compiles it"
+            )
+        report["layers_only"].append(result)
+    for case in full_stack:
         report["cases"].append(run_case(case, where, repeats, target_seconds))
-    if end_to_end and not quick:
+    if end_to_end and not quick and chosen_end_to_end:
         report["digits_end_to_end"] = digits_end_to_end()
     return report
 
 
+CONTENDER_LABELS = {"native": "native", "converted": "converted", "mlp": "MLP"}
+
+
 def format_report(report: dict[str, Any]) -> str:
-    """The report as a Markdown table (and the end-to-end and roofline lines)."""
+    """The report as Markdown tables: layers only first, then the full torchbp stack and the
+    graph-free step, then the roofline and end-to-end lines."""
     lines = [
         f"machine: {report['machine']['processor']}, {report['machine']['cpu_count']} CPUs, "
         f"torch {report['machine']['torch']}, {report['machine']['threads']} threads, device {report['device']}",
-        "",
-        "layers-only drop-in (convert(model); the user's own CrossEntropyLoss and torch.optim.SGD, momentum 0.9):",
-        "",
-        "| model | native µs | converted µs | converted/native |",
-        "| --- | ---: | ---: | ---: |",
     ]
-    for result in report.get("drop_in", []):
-        m = result["median_us"]
-        lines.append(f"| {result['case']} | {m['native']:.1f} | {m['torchbp']:.1f} | {result['ratio_to_native']:.2f} |")
-    lines += [
-        "",
-        "full torchbp stack (torchbp.nn.MLP, torchbp's quadratic cost and SGD) and the graph-free step:",
-        "",
-        "| case | native µs | torchbp µs | graph-free µs | NumPy µs | torchbp/native | graph-free/native | "
-        "saved bytes torchbp / native |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
+    if report["layers_only"]:
+        lines += ["", *_layers_only_table(report)]
+    if report["cases"]:
+        lines += [
+            "",
+            "full torchbp stack — not the drop-in scenario: torchbp.nn.MLP with torchbp's own quadratic cost and SGD "
+            "rule, and the graph-free step torchbp.fit takes; native: torch.nn layers, the same cost, torch.optim.SGD "
+            "(ratios: of the medians):",
+            "",
+            "| case | native µs | torchbp µs | graph-free µs | NumPy µs | torchbp/native | graph-free/native | "
+            "saved bytes torchbp / native |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
     for result in report["cases"]:
         m, r, saved = result["median_us"], result["ratio_to_native"], result["saved_bytes"]
         numpy_time = f"{m['numpy']:.1f}" if "numpy" in m else "—"
@@ -556,6 +758,67 @@ def format_report(report: dict[str, Any]) -> str:
         ratios = ", ".join(f"{k} = {v:.2f}" for k, v in e2e["ratio"].items())
         lines.append(f"\ndigits end to end (30 epochs, batch 10, η=3): {times}\naccuracy: {accs}\nratios: {ratios}")
     return "\n".join(lines)
+
+
+def _layers_only_table(report: dict[str, Any]) -> list[str]:
+    """The first table: a row per case and mode, per optimiser native's median µs and each other
+    contender's median µs with the median of its per-round ratios to native; then the footnotes."""
+    optimizers = report["optimizers"]
+    others = [
+        name for name in ("converted", "mlp") if any(name in result["contenders"] for result in report["layers_only"])
+    ]
+    labels = ", ".join(f"{key}: torch.optim.{label}" for key, label in optimizers.items())
+    lines = [
+        "layers only — what a user does: the model's torch.nn layers swapped (convert(model); torchbp.nn.MLP for "
+        f"a plain stack), the user's own torch.nn.CrossEntropyLoss and torch.optim ({labels}); eager, and "
+        "torch.compile(model); µs per step (medians), in brackets the median of the per-round ratios to native:",
+        "",
+        "| model | mode | "
+        + " | ".join(
+            f"{key} {CONTENDER_LABELS[name]}{' µs' if name == 'native' else ''}"
+            for key in optimizers
+            for name in ("native", *others)
+        )
+        + " |",
+        "| --- | --- |" + " ---: |" * (len(optimizers) * (1 + len(others))),
+    ]
+    notes: list[str] = []
+    for result in report["layers_only"]:
+        for mode in ("eager", "compile"):
+            groups = {group["optimizer"]: group for group in result["groups"] if group["mode"] == mode}
+            if not groups:
+                continue
+            cells = []
+            for key in optimizers:
+                group = groups[key]
+                for name in ("native", *others):
+                    cells.append(_layers_only_cell(group, name, name in result["contenders"], notes))
+            lines.append(f"| {result['case']} | {mode} | " + " | ".join(cells) + " |")
+    for result in report["layers_only"]:
+        seconds = {}
+        for group in result["groups"]:
+            seconds.update(group.get("compile_seconds", {}))
+        if seconds:
+            spent = ", ".join(f"{CONTENDER_LABELS[name]} {value:.1f}" for name, value in seconds.items())
+            notes.append(f"torch.compile warm-up, {result['case']} (s): {spent}")
+        if "compile_skipped" in result:
+            notes.append(f"torch.compile not run for {result['case']}: {result['compile_skipped']}")
+    return lines + (["", *notes] if notes else [])
+
+
+def _layers_only_cell(group: dict[str, Any], name: str, present: bool, notes: list[str]) -> str:
+    if not present:
+        return "—"
+    if name in group.get("errors", {}):
+        error = group["errors"][name].strip().splitlines()[0][:300]  # the whole message is in the JSON
+        notes.append(f"[{len(notes) + 1}] {group['mode']}, {group['optimizer']}, {name}: {error}")
+        return f"failed [{len(notes)}]"
+    if "median_us" not in group:
+        return "—"
+    median = group["median_us"][name]
+    if name == "native":
+        return f"{median:.1f}"
+    return f"{median:.1f} ({group['median_round_ratio'][name]:.2f}×)"
 
 
 def write_json(report: dict[str, Any], path: str) -> None:

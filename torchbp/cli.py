@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from . import __version__
+from .benchmark import END_TO_END, OPTIMIZERS
 from .nn import MLP
 from .nn.models import lenet
 from .plugins import PluginEntry, PluginError
@@ -105,6 +106,23 @@ def _layers(text: str) -> list[int]:
     if len(layers) < 2 or min(layers) < 1:
         raise argparse.ArgumentTypeError(f"expected at least two positive widths, got {text!r}")
     return layers
+
+
+def _names(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected comma-separated parts of case names like 784,lenet, got {text!r}")
+    return names
+
+
+def _optimizers(text: str) -> list[str]:
+    keys = [key.strip().lower() for key in text.split(",")]
+    unknown = [key for key in keys if key not in OPTIMIZERS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"expected some of {', '.join(OPTIMIZERS)} (comma-separated), got {', '.join(map(repr, unknown))}"
+        )
+    return keys
 
 
 def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -246,7 +264,15 @@ def _bench(args: argparse.Namespace) -> int:
     from .benchmark import benchmark, format_report, write_json
 
     try:
-        report = benchmark(args.device, args.repeats, args.quick, not args.no_end_to_end)
+        report = benchmark(
+            args.device,
+            args.repeats,
+            args.quick,
+            not args.no_end_to_end,
+            cases=args.cases,
+            optimizers=args.optimizers,
+            compile=args.compile,
+        )
     except ValueError as error:
         print(f"torchbp bench: error: {error}", file=sys.stderr)
         return 2
@@ -343,10 +369,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.set_defaults(run=_predict)
 
-    bench = commands.add_parser("bench", help="time torchbp against torch.nn + torch.optim and NumPy")
+    bench = commands.add_parser(
+        "bench",
+        help="time torchbp against torch.nn + torch.optim and NumPy",
+        description="Time torchbp against native PyTorch, contenders alternating in one process. First table: "
+        "layers only (the model's layers converted, or torchbp.nn.MLP, with the user's own CrossEntropyLoss and "
+        "torch.optim, eager and under torch.compile); then the full torchbp stack and the graph-free step; then "
+        "the 30-epoch digits run end to end.",
+    )
     bench.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     bench.add_argument("--repeats", type=int, default=10, help="alternating timings per contender (default 10)")
     bench.add_argument("--quick", action="store_true", help="tiny cases only (a smoke test)")
+    bench.add_argument(
+        "--cases",
+        type=_names,
+        metavar="PART[,PART…]",
+        help="only the cases whose name contains one of these parts (any case, any table, e.g. '784,lenet'; "
+        f"'{END_TO_END}' for the digits run); default: every case",
+    )
+    bench.add_argument(
+        "--optimizers",
+        type=_optimizers,
+        default=list(OPTIMIZERS),
+        metavar="NAME[,NAME…]",
+        help=f"the layers-only table's torch.optim optimisers, some of {', '.join(OPTIMIZERS)} (default: all: "
+        + "; ".join(f"{key} = {label}" for key, (label, _) in OPTIMIZERS.items())
+        + ")",
+    )
+    compile_choice = bench.add_mutually_exclusive_group()
+    compile_choice.add_argument(
+        "--no-compile",
+        dest="compile",
+        action="store_const",
+        const="none",
+        default="default",
+        help="no torch.compile rows (by default the MLP cases get them; the CNNs and the transformer do not, their "
+        "compile warm-up being long on a small CPU)",
+    )
+    compile_choice.add_argument(
+        "--compile-all", dest="compile", action="store_const", const="all", help="torch.compile rows for every case"
+    )
     bench.add_argument("--no-end-to-end", action="store_true", help="skip the 30-epoch digits comparison")
     bench.add_argument("--json", help="also write the report as JSON to this file")
     bench.set_defaults(run=_bench)
