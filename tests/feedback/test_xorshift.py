@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 
 import pytest
@@ -29,7 +30,7 @@ def test_draws_are_uniform_16_bit_integers_fresh_each_step() -> None:
         counts = torch.bincount((u * 16).long(), minlength=16).double()
         chi2 = ((counts - u.numel() / 16) ** 2 / (u.numel() / 16)).sum().item()
         assert chi2 < 50  # 15 degrees of freedom: P(χ² > 50) ≈ 10⁻⁵
-    for a, b in zip(draws, draws[1:]):
+    for a, b in itertools.pairwise(draws):
         ua, ub = a.double(), b.double()
         # each step is fresh: successive draws of an element are uncorrelated, and rarely equal
         assert abs(torch.corrcoef(torch.stack([ua, ub]))[0, 1].item()) < 5 / math.sqrt(ua.numel())
