@@ -57,13 +57,16 @@ class StackFeedback(NamedTuple):
             backward pass (``None``: the stack's own output is the network's, e = ∂C/∂aᴸ); ``None``
             too for the other rules, with ``direct`` false.
         direct: whether BP2 becomes e Bˡ.
-        learn: called with the stack's ∂C/∂Wˡ after the backward pass (a rule that learns B).
+        learn: called with the stack's ∂C/∂Wˡ after the backward pass (a rule that learns B, or
+            one that writes the next B in place).
+        check: called before the backward pass reads the Bˡ: raises if one was overwritten since.
     """
 
     matrices: list[Tensor]
     error: Callable[[], Tensor] | None = None
     direct: bool = False
     learn: Callable[[list[Tensor | None]], None] | None = None
+    check: Callable[[], None] | None = None
 
 
 def mlp_forward(

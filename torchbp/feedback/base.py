@@ -33,6 +33,10 @@ class FeedbackRule:
     - ``learn``: told the layer's weight gradient ∂C/∂W after its backward pass, a rule that
       learns B (Kolen–Pollack) updates ``feedback_weight`` in place.
 
+    A rule that keeps numbers of its own between batches (a random generator's state) returns
+    them from ``state``: the layer keeps them in a buffer ``feedback_state`` (so they are in
+    every checkpoint too) and hands them to ``matrix``, which advances them in place.
+
     Class attributes:
         direct: ``True`` for rules that send the network's output error e straight to every
             layer (dfa): B is then ``(network outputs, layer inputs)`` and BP2 becomes e B.
@@ -40,6 +44,10 @@ class FeedbackRule:
             layer then seeds its generator from ``(seed, layer, batch count)``, the count kept
             in a buffer ``feedback_draws``, so a resumed run redraws what an unbroken one would.
         exact: ``True`` for backprop only: layers then keep no B and run their exact equations.
+        in_place: ``True`` for rules whose ``matrix`` writes this batch's B into
+            ``feedback_weight`` in place and returns it, rather than a new tensor (a new
+            W-sized tensor per batch costs the allocator page faults): the layer hands
+            ``matrix`` a copy instead while a backward pass that reads the stored B is still to run.
 
     Args:
         seed: the seed of every B (one stream per layer, derived from it).
@@ -48,6 +56,7 @@ class FeedbackRule:
     direct: ClassVar[bool] = False
     redraws: ClassVar[bool] = False
     exact: ClassVar[bool] = False
+    in_place: ClassVar[bool] = False
     name: str = ""
     """The name it was looked up by (set by ``torchbp.get_feedback``)."""
 
@@ -60,9 +69,17 @@ class FeedbackRule:
         input to the layer. Draw every random number from ``generator``."""
         raise NotImplementedError
 
-    def matrix(self, weight: Tensor, feedback_weight: Tensor, generator: torch.Generator) -> Tensor:
-        """The B this batch's backward pass uses (computed at the forward pass; do not change
-        ``feedback_weight`` here: the layer stores what this returns)."""
+    def state(self, weight: Tensor, generator: torch.Generator) -> Tensor | None:
+        """Numbers the rule keeps per layer between batches (kept in the buffer ``feedback_state``
+        and passed to ``matrix``), drawn from ``generator`` only; ``None`` (the default): none."""
+        return None
+
+    def matrix(
+        self, weight: Tensor, feedback_weight: Tensor, generator: torch.Generator, state: Tensor | None = None
+    ) -> Tensor:
+        """The B this batch's backward pass uses (computed at the forward pass; the layer stores
+        what this returns). Change ``feedback_weight`` only in a rule with ``in_place = True``;
+        ``state`` is what ``state`` returned, advanced here in place."""
         return feedback_weight
 
     def learn(self, feedback_weight: Tensor, weight: Tensor, grad_weight: Tensor) -> None:

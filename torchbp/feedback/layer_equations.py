@@ -40,7 +40,10 @@ class WithFeedback(Derivatives):
         input_shape: the layer's input shape, for a direct rule's e B.
         error: a direct rule's e = ∂C/∂(network output) ``(examples, outputs)``, read in the
             backward pass; ``None`` for rules where B stands in for W.
-        learn: called with this batch's ∂C/∂W after the backward pass (a rule that learns B).
+        learn: called with this batch's ∂C/∂W (``None`` where W wants no gradient) after the
+            backward pass: a rule that learns B, or one that writes the next B in place.
+        version: B's version when this batch's B was made: a rule that writes B in place must not
+            have overwritten it before a backward pass (one through a retained graph) reads it.
     """
 
     kind: ClassVar[str] = "feedback"
@@ -50,7 +53,8 @@ class WithFeedback(Derivatives):
     matrix: Tensor
     input_shape: tuple[int, ...]
     error: Callable[[], Tensor] | None = None
-    learn: Callable[[Tensor], None] | None = None
+    learn: Callable[[Tensor | None], None] | None = None
+    version: int | None = None
 
     def forward(self, x: Tensor, *params: Tensor | None) -> tuple[Tensor, tuple[Tensor, ...]]:
         return self.inner.forward(x, *params)
@@ -77,6 +81,11 @@ class WithFeedback(Derivatives):
         return self.vjps(delta, saved, (False, *needs))[1:]
 
     def vjps(self, delta: Tensor, saved: Any, needs: tuple[bool, ...]) -> tuple[Tensor | None, ...]:
+        if self.version is not None and self.matrix._version != self.version:
+            raise RuntimeError(
+                "the feedback matrix B this backward pass reads was redrawn in place by a later forward pass; "
+                "run the backward pass (through a retained graph too) before the next forward pass"
+            )
         inner_saved = self.inner.Saved(*saved)
         if self.error is None:
             # BP2 with B for W: ∂C/∂x = δ B (the layer's own input VJP, reading B); BP3, BP4 exact
@@ -87,9 +96,9 @@ class WithFeedback(Derivatives):
             if needs[0]:
                 # direct feedback: ∂C/∂x = e B, reshaped like x
                 grad_x = (self.error() @ self.matrix).reshape(self.input_shape)
-        if self.learn is not None and grads and grads[0] is not None:
+        if self.learn is not None:
             with torch.no_grad():
-                self.learn(grads[0])
+                self.learn(grads[0] if grads else None)
         return grad_x, *grads
 
     def jvp(self, saved: Any, x_t: Tensor | None, *params_t: Tensor | None) -> Tensor:

@@ -273,6 +273,8 @@ class MLPFunction(Function):
         weights = [None if s.weight is None else saved[s.weight] for s in slots]
         direct_error = None
         if feedback is not None:  # BP2 reads each Bˡ in Wˡ's place (torchbp.feedback)
+            if feedback.check is not None:
+                feedback.check()
             weights = [None if s.weight is None else b for s, b in zip(slots, feedback.matrices)]
             if feedback.direct:
                 direct_error = grads[layers - 1] if feedback.error is None else feedback.error()

@@ -41,6 +41,9 @@ class LayerFeedback:
         self.output_error, self.outputs = output_error, outputs
         self.learns = type(rule).learn is not FeedbackRule.learn
         self.derives = type(rule).matrix is not FeedbackRule.matrix
+        self.pending = False
+        """Whether a backward pass that reads the stored B is still to run (an in-place rule then
+        writes this batch's B into a copy, not over the B that backward pass reads)."""
 
     def generator(self, device: torch.device, draws: int = 0) -> torch.Generator:
         """The layer's own random stream: seeded from (seed, layer, draws), nothing else."""
@@ -61,15 +64,20 @@ class LayerFeedback:
         return self.outputs, per_example
 
     def create(self, x: Tensor | None = None) -> None:
-        """Register (or fill in) the layer's buffers: B drawn by the rule, and a batch count."""
+        """Register (or fill in) the layer's buffers: B drawn by the rule, the rule's own state
+        (drawn next from the same stream) and a batch count, where the rule has them."""
         module, weight = self.module, _weight(self.module).detach()
         shape = self.shape(x)
+        generator = self.generator(weight.device)
         matrix = (
             torch.empty(0, dtype=weight.dtype, device=weight.device)
             if shape is None
-            else self.rule.initial(weight, shape, self.generator(weight.device))
+            else self.rule.initial(weight, shape, generator)
         )
         module.register_buffer("feedback_weight", matrix)
+        state = self.rule.state(weight, generator)
+        if state is not None and "feedback_state" not in module._buffers:
+            module.register_buffer("feedback_state", state)
         if self.rule.redraws and "feedback_draws" not in module._buffers:
             module.register_buffer("feedback_draws", torch.zeros((), dtype=torch.int64, device=weight.device))
 
@@ -91,9 +99,18 @@ class LayerFeedback:
             draws = int(count)
             count.add_(1)
         weight = _weight(self.module).detach()
-        matrix = self.rule.matrix(weight, matrix, self.generator(weight.device, draws + 1))  # draw 0 made B's start
+        if self.rule.in_place and self.pending:
+            matrix = matrix.clone()  # the stored B is still to be read by a backward pass
+        generator = self.generator(weight.device, draws + 1)  # draw 0 made B's start
+        matrix = self.rule.matrix(weight, matrix, generator, **self.state())
         buffers["feedback_weight"] = matrix
+        self.pending = True
         return matrix
+
+    def state(self) -> dict[str, Tensor]:
+        """``{"state": the rule's own state}`` for a rule that keeps one, else ``{}``."""
+        state = self.module._buffers.get("feedback_state")
+        return {} if state is None else {"state": state}
 
     def check(self, x: Tensor, matrix: Tensor) -> None:
         """A direct rule's B must fit x: ``(outputs, values per example)``."""
@@ -105,23 +122,28 @@ class LayerFeedback:
                 "for the input size of the first batch"
             )
 
-    def learn(self, grad_weight: Tensor) -> None:
-        """Hand the rule this batch's ∂C/∂W (rules that learn B)."""
-        matrix = self.module._buffers["feedback_weight"]
-        assert matrix is not None
-        self.rule.learn(matrix, _weight(self.module).detach(), grad_weight)
+    def learn(self, grad_weight: Tensor | None) -> None:
+        """After the backward pass: hand the rule this batch's ∂C/∂W (rules that learn B), and
+        free the stored B to be overwritten by the next batch (rules that write it in place)."""
+        self.pending = False
+        if self.learns and grad_weight is not None:
+            matrix = self.module._buffers["feedback_weight"]
+            assert matrix is not None
+            self.rule.learn(matrix, _weight(self.module).detach(), grad_weight)
 
     def wrap(self, derivatives: Derivatives, x: Tensor) -> WithFeedback:
         """The layer's equations for input x, with BP2 through this batch's B."""
         matrix = self.matrix(x)
+        version = matrix._version if self.rule.in_place else None
         if self.rule.direct:
             self.check(x, matrix)
             assert self.output_error is not None
-            return WithFeedback(derivatives, matrix, tuple(x.shape), self.output_error.read, self.learn_or_none())
-        return WithFeedback(derivatives, matrix, tuple(x.shape), None, self.learn_or_none())
+            read = self.output_error.read
+            return WithFeedback(derivatives, matrix, tuple(x.shape), read, self.learn_or_none(), version)
+        return WithFeedback(derivatives, matrix, tuple(x.shape), None, self.learn_or_none(), version)
 
     def learn_or_none(self) -> Any:
-        return self.learn if self.learns else None
+        return self.learn if self.learns or self.rule.in_place else None
 
 
 class FeedbackLayer:
@@ -144,16 +166,26 @@ def stack_feedback(layers: list[Any], x: Tensor) -> StackFeedback | None:
     feedbacks: list[LayerFeedback] = [layer._feedback for layer in layers]
     matrices = [feedback.matrix(x) for feedback in feedbacks]
     learn = None
-    if first.learns:
+    if first.learn_or_none() is not None:
 
         def learn(grad_weights: list[Tensor | None]) -> None:
             with torch.no_grad():
                 for feedback, grad_weight in zip(feedbacks, grad_weights):
-                    if grad_weight is not None:
-                        feedback.learn(grad_weight)
+                    feedback.learn(grad_weight)
 
     error = first.output_error.read if first.output_error is not None else None
-    return StackFeedback(matrices, error, first.rule.direct, learn)
+    check = None
+    if first.rule.in_place:
+        versions = [matrix._version for matrix in matrices]
+
+        def check() -> None:
+            if [matrix._version for matrix in matrices] != versions:
+                raise RuntimeError(
+                    "the feedback matrices B this backward pass reads were redrawn in place by a later forward "
+                    "pass; run the backward pass (through a retained graph too) before the next forward pass"
+                )
+
+    return StackFeedback(matrices, error, first.rule.direct, learn, check)
 
 
 def attach(model: torch.nn.Module, feedback: str | FeedbackRule = "backprop", **options: Any) -> FeedbackRule:
@@ -205,6 +237,7 @@ def detach(model: torch.nn.Module) -> None:
             module.__dict__.pop("_feedback_load_handle").remove()
             module._buffers.pop("feedback_weight", None)
             module._buffers.pop("feedback_draws", None)
+            module._buffers.pop("feedback_state", None)
         module.__dict__.pop("_output_error", None)
         handle = module.__dict__.pop("_output_error_handle", None)
         if handle is not None:

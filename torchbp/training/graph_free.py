@@ -98,9 +98,8 @@ class GraphFreeStep:
             self.needs,
             direct_error=grad_output if direct else None,
         )
-        if self.feedback and self.feedback[0].learns:
-            for feedback, grad_weight in zip(self.feedback, grad_weights):
-                feedback.learn(grad_weight)  # type: ignore[arg-type]
+        for feedback, grad_weight in zip(self.feedback, grad_weights):
+            feedback.learn(grad_weight)  # B learns (Kolen–Pollack), or may be overwritten next batch
         # from the top down, as the autograd backward hands them over
         for layer, delta in reversed(list(zip(self.layers, deltas))):
             if layer._delta_hooks and delta is not None:
