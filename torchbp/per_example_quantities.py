@@ -252,13 +252,11 @@ class _Recording:
             self._add_part(entry, rows, grad, part, first)
             return
         grad_sample = None
-        if "grad" in quantities or (not rows.factored and quantities & {"variance", "second_moment"}):
-            buffer = entry.buffer if _fits(entry.buffer, rows, rows.shape) else None
-            grad_sample = rows.grad_sample(buffer)
-            if "grad" in quantities:
-                parameter.grad_sample = grad_sample  # type: ignore[attr-defined]
+        if not rows.factored and quantities & {"grad", "variance", "second_moment"}:
+            grad_sample = rows.grad_sample(entry.buffer if _fits(entry.buffer, rows, rows.shape) else None)
+        # the factored forms first, while δ and u are in cache: writing gₖ out evicts them
         if "norm" in quantities:
-            parameter.grad_sample_norm = rows.norm(None if rows.factored else grad_sample)  # type: ignore[attr-defined]
+            parameter.grad_sample_norm = rows.norm(grad_sample)  # type: ignore[attr-defined]
         if quantities & {"variance", "second_moment"}:
             # E[g²] = (1/N) Σₖ gₖ²
             second_moment = rows.second_moment(grad_sample)
@@ -267,7 +265,11 @@ class _Recording:
             if "variance" in quantities:
                 # Var[g] = E[g²] − (E[g])², E[g] = (1/N) Σₖ gₖ = ∂C/∂θ, which the backward pass computed
                 mean = rows.mean(grad_sample) if grad is None else grad
-                parameter.grad_variance = (second_moment - mean.square()).clamp_min_(0)  # type: ignore[attr-defined]
+                parameter.grad_variance = torch.addcmul(second_moment, mean, mean, value=-1).clamp_min_(0)  # type: ignore[attr-defined]
+        if "grad" in quantities:
+            if grad_sample is None:
+                grad_sample = rows.grad_sample(entry.buffer if _fits(entry.buffer, rows, rows.shape) else None)
+            parameter.grad_sample = grad_sample  # type: ignore[attr-defined]
 
     def _add_part(
         self, entry: _Tracked, rows: ParameterRows, grad: Tensor | None, part: Tensor | None, first: bool

@@ -95,7 +95,7 @@ class Rows(ParameterRows):
             meaning u = 1, a bias).
         outer: the outer form δ uᵀ (per group) rather than the diagonal form δ ⊙ u.
         shape: the parameter's shape, which ``(G, O, I)`` or ``(O,)`` is reshaped to.
-        shared: what the rows of one layer's parameters compute once for all of them (N ‖δₖ‖).
+        shared: what the rows of one layer's parameters compute once for all of them (N ‖δₖ‖, N δₖ²).
     """
 
     delta: Tensor
@@ -106,8 +106,9 @@ class Rows(ParameterRows):
 
     @property
     def factored(self) -> bool:
-        """One row per example in the outer form: ‖gₖ‖ = N ‖δₖ‖ ‖uₖ‖ and (1/N) Σₖ gₖ² = N (δ²)ᵀ (u²)."""
-        return self.outer and self.positions == 1
+        """One row per example, in the outer form or a bias (u = 1): ‖gₖ‖ = N ‖δₖ‖ ‖uₖ‖ and
+        (1/N) Σₖ gₖ² = N (δ²)ᵀ (u²)."""
+        return self.positions == 1 and (self.outer or self.u is None)
 
     @property
     def positions(self) -> int:
@@ -116,6 +117,11 @@ class Rows(ParameterRows):
 
     def grad_sample(self, out: Tensor | None = None) -> Tensor:
         n = self.examples
+        if self.u is None and self.positions == 1:
+            # gₖ = N δₖ (a bias)
+            return torch.mul(self.delta.reshape(n, -1), n, out=None if out is None else out.view(n, -1)).view(
+                n, *self.shape
+            )
         scaled = self.delta * n
         if self.outer:
             assert self.u is not None
@@ -169,13 +175,19 @@ class Rows(ParameterRows):
         """(1/N) Σₖ gₖ², shape ``shape``: from (δ²)ᵀ(u²) for one-row examples, else from
         ``grad_sample`` (written out here when not given)."""
         n, delta, u = self.examples, self.delta, self.u
-        if self.outer and self.positions == 1:
-            assert u is not None
+        if self.factored:
+            delta_squared = self.shared.get("delta_squared")
+            if delta_squared is None:
+                # N δₖ², (N, G·O): once for a layer's weight and bias
+                delta_squared = self.shared["delta_squared"] = delta.reshape(n, -1).square().mul_(n)
+            if u is None:
+                # (1/N) Σₖ gₖ² = N Σₖ δₖ² (a bias)
+                return delta_squared.sum(0).view(self.shape)
             # (1/N) Σₖ gₖ² = N (δ²)ᵀ (u²), per group
-            delta_squared, u_squared = delta.squeeze(2).square().mul_(n), u.squeeze(2).square()
-            if delta.shape[1] == 1:
-                return (delta_squared[:, 0].t() @ u_squared[:, 0]).view(self.shape)
-            return torch.einsum("ngo,ngi->goi", delta_squared, u_squared).reshape(self.shape)
+            groups, u_squared = delta.shape[1], u.reshape(n, delta.shape[1], -1).square()
+            if groups == 1:
+                return (delta_squared.t() @ u_squared[:, 0]).view(self.shape)
+            return torch.einsum("ngo,ngi->goi", delta_squared.view(n, groups, -1), u_squared).reshape(self.shape)
         if grad_sample is None:
             grad_sample = self.grad_sample()
         return grad_sample.square().mean(0)
