@@ -1,18 +1,21 @@
 """What per-example quantities cost on top of a plain backward pass.
 
-``python scripts/per_example_bench.py [--rounds R] [--steps S] [--threads T] [--batch N]``
+``python scripts/per_example_bench.py [--rounds R] [--steps S] [--threads T] [--batch N] [--clock wall|cpu]``
 
 A ``torch.nn`` 64-256-256-10 ReLU net converted with :func:`torchbp.nn.convert`, batch 64,
 cross-entropy, one process. Each round times, in turn and from the same weights and batch:
 
 - **baseline**: forward + loss + ``backward()`` outside any context (no optimiser step);
 - **norm**: the same inside ``torchbp.per_example(model, "norm")``;
+- **grad**: inside ``torchbp.per_example(model, "grad")``;
 - **all four**: inside ``torchbp.per_example(model, "grad", "norm", "variance", "second_moment")``;
 
-and, when they are installed (optional, never torchbp's dependencies), the same four quantities by
-BackPACK's hooks and Opacus's ``GradSampleModule`` on the native model. The figures are medians of
-per-round ratios to the baseline of that round, so a machine shared with other work moves both
-sides of each ratio together.
+and, when they are installed (optional, never torchbp's dependencies), the same on the native model by
+BackPACK's hooks (``BatchL2Grad``; all four: ``BatchGrad``, ``BatchL2Grad``, ``Variance``,
+``SumGradSquared``) and Opacus (``GradSampleModule`` in hooks mode for ``grad_sample``; the norms by
+ghost clipping's first backward pass, ``GradSampleModuleFastGradientClipping``). The figures are
+medians of per-round ratios to the baseline of that round, so a machine shared with other work
+moves both sides of each ratio together; ``--clock cpu`` times this process's CPU time only.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import copy
 import platform
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -36,18 +40,24 @@ def native_net() -> torch.nn.Sequential:
     )
 
 
-def timed(step: Callable[[], None], steps: int) -> float:
-    """Seconds per call of ``step``, over ``steps`` calls."""
-    started = time.perf_counter()
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+"""``wall``: elapsed time; ``cpu``: this process's CPU time, which time given to other processes on
+a shared machine does not inflate (with one thread, the two agree on an idle machine)."""
+
+
+def timed(step: Callable[[], None], steps: int, clock: Callable[[], float] = time.perf_counter) -> float:
+    """Seconds per call of ``step``, over ``steps`` calls, by ``clock``."""
+    started = clock()
     for _ in range(steps):
         step()
-    return (time.perf_counter() - started) / steps
+    return (clock() - started) / steps
 
 
 def torchbp_steps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, Callable[[], None]]:
     """The baseline and torchbp's per-example steps; each context is made once and entered per step,
     as a training loop would (its ``grad_sample`` buffers are reused from step to step)."""
     norm = torchbp.per_example(model, "norm")
+    grad = torchbp.per_example(model, "grad")
     everything = torchbp.per_example(model, "grad", "norm", "variance", "second_moment")
 
     def baseline() -> None:
@@ -63,7 +73,12 @@ def torchbp_steps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> d
 
         return step
 
-    return {"baseline": baseline, "torchbp norm": inside(norm), "torchbp all four": inside(everything)}
+    return {
+        "baseline": baseline,
+        "torchbp norm": inside(norm),
+        "torchbp grad": inside(grad),
+        "torchbp all four": inside(everything),
+    }
 
 
 def peer_steps(x: torch.Tensor, y: torch.Tensor) -> dict[str, Callable[[], None]]:
@@ -90,16 +105,25 @@ def peer_steps(x: torch.Tensor, y: torch.Tensor) -> dict[str, Callable[[], None]
         )
     try:
         from opacus import GradSampleModule
+        from opacus.grad_sample import GradSampleModuleFastGradientClipping
     except ImportError:
         pass
     else:
-        sampled = GradSampleModule(native_net())
+        sampled = GradSampleModule(native_net())  # hooks mode, Opacus's default
+        ghost = GradSampleModuleFastGradientClipping(native_net(), max_grad_norm=1.0, use_ghost_clipping=True)
 
         def opacus_step() -> None:
             sampled.zero_grad(set_to_none=True)
             torch.nn.functional.cross_entropy(sampled(x), y).backward()
 
-        steps["Opacus grad_sample"] = opacus_step
+        def ghost_step() -> None:
+            # the first of ghost clipping's two backward passes: the per-example norms, no gradients written out
+            ghost.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(ghost(x), y).backward()
+            ghost.get_norm_sample()
+
+        steps["Opacus grad (hooks)"] = opacus_step
+        steps["Opacus norm (ghost)"] = ghost_step
     return steps
 
 
@@ -109,8 +133,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="steps per timing")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall", help="wall time or this process's CPU time")
     args = parser.parse_args()
+    clock = CLOCKS[args.clock]
     torch.set_num_threads(args.threads)
+    # Opacus's hooks on a first layer whose input needs no gradient: torch warns on every step
+    warnings.filterwarnings("ignore", "Full backward hook is firing")
     torch.manual_seed(0)
     model = torchbp.nn.convert(copy.deepcopy(native_net()))
     x, y = torch.randn(args.batch, 64), torch.randint(0, 10, (args.batch,))
@@ -120,13 +148,13 @@ def main() -> None:
     ratios: dict[str, list[float]] = {name: [] for name in steps if name != "baseline"}
     baselines: list[float] = []
     for _ in range(args.rounds):
-        seconds = {name: timed(step, args.steps) for name, step in steps.items()}
+        seconds = {name: timed(step, args.steps, clock) for name, step in steps.items()}
         baselines.append(seconds["baseline"])
         for name in ratios:
             ratios[name].append(seconds[name] / seconds["baseline"])
     print(
         f"torch {torch.__version__}, torchbp {torchbp.__version__}, {platform.processor() or platform.machine()}, "
-        f"{args.threads} thread(s), batch {args.batch}, {args.rounds} rounds × {args.steps} steps"
+        f"{args.threads} thread(s), batch {args.batch}, {args.rounds} rounds × {args.steps} steps, {args.clock} clock"
     )
     print(f"baseline forward+loss+backward: median {statistics.median(baselines) * 1e6:.0f} µs")
     for name, values in ratios.items():

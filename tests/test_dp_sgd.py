@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,28 @@ def test_a_resumed_rule_draws_the_noise_an_unbroken_one_would() -> None:
         r.step()
     for p, q in zip(model.parameters(), resumed_model.parameters()):
         assert torch.equal(p, q)
+
+
+def _ddp_worker(rank: int, world: int, rendezvous: str, out: str) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
+    model = torch.nn.parallel.DistributedDataParallel(_model())
+    rule = torchbp.create_rule("dp_sgd", model, lr=0.5, noise_seed=0)
+    with torchbp.per_example(model, "grad", "norm"):
+        torch.nn.functional.cross_entropy(model(torch.randn(4, 4).double()), torch.randint(0, 3, (4,))).backward()
+    try:
+        rule.step()
+    except RuntimeError as error:
+        message = str(error)
+    else:
+        message = "no error"
+    if rank == 0:
+        Path(out).write_text(message)
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+    os._exit(0)  # as tests/test_ecosystem.py: gloo's threads can abort the interpreter's teardown
+
+
+def test_under_ddp_a_step_is_refused_by_name(tmp_path: Path) -> None:
+    out = tmp_path / "message.txt"
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, str(tmp_path / "rendezvous"), str(out)), nprocs=2, join=True)
+    assert "dp_sgd runs in one process only, this is one of 2 (DistributedDataParallel)" in out.read_text()

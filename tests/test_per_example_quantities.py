@@ -14,6 +14,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import torchbp
 from torchbp.functional.per_example_tap import RECORDERS
+from torchbp.per_example_quantities import QUANTITIES
 from torchbp.training.graph_free import GraphFreeStep
 
 ALL = ("grad", "norm", "variance", "second_moment")
@@ -26,9 +27,9 @@ def squared_error(output: Tensor, target: Tensor) -> Tensor:
 
 
 def reference(model: torch.nn.Module, x: Tensor, y: Tensor, loss: Loss) -> dict[str, Tensor]:
-    """gₖ = ∇Cₖ per parameter, by torch.func.vmap(torch.func.grad(…)) over the same model (a copy:
-    ``functional_call`` leaves a layer used twice with plain tensors for parameters)."""
-    model = copy.deepcopy(model)
+    """gₖ = ∇Cₖ per parameter, by torch.func.vmap(torch.func.grad(…)) over the same model with torch's
+    layers (a reverted copy; ``Dense`` and ``MLP``, which have no torch twin, stay torchbp's)."""
+    model = torchbp.nn.revert(copy.deepcopy(model))
     params = {name: p.detach() for name, p in model.named_parameters()}
     buffers = dict(model.named_buffers())
 
@@ -39,25 +40,42 @@ def reference(model: torch.nn.Module, x: Tensor, y: Tensor, loss: Loss) -> dict[
 
 
 def check_all_quantities(model: torch.nn.Module, x: Tensor, y: Tensor, loss: Loss = squared_error) -> None:
+    """All four quantities at once, then the norm alone (the forms that write no gₖ out: the Gram
+    form, an embedding's row sums) and the moments alone, each against the oracle."""
     expected = reference(model, x, y, loss)
-    model.zero_grad(set_to_none=True)
-    output = model(x)  # the forward pass may run before the context opens
-    with torchbp.per_example(model, *ALL):
-        loss(output, y).backward()
-    check_against(model, expected)
+    for quantities in (ALL, ("norm",), ("variance", "second_moment")):
+        model.zero_grad(set_to_none=True)
+        output = model(x)  # the forward pass may run before the context opens
+        with torchbp.per_example(model, *quantities):
+            loss(output, y).backward()
+        check_against(model, expected, quantities)
 
 
-def check_against(model: torch.nn.Module, expected: dict[str, Tensor]) -> None:
+def check_against(model: torch.nn.Module, expected: dict[str, Tensor], quantities: tuple[str, ...] = ALL) -> None:
     tolerance: dict[str, Any] = {"rtol": 0, "atol": 1e-10}
     for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
         g = expected[name]
-        torch.testing.assert_close(p.grad_sample, g, **tolerance, msg=lambda m, n=name: f"{n} grad: {m}")
-        torch.testing.assert_close(p.grad, p.grad_sample.mean(0), **tolerance)
-        torch.testing.assert_close(p.grad_sample_norm, g.flatten(1).norm(dim=1), **tolerance)
-        torch.testing.assert_close(p.grad_variance, g.var(0, unbiased=False), **tolerance)
-        torch.testing.assert_close(p.grad_second_moment, g.square().mean(0), **tolerance)
-    norms = torch.stack([g.flatten(1).norm(dim=1) for g in expected.values()]).norm(dim=0)
-    torch.testing.assert_close(torchbp.per_example_norm(model), norms, **tolerance)
+        for quantity, value in (
+            ("grad", g),
+            ("norm", g.flatten(1).norm(dim=1)),
+            ("variance", g.var(0, unbiased=False)),
+            ("second_moment", g.square().mean(0)),
+        ):
+            if quantity in quantities:
+                torch.testing.assert_close(
+                    getattr(p, QUANTITIES[quantity]),
+                    value,
+                    **tolerance,
+                    msg=lambda m, n=name, q=quantity: f"{n} {q}: {m}",
+                )
+        if "grad" in quantities:
+            torch.testing.assert_close(p.grad, p.grad_sample.mean(0), **tolerance)
+    if "norm" in quantities:
+        trained = [expected[name] for name, p in model.named_parameters() if p.requires_grad]
+        norms = torch.stack([g.flatten(1).norm(dim=1) for g in trained]).norm(dim=0)
+        torch.testing.assert_close(torchbp.per_example_norm(model), norms, **tolerance)
 
 
 def native_mlp(width: int = 6) -> torch.nn.Sequential:
@@ -265,3 +283,149 @@ def test_copies_of_a_model_stay_apart() -> None:
     with torchbp.per_example(model, "norm"):
         other(torch.randn(3, 5).double()).sum().backward()
     assert not hasattr(other[0].weight, "grad_sample_norm") and not hasattr(model[0].weight, "grad_sample_norm")
+
+
+# transformer layers, on sequences (N, T, E)
+
+N, T, E = 4, 5, 8
+
+
+def sequences() -> tuple[Tensor, Tensor]:
+    return torch.randn(N, T, E).double(), torch.randn(N, T, E).double()
+
+
+@pytest.mark.parametrize(
+    "norm",
+    [
+        torch.nn.LayerNorm(E),
+        torch.nn.LayerNorm(E, bias=False),
+        torch.nn.LayerNorm((T, E)),
+        torch.nn.RMSNorm(E),
+        torch.nn.RMSNorm((T, E)),
+    ],
+    ids=["layer norm", "layer norm without bias", "layer norm over (T, E)", "RMS norm", "RMS norm over (T, E)"],
+)
+def test_layer_and_rms_norm(norm: torch.nn.Module) -> None:
+    model = torchbp.nn.convert(torch.nn.Sequential(torch.nn.Linear(E, E), copy.deepcopy(norm)).double())
+    check_all_quantities(model, *sequences())
+
+
+def test_embedding_rows_go_where_the_tokens_point() -> None:
+    model = torchbp.nn.convert(
+        torch.nn.Sequential(torch.nn.Embedding(7, E, padding_idx=2), torch.nn.Linear(E, E)).double()
+    )
+    tokens = torch.randint(7, (N, T))
+    tokens[0, :2] = 2  # the padding row: no gradient
+    tokens[1] = 3  # one row used at every position: its δ rows add up
+    y = torch.randn(N, T, E).double()
+    check_all_quantities(model, tokens, y)
+    with torchbp.per_example(model, "grad"):
+        squared_error(model(tokens), y).backward()
+    table = model[0].weight.grad_sample
+    assert table[:, 2].abs().max() == 0
+    assert (table[1].abs().sum(1) > 0).tolist() == [r == 3 for r in range(7)]
+
+
+def test_embedding_norm_alone_makes_no_per_example_table() -> None:
+    model = torchbp.nn.convert(torch.nn.Sequential(torch.nn.Embedding(50, E), torch.nn.Linear(E, 2)).double())
+    loss = model(torch.randint(50, (N, T))).square().mean(0).sum()
+    with Allocations() as seen, torchbp.per_example(model, "norm"):
+        loss.backward()
+    assert (N, 50, E) not in set(seen.shapes) and (N * 50, E) not in set(seen.shapes)
+    assert model[0].weight.grad_sample_norm.shape == (N,)
+
+
+class Attend(torch.nn.Module):
+    """Multi-head attention over (N, T, E): self-attention, or cross-attention to a shorter memory
+    (the packed in-projection's thirds and the bias' thirds, views of one parameter each)."""
+
+    def __init__(self, cross: bool = False, masked: bool = False, **options: Any) -> None:
+        super().__init__()
+        self.attention = torch.nn.MultiheadAttention(E, 2, **options)
+        self.cross, self.masked, self.batch_first = cross, masked, options.get("batch_first", False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        kdim, vdim = self.attention.kdim, self.attention.vdim
+        key, value = (x[:, :3, :kdim] * 2, x[:, :3, :vdim] * 3) if self.cross else (x, x)
+        # the last key is padding in the examples where it starts positive (each example its own mask)
+        keep = key.new_zeros(key.shape[0], key.shape[1] - 1, dtype=torch.bool)
+        padding = torch.cat([keep, key[:, -1:, 0] > 0], 1)
+        mask = None if self.cross else torch.nn.Transformer.generate_square_subsequent_mask(T, dtype=x.dtype)
+        if not self.batch_first:
+            x, key, value = x.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1)
+            if not self.cross:
+                key = value = x
+        options: dict[str, Any] = {"key_padding_mask": padding, "attn_mask": mask} if self.masked else {}
+        output = self.attention(x, key, value, **options)[0]
+        return output if self.batch_first else output.transpose(0, 1)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"batch_first": True, "masked": True},
+        {"batch_first": True, "cross": True},
+        {"batch_first": True, "cross": True, "masked": True, "kdim": 5, "vdim": 6, "bias": False},
+    ],
+    ids=["self, (T, N, E)", "self, causal and padding masks", "cross: views of the packed weight", "kdim, vdim"],
+)
+def test_multihead_attention(options: dict[str, Any]) -> None:
+    check_all_quantities(torchbp.nn.convert(Attend(**options).double()), *sequences())
+
+
+@pytest.mark.parametrize("norm_first", [False, True], ids=["post-norm", "pre-norm"])
+def test_converted_transformer_encoder_layer(norm_first: bool) -> None:
+    layer = torch.nn.TransformerEncoderLayer(
+        E, 2, 12, 0.0, "gelu" if norm_first else "relu", batch_first=True, norm_first=norm_first
+    )
+    check_all_quantities(torchbp.nn.convert(layer.double()), *sequences())
+
+
+class Decode(torch.nn.Module):
+    """A decoder layer attending to a memory made from the input itself."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.TransformerDecoderLayer(E, 2, 12, 0.0, batch_first=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layer(x, x[:, :3].flip(1))  # type: ignore[no-any-return]
+
+
+def test_converted_transformer_decoder_layer() -> None:
+    check_all_quantities(torchbp.nn.convert(Decode().double()), *sequences())
+
+
+def test_causal_lm() -> None:
+    model = torchbp.nn.models.CausalLM(vocab=11, context=T, width=E, heads=2, blocks=2).double()
+    tokens, targets = torch.randint(11, (N, T)), torch.randint(11, (N, T))
+
+    def cost(logits: Tensor, target: Tensor) -> Tensor:
+        """Each example's cross-entropy summed over its positions, averaged over the batch."""
+        per_token = torch.nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none")
+        return per_token.view(target.shape).sum(1).mean()
+
+    check_all_quantities(model, tokens, targets, cost)
+
+
+def test_transformer_errors_name_the_layer_and_why() -> None:
+    sequence_first = torchbp.nn.convert(torch.nn.TransformerEncoderLayer(E, 2, 12, 0.0))
+    with pytest.raises(torchbp.PerExampleError, match="TransformerEncoderLayer\\) takes \\(T, N, E\\).*batch_first"):
+        torchbp.per_example(sequence_first, "norm")
+    with_bias_kv = torchbp.nn.convert(torch.nn.MultiheadAttention(E, 2, add_bias_kv=True))
+    with pytest.raises(torchbp.PerExampleError, match="MultiheadAttention\\): bias_k and bias_v"):
+        torchbp.per_example(with_bias_kv, "norm")
+    with_bias_kv.bias_k.requires_grad_(False)
+    with_bias_kv.bias_v.requires_grad_(False)
+    torchbp.per_example(with_bias_kv, "norm")
+    frequency = torchbp.nn.convert(torch.nn.Embedding(5, E, scale_grad_by_freq=True))
+    with pytest.raises(torchbp.PerExampleError, match="Embedding\\).*scale_grad_by_freq"):
+        torchbp.per_example(frequency, "grad")
+    table = torchbp.nn.convert(torch.nn.Embedding(T, E))
+    head = torchbp.nn.convert(torch.nn.Linear(E, 2))
+    model = torch.nn.ModuleDict({"table": table, "head": head})
+    with pytest.raises(torchbp.PerExampleError, match="5 rows in dimension 0 where the other layers have 4"):
+        with torchbp.per_example(model, "norm"):
+            # positions looked up once and broadcast over the batch: the table's δ is summed over it
+            head(torch.randn(N, T, E) + table(torch.arange(T))).sum().backward()

@@ -75,7 +75,12 @@ class DPSGD(UpdateRule):
             self.generator(torch.device(device)).set_state(generator_state)
 
     def step(self, closure=None):  # type: ignore[no-untyped-def,override]
-        """Clip, noise and step every parameter that has a gradient (see the class doc)."""
+        """Clip, noise and step every parameter that has a gradient (see the class doc).
+
+        Raises:
+            RuntimeError: in a process group of more than one process (DistributedDataParallel).
+        """
+        check_one_process()
         with torch.no_grad():
             self.clip_factors = self._clip_factors()
         try:
@@ -114,6 +119,23 @@ class DPSGD(UpdateRule):
             private = clipped.add_(noise, alpha=self.noise_multiplier * self.max_grad_norm).div_(n)
             # x′ = x − η ḡ
             p.add_(private, alpha=-group["lr"])
+
+
+def check_one_process() -> None:
+    """Refuse to step in a process group of more than one process: each process holds only its own
+    shard's per-example gradients, so a step there would clip and noise a part of the batch, each
+    process with its own noise, and the replicas would drift apart. (Correct DP-SGD across processes
+    would clip locally, all-reduce Σₖ clipped gₖ over the processes and add σ C ξ once, from one
+    generator shared by all; torchbp does not do that yet.)"""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        world = torch.distributed.get_world_size()
+        if world > 1:
+            raise RuntimeError(
+                f"dp_sgd runs in one process only, this is one of {world} (DistributedDataParallel): each process "
+                "sees its own shard's per-example gradients, so it would clip and noise part of the batch with its "
+                "own noise and the replicas would drift apart. Train DP-SGD in one process (a larger batch on one "
+                "device), or use Opacus's distributed DP-SGD"
+            )
 
 
 @hookimpl

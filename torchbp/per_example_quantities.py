@@ -9,7 +9,7 @@ or window; t its positions), so that ``p.grad == p.grad_sample.mean(0)``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
@@ -18,9 +18,9 @@ from torch import Tensor
 
 from .derivatives.base import Derivatives
 from .derivatives.linear import Linear as LinearDerivatives
-from .derivatives.per_example import PerExampleError, Rows, rows_for, rule_for
+from .derivatives.per_example import ParameterRows, PerExampleError, rows_for, rule_for
 from .functional.per_example_tap import RECORDERS
-from .nn import DeltaHooks, Dense
+from .nn import DeltaHooks, Dense, MultiheadAttention
 from .registry import list_layers
 from .specs import LayerSpec
 
@@ -42,12 +42,13 @@ class _Tracked:
     parameter: Tensor
     name: str  # e.g. "layers.0.weight"
     buffer: Tensor | None = None  # the last step's grad_sample, to be written over
-    contributions: int = 0
+    parts: set[tuple[int, tuple[int, ...], tuple[int, ...]] | None] = field(default_factory=set)  # None: whole
 
 
 def _derivatives_of(module: torch.nn.Module) -> type[Derivatives] | None:
-    """The layer type a torchbp twin runs (a fused ``Dense`` runs a linear layer's δ)."""
-    if isinstance(module, Dense):
+    """The layer type that computes a torchbp twin's own parameters' gradients (a fused ``Dense`` runs
+    a linear layer's δ; ``MultiheadAttention``'s own parameters are its in-projection's, a linear layer's)."""
+    if isinstance(module, Dense | MultiheadAttention):
         return LinearDerivatives
     for entry in list_layers():
         spec = entry.spec
@@ -71,11 +72,39 @@ def _check_layer(name: str, module: torch.nn.Module) -> None:
             f"layer {name!r} ({kind}) cannot give per-example quantities: its layer type has no per-example rule "
             "(torchbp.derivatives.per_example.RULES); freeze its parameters or add a rule"
         )
+    if isinstance(module, torch.nn.MultiheadAttention) and any(
+        b is not None and b.requires_grad for b in (module.bias_k, module.bias_v)
+    ):
+        raise PerExampleError(
+            f"layer {name!r} ({kind}): bias_k and bias_v (add_bias_kv=True) join K and V by a concatenation, outside "
+            "any torchbp layer, so no δ of theirs reaches a per-example rule: freeze them (requires_grad_(False)) or "
+            "build the layer without add_bias_kv"
+        )
+    if isinstance(module, torch.nn.Embedding) and module.scale_grad_by_freq:
+        raise PerExampleError(
+            f"layer {name!r} ({kind}): per-example gradients are not defined with scale_grad_by_freq: each δ is "
+            "divided by how often its index occurs in the whole batch, so an example's share depends on the others. "
+            "Build the layer without scale_grad_by_freq or freeze its weight"
+        )
     if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and (module.training or module.running_mean is None):
         raise PerExampleError(
             f"layer {name!r} ({kind}): per-example gradients are not defined for batch norm in training mode: each "
             "example's output depends on the whole batch through the batch's mean and variance. Put the layer in "
             "eval mode (it then normalises with its running statistics) or freeze its parameters"
+        )
+
+
+def _check_batch_first(name: str, module: torch.nn.Module) -> None:
+    """Raise ``PerExampleError`` for a transformer layer with trainable parameters that takes ``(T, N, E)``."""
+    if not isinstance(module, torch.nn.TransformerEncoderLayer | torch.nn.TransformerDecoderLayer):
+        return
+    attention = module.self_attn
+    assert isinstance(attention, torch.nn.MultiheadAttention)
+    if not attention.batch_first and any(p.requires_grad for p in module.parameters()):
+        raise PerExampleError(
+            f"layer {name!r} ({type(module).__name__}) takes (T, N, E) inputs (batch_first=False): its linear and "
+            "norm layers would see the batch in dimension 1, but per-example quantities read each layer's examples "
+            "from dimension 0. Build it with batch_first=True and give it (N, T, E)"
         )
 
 
@@ -110,6 +139,7 @@ class PerExample:
             own = [(n, p) for n, p in module.named_parameters(recurse=False) if p.requires_grad]
             if isinstance(module, DeltaHooks):
                 layers += 1
+            _check_batch_first(module_name or type(module).__name__, module)
             if not own:
                 continue
             _check_layer(module_name or type(module).__name__, module)
@@ -144,6 +174,7 @@ class _Recording:
 
     def __init__(self, context: PerExample) -> None:
         self.quantities = set(context.quantities)
+        self.examples: int | None = None  # N, from the first layer recorded
         self.tracked: dict[int, _Tracked] = {}
         busy = {id(t.buffer) for r in RECORDERS if isinstance(r, _Recording) for t in r.tracked.values()}
         busy |= {
@@ -168,7 +199,7 @@ class _Recording:
         grads: tuple[Tensor | None, ...],
         taken: set[int],
     ) -> None:
-        entries = [None if p is None or id(p) in taken else self.tracked.get(id(p)) for p in params]
+        entries = [None if p is None else self._entry_of(p, taken) for p in params]
         if not any(entries):
             return
         try:
@@ -176,7 +207,7 @@ class _Recording:
         except PerExampleError as error:
             name = next(e for e in entries if e is not None).name.rpartition(".")[0] or "the model"
             raise PerExampleError(f"layer {name!r}: {error}") from None
-        for entry, parameter_rows, grad in zip(entries, rows, grads):
+        for entry, part, parameter_rows, grad in zip(entries, params, rows, grads):
             if entry is None:
                 continue
             taken.add(id(entry.parameter))
@@ -185,32 +216,47 @@ class _Recording:
                     f"{entry.name}: its layer kept no input for the backward pass, so its per-example gradients "
                     "cannot be formed (was it frozen during the forward pass?)"
                 )
-            self._add(entry, parameter_rows, grad)
+            self._add(entry, parameter_rows, grad, None if part is entry.parameter else part)
 
-    def _add(self, entry: _Tracked, rows: Rows, grad: Tensor | None) -> None:
+    def _entry_of(self, p: Tensor, taken: set[int]) -> _Tracked | None:
+        """The tracked parameter ``p`` is, or is a view of (``MultiheadAttention`` hands its projections
+        the thirds of ``in_proj_weight`` and ``in_proj_bias``), unless an inner recorder took it."""
+        entry = self.tracked.get(id(p))
+        if entry is None and p._base is not None:
+            entry = self.tracked.get(id(p._base))
+        return None if entry is None or id(entry.parameter) in taken else entry
+
+    def _add(self, entry: _Tracked, rows: ParameterRows, grad: Tensor | None, part: Tensor | None) -> None:
+        """Leave ``rows``' quantities on ``entry``'s parameter, or on the ``part`` of it (a view) they are for."""
         parameter, quantities = entry.parameter, self.quantities
-        entry.contributions += 1
-        if entry.contributions > 1:
-            if quantities != {"grad"}:
-                raise PerExampleError(
-                    f"{entry.name} received a second gradient in one per_example context (a layer used twice in "
-                    f"the forward pass, or a second backward pass): {sorted(quantities - {'grad'})} need each "
-                    "parameter's whole per-example gradient at once; open a new context for each backward pass"
-                )
-            parameter.grad_sample.add_(rows.grad_sample())  # type: ignore[attr-defined]
-            return
-        one_row = rows.outer and rows.positions == 1  # the forms that need no gₖ written out
-        grad_sample = None
-        if "grad" in quantities or (not one_row and quantities & {"variance", "second_moment"}):
-            buffer = entry.buffer
-            fits = (
-                buffer is not None and buffer.shape == (rows.examples, *rows.shape) and buffer.dtype == rows.delta.dtype
+        if self.examples is None:
+            self.examples = rows.examples
+        elif rows.examples != self.examples:
+            raise PerExampleError(
+                f"{entry.name}: its layer's input has {rows.examples} rows in dimension 0 where the other layers have "
+                f"{self.examples} examples: per-example quantities read the batch from dimension 0 of every layer's "
+                "input (a tensor shared by the whole batch, such as positions looked up without a batch dimension, "
+                "must be expanded over the batch; transformer layers must be batch_first)"
             )
-            grad_sample = rows.grad_sample(buffer if fits and buffer.device == rows.delta.device else None)  # type: ignore[union-attr]
-            if "grad" in quantities:
-                parameter.grad_sample = grad_sample  # type: ignore[attr-defined]
+        key = None if part is None else (int(part.storage_offset()), tuple(part.shape), part.stride())
+        again = bool(entry.parts) and (key is None or None in entry.parts or key in entry.parts)
+        first = not entry.parts
+        entry.parts.add(key)
+        if again and quantities != {"grad"}:
+            raise PerExampleError(
+                f"{entry.name} received a second gradient in one per_example context (a layer used twice in "
+                f"the forward pass, or a second backward pass): {sorted(quantities - {'grad'})} need each "
+                "parameter's whole per-example gradient at once; open a new context for each backward pass"
+            )
+        if again or part is not None:
+            self._add_part(entry, rows, grad, part, first)
+            return
+        grad_sample = None
+        if not rows.factored and quantities & {"grad", "variance", "second_moment"}:
+            grad_sample = rows.grad_sample(entry.buffer if _fits(entry.buffer, rows, rows.shape) else None)
+        # the factored forms first, while δ and u are in cache: writing gₖ out evicts them
         if "norm" in quantities:
-            parameter.grad_sample_norm = rows.norm(None if one_row else grad_sample)  # type: ignore[attr-defined]
+            parameter.grad_sample_norm = rows.norm(grad_sample)  # type: ignore[attr-defined]
         if quantities & {"variance", "second_moment"}:
             # E[g²] = (1/N) Σₖ gₖ²
             second_moment = rows.second_moment(grad_sample)
@@ -219,7 +265,66 @@ class _Recording:
             if "variance" in quantities:
                 # Var[g] = E[g²] − (E[g])², E[g] = (1/N) Σₖ gₖ = ∂C/∂θ, which the backward pass computed
                 mean = rows.mean(grad_sample) if grad is None else grad
-                parameter.grad_variance = (second_moment - mean.square()).clamp_min_(0)  # type: ignore[attr-defined]
+                parameter.grad_variance = torch.addcmul(second_moment, mean, mean, value=-1).clamp_min_(0)  # type: ignore[attr-defined]
+        if "grad" in quantities:
+            if grad_sample is None:
+                grad_sample = rows.grad_sample(entry.buffer if _fits(entry.buffer, rows, rows.shape) else None)
+            parameter.grad_sample = grad_sample  # type: ignore[attr-defined]
+
+    def _add_part(
+        self, entry: _Tracked, rows: ParameterRows, grad: Tensor | None, part: Tensor | None, first: bool
+    ) -> None:
+        """Add ``rows``' gradients into the ``part`` of the parameter they are for (the whole of it when
+        ``None``, a second time: only ``"grad"`` allows it); set the other quantities' part."""
+        parameter, quantities, n = entry.parameter, self.quantities, rows.examples
+        if part is not None and not parameter.is_contiguous():
+            raise PerExampleError(f"{entry.name}: per-example quantities of its parts need a contiguous parameter")
+
+        def place(whole: Tensor) -> Tensor:
+            """The part of ``whole`` (the parameter's shape, after a batch dimension if it has one)."""
+            if part is None:
+                return whole
+            offset = part.storage_offset() - parameter.storage_offset()
+            batch = whole.dim() > parameter.dim()
+            return whole.as_strided(
+                ((n,) if batch else ()) + tuple(part.shape),
+                ((whole.stride(0),) if batch else ()) + part.stride(),
+                whole.storage_offset() + offset,
+            )
+
+        grad_sample = rows.grad_sample() if "grad" in quantities or not rows.factored else None
+        if "grad" in quantities:
+            if first:
+                buffer = entry.buffer if _fits(entry.buffer, rows, parameter.shape) else None
+                parameter.grad_sample = (  # type: ignore[attr-defined]
+                    rows.delta.new_zeros(n, *parameter.shape) if buffer is None else buffer.zero_()
+                )
+            place(parameter.grad_sample).add_(grad_sample)  # type: ignore[attr-defined,arg-type]
+        if "norm" in quantities:
+            norm = rows.norm(grad_sample)
+            # ‖gₖ‖² = Σ over the parts ‖gₖ,part‖²
+            parameter.grad_sample_norm = norm if first else torch.hypot(parameter.grad_sample_norm, norm)  # type: ignore[attr-defined]
+        if quantities & {"variance", "second_moment"}:
+            second_moment = rows.second_moment(grad_sample)
+            for quantity, value in (
+                ("second_moment", second_moment),
+                ("variance", second_moment - (rows.mean(grad_sample) if grad is None else grad).square()),
+            ):
+                if quantity in quantities:
+                    attribute = QUANTITIES[quantity]
+                    if first:
+                        setattr(parameter, attribute, rows.delta.new_zeros(parameter.shape))
+                    place(getattr(parameter, attribute)).copy_(value.clamp_min(0) if quantity == "variance" else value)
+
+
+def _fits(buffer: Tensor | None, rows: ParameterRows, shape: torch.Size) -> bool:
+    """Whether last step's ``grad_sample`` can be written over with ``(N, *shape)`` gradients like ``rows``'."""
+    return (
+        buffer is not None
+        and buffer.shape == (rows.examples, *shape)
+        and buffer.dtype == rows.delta.dtype
+        and buffer.device == rows.delta.device
+    )
 
 
 def per_example(model: torch.nn.Module, *quantities: str, reduction: str = "mean") -> PerExample:

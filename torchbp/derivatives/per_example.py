@@ -15,11 +15,17 @@ squares follow without writing gₖ out where the form allows it::
     ‖gₖ‖² = N² Σₜ Σₛ (δₖₜ · δₖₛ)(uₖₜ · uₖₛ)           (positions: the Gram form)
     (1/N) Σₖ gₖ² = N (δ²)ᵀ (u²)                     (one row per example)
 
+An embedding's δ rows are added into the rows of the table its indices pick, so its gₖ is a
+scatter rather than a product (``EmbeddingRows``)::
+
+    gₖ[r] = N Σ_{t: iₖₜ = r} δₖₜ                    (0 for the padding row)
+
 Each layer type says what its δ and u are (``rows_for``); the arithmetic is here once.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,15 +36,57 @@ from torch import Tensor
 from .base import Derivatives
 from .batchnorm import BatchNorm
 from .conv import Conv
+from .embedding import Embedding
 from .linear import Linear
+from .norm import LayerNorm, RMSNorm
 
 
 class PerExampleError(ValueError):
     """A layer cannot give per-example quantities for the δ and input it was given."""
 
 
+class ParameterRows(ABC):
+    """One parameter's per-example gradients gₖ, kept as the factors they are made of, and what
+    follows from them: gₖ itself, ‖gₖ‖, (1/N) Σₖ gₖ² and (1/N) Σₖ gₖ.
+
+    Attributes:
+        delta: δ, ``(N, …)``: its dtype and device are the quantities'.
+        shape: the parameter's shape.
+    """
+
+    delta: Tensor
+    shape: torch.Size
+
+    @property
+    def examples(self) -> int:
+        """N, the batch size."""
+        return self.delta.shape[0]
+
+    @property
+    @abstractmethod
+    def factored(self) -> bool:
+        """Whether the norm and the second moment come from the factors (no gₖ written out)."""
+
+    @abstractmethod
+    def grad_sample(self, out: Tensor | None = None) -> Tensor:
+        """gₖ for every k, shape ``(N, *shape)``; written into ``out`` when it is given (and fits)."""
+
+    @abstractmethod
+    def norm(self, grad_sample: Tensor | None = None) -> Tensor:
+        """‖gₖ‖ for every k, shape ``(N,)`` (``grad_sample``, if given, may be read instead of
+        writing gₖ out again)."""
+
+    @abstractmethod
+    def second_moment(self, grad_sample: Tensor | None = None) -> Tensor:
+        """(1/N) Σₖ gₖ², shape ``shape``."""
+
+    @abstractmethod
+    def mean(self, grad_sample: Tensor | None = None) -> Tensor:
+        """(1/N) Σₖ gₖ, this layer's ∂C/∂θ, shape ``shape``."""
+
+
 @dataclass(slots=True)
-class Rows:
+class Rows(ParameterRows):
     """One parameter's per-example gradients, as the factors of gₖ = N Σₜ δₖₜ uₖₜᵀ (or ⊙).
 
     Attributes:
@@ -47,7 +95,7 @@ class Rows:
             meaning u = 1, a bias).
         outer: the outer form δ uᵀ (per group) rather than the diagonal form δ ⊙ u.
         shape: the parameter's shape, which ``(G, O, I)`` or ``(O,)`` is reshaped to.
-        shared: what the rows of one layer's parameters compute once for all of them (N ‖δₖ‖).
+        shared: what the rows of one layer's parameters compute once for all of them (N ‖δₖ‖, N δₖ²).
     """
 
     delta: Tensor
@@ -57,9 +105,10 @@ class Rows:
     shared: dict[str, Tensor] = field(default_factory=dict)
 
     @property
-    def examples(self) -> int:
-        """N, the batch size."""
-        return self.delta.shape[0]
+    def factored(self) -> bool:
+        """One row per example, in the outer form or a bias (u = 1): ‖gₖ‖ = N ‖δₖ‖ ‖uₖ‖ and
+        (1/N) Σₖ gₖ² = N (δ²)ᵀ (u²)."""
+        return self.positions == 1 and (self.outer or self.u is None)
 
     @property
     def positions(self) -> int:
@@ -67,8 +116,12 @@ class Rows:
         return self.delta.shape[-2]
 
     def grad_sample(self, out: Tensor | None = None) -> Tensor:
-        """gₖ for every k, shape ``(N, *shape)``; written into ``out`` when it is given (and fits)."""
         n = self.examples
+        if self.u is None and self.positions == 1:
+            # gₖ = N δₖ (a bias)
+            return torch.mul(self.delta.reshape(n, -1), n, out=None if out is None else out.view(n, -1)).view(
+                n, *self.shape
+            )
         scaled = self.delta * n
         if self.outer:
             assert self.u is not None
@@ -81,10 +134,10 @@ class Rows:
                 g = torch.matmul(scaled.transpose(-1, -2), self.u, out=target)
         elif self.u is None:
             # gₖ = N Σₜ δₖₜ (a bias)
-            g = torch.sum(scaled, 1, out=out)
+            g = torch.sum(scaled, 1, out=None if out is None else out.view(n, -1))
         else:
             # gₖ = N Σₜ δₖₜ ⊙ uₖₜ
-            g = torch.sum(scaled * self.u, 1, out=out)
+            g = torch.sum(scaled * self.u, 1, out=None if out is None else out.view(n, -1))
         return g.view(n, *self.shape)
 
     def norm(self, grad_sample: Tensor | None = None) -> Tensor:
@@ -122,13 +175,19 @@ class Rows:
         """(1/N) Σₖ gₖ², shape ``shape``: from (δ²)ᵀ(u²) for one-row examples, else from
         ``grad_sample`` (written out here when not given)."""
         n, delta, u = self.examples, self.delta, self.u
-        if self.outer and self.positions == 1:
-            assert u is not None
+        if self.factored:
+            delta_squared = self.shared.get("delta_squared")
+            if delta_squared is None:
+                # N δₖ², (N, G·O): once for a layer's weight and bias
+                delta_squared = self.shared["delta_squared"] = delta.reshape(n, -1).square().mul_(n)
+            if u is None:
+                # (1/N) Σₖ gₖ² = N Σₖ δₖ² (a bias)
+                return delta_squared.sum(0).view(self.shape)
             # (1/N) Σₖ gₖ² = N (δ²)ᵀ (u²), per group
-            delta_squared, u_squared = delta.squeeze(2).square().mul_(n), u.squeeze(2).square()
-            if delta.shape[1] == 1:
-                return (delta_squared[:, 0].t() @ u_squared[:, 0]).view(self.shape)
-            return torch.einsum("ngo,ngi->goi", delta_squared, u_squared).reshape(self.shape)
+            groups, u_squared = delta.shape[1], u.reshape(n, delta.shape[1], -1).square()
+            if groups == 1:
+                return (delta_squared.t() @ u_squared[:, 0]).view(self.shape)
+            return torch.einsum("ngo,ngi->goi", delta_squared.view(n, groups, -1), u_squared).reshape(self.shape)
         if grad_sample is None:
             grad_sample = self.grad_sample()
         return grad_sample.square().mean(0)
@@ -144,6 +203,67 @@ class Rows:
         return (delta if u is None else delta * u).sum((0, 1)).reshape(self.shape)
 
 
+@dataclass(slots=True)
+class EmbeddingRows(ParameterRows):
+    """An embedding table's per-example gradients, gₖ[r] = N Σ_{t: iₖₜ = r} δₖₜ: each example's δ
+    rows added into the rows its indices pick.
+
+    Attributes:
+        delta: δ per example and position, ``(N, T, D)``, 0 at the padding index's positions.
+        indices: the rows looked up, ``(N, T)``.
+        shape: the table's shape ``(V, D)``.
+        segments: what ``sums`` found, kept for the other quantities of the same rows.
+    """
+
+    delta: Tensor
+    indices: Tensor
+    shape: torch.Size
+    segments: tuple[Tensor, Tensor] | None = None
+
+    @property
+    def factored(self) -> bool:
+        """Always: the norm and second moment come from each example's sum per row used."""
+        return True
+
+    def sums(self) -> tuple[Tensor, Tensor]:
+        """The (example, row) pairs in use, as keys k·V + r ``(U,)``, and each pair's gradient row
+        N Σ_{t: iₖₜ = r} δₖₜ, ``(U, D)``: at most N·T rows, never the whole ``(N, V, D)``."""
+        if self.segments is None:
+            n, rows, width = self.examples, self.shape[0], self.shape[1]
+            keys = (torch.arange(n, device=self.indices.device).unsqueeze(1) * rows + self.indices).reshape(-1)
+            used, pair = torch.unique(keys, return_inverse=True)
+            scaled = self.delta.reshape(-1, width) * n
+            self.segments = used, scaled.new_zeros(len(used), width).index_add_(0, pair, scaled)
+        return self.segments
+
+    def grad_sample(self, out: Tensor | None = None) -> Tensor:
+        n, rows, width = self.examples, self.shape[0], self.shape[1]
+        keys = (torch.arange(n, device=self.indices.device).unsqueeze(1) * rows + self.indices).reshape(-1)
+        target = self.delta.new_zeros(n * rows, width) if out is None else out.view(n * rows, width).zero_()
+        # gₖ[r] = N Σ_{t: iₖₜ = r} δₖₜ: example k's δ rows added into its block of rows
+        target.index_add_(0, keys, self.delta.reshape(-1, width), alpha=n)
+        return target.view(n, *self.shape)
+
+    def norm(self, grad_sample: Tensor | None = None) -> Tensor:
+        used, sums = self.sums()
+        # ‖gₖ‖² = Σ over the rows r example k uses of ‖N Σ_{t: iₖₜ = r} δₖₜ‖²
+        squares = sums.square().sum(1)
+        rows = self.shape[0]
+        return squares.new_zeros(self.examples).index_add_(0, used // rows, squares).sqrt_()
+
+    def second_moment(self, grad_sample: Tensor | None = None) -> Tensor:
+        used, sums = self.sums()
+        # (1/N) Σₖ gₖ[r]² = (1/N) Σ over the examples using r of their row sums squared
+        rows = self.shape[0]
+        return sums.new_zeros(self.shape).index_add_(0, used % rows, sums.square(), alpha=1 / self.examples)
+
+    def mean(self, grad_sample: Tensor | None = None) -> Tensor:
+        # (1/N) Σₖ gₖ[r] = Σ_{k, t: iₖₜ = r} δₖₜ, the batch's ∂C/∂W
+        width = self.shape[1]
+        flat = self.delta.reshape(-1, width)
+        return flat.new_zeros(self.shape).index_add_(0, self.indices.reshape(-1), flat)
+
+
 def _batched(name: str, tensor: Tensor, dims: int) -> None:
     if tensor.dim() < dims:
         raise PerExampleError(
@@ -152,13 +272,13 @@ def _batched(name: str, tensor: Tensor, dims: int) -> None:
         )
 
 
-def linear_rows(delta: Tensor, x: Tensor | None, params: tuple[Tensor | None, ...]) -> list[Rows | None]:
+def linear_rows(delta: Tensor, x: Tensor | None, params: tuple[Tensor | None, ...]) -> list[ParameterRows | None]:
     """z = x Wᵀ + b with x ``(N, *, in)``: u = each position's input row for W, u = 1 for b."""
     weight, bias = params[:2]
     _batched("linear", delta, 2)
     n, o = delta.shape[0], delta.shape[-1]
     delta_rows = delta.reshape(n, 1, -1, o)
-    rows: list[Rows | None] = [None, None]
+    rows: list[ParameterRows | None] = [None, None]
     shared: dict[str, Tensor] = {}
     if weight is not None and x is not None:
         rows[0] = Rows(delta_rows, x.reshape(n, 1, -1, x.shape[-1]), True, weight.shape, shared)
@@ -167,7 +287,9 @@ def linear_rows(delta: Tensor, x: Tensor | None, params: tuple[Tensor | None, ..
     return rows
 
 
-def conv_rows(conv: Conv, delta: Tensor, x: Tensor | None, params: tuple[Tensor | None, ...]) -> list[Rows | None]:
+def conv_rows(
+    conv: Conv, delta: Tensor, x: Tensor | None, params: tuple[Tensor | None, ...]
+) -> list[ParameterRows | None]:
     """z = W ⋆ x + b: u = each window of x (unfolded), per group of channels, for W; u = 1 for b."""
     weight, bias = params[:2]
     spatial = len(conv.stride)
@@ -175,7 +297,7 @@ def conv_rows(conv: Conv, delta: Tensor, x: Tensor | None, params: tuple[Tensor 
     n, c_out, groups = delta.shape[0], delta.shape[1], conv.groups
     # δ: (N, C_out, *positions) → (N, G, T, C_out/G)
     delta_rows = delta.reshape(n, groups, c_out // groups, -1).transpose(-1, -2)
-    rows: list[Rows | None] = [None, None]
+    rows: list[ParameterRows | None] = [None, None]
     if weight is not None and x is not None:
         windows = _windows(conv, x, weight.shape[2:])
         # u: (N, C_in·k, T) → (N, G, T, C_in/G · k)
@@ -196,7 +318,9 @@ def _windows(conv: Conv, x: Tensor, kernel: tuple[int, ...]) -> Tensor:
     return torch.nn.functional.unfold(x, kernel, conv.dilation, conv.padding, conv.stride)
 
 
-def batch_norm_rows(norm: BatchNorm, delta: Tensor, saved: Any, params: tuple[Tensor | None, ...]) -> list[Rows | None]:
+def batch_norm_rows(
+    norm: BatchNorm, delta: Tensor, saved: Any, params: tuple[Tensor | None, ...]
+) -> list[ParameterRows | None]:
     """z = γ x̂ + β with the running statistics (eval): u = x̂ for γ, u = 1 for β, per channel."""
     if norm.training:
         raise PerExampleError(
@@ -209,7 +333,7 @@ def batch_norm_rows(norm: BatchNorm, delta: Tensor, saved: Any, params: tuple[Te
     n, c = delta.shape[:2]
     # δ: (N, C, *positions) → (N, T, C)
     delta_rows = delta.reshape(n, c, -1).transpose(1, 2)
-    rows: list[Rows | None] = [None, None]
+    rows: list[ParameterRows | None] = [None, None]
     if weight is not None and saved.x is not None:
         assert saved.running_mean is not None and saved.running_var is not None
         shape = (1, c) + (1,) * (delta.dim() - 2)
@@ -221,12 +345,74 @@ def batch_norm_rows(norm: BatchNorm, delta: Tensor, saved: Any, params: tuple[Te
     return rows
 
 
-RowsRule = Callable[[Any, Tensor, Any, tuple[Tensor | None, ...]], list[Rows | None]]
+def norm_rows(
+    name: str, normalized_ndim: int, delta: Tensor, x_hat: Tensor, params: tuple[Tensor | None, ...]
+) -> list[ParameterRows | None]:
+    """z = γ ⊙ x̂ (+ β) over the trailing ``normalized_ndim`` dimensions (layer and RMS norm): u = x̂
+    for γ, u = 1 for β, elementwise, each position of an example one row."""
+    _batched(name, delta, normalized_ndim + 1)
+    n = delta.shape[0]
+    width = delta.shape[delta.dim() - normalized_ndim :].numel()
+    # δ: (N, *positions, *normalized_shape) → (N, T, D)
+    delta_rows = delta.reshape(n, -1, width)
+    rows: list[ParameterRows | None] = [None] * len(params)
+    if params[0] is not None:
+        rows[0] = Rows(delta_rows, x_hat.reshape(n, -1, width), False, params[0].shape)
+    if len(params) == 2 and params[1] is not None:
+        rows[1] = Rows(delta_rows, None, False, params[1].shape)
+    return rows
+
+
+def layer_norm_rows(
+    norm: LayerNorm, delta: Tensor, saved: Any, params: tuple[Tensor | None, ...]
+) -> list[ParameterRows | None]:
+    """Layer norm, x̂ = (x − μ)·r with the statistics the forward pass kept."""
+    # x̂ = (x − μ)·r
+    x_hat = (saved.x - saved.mean) * saved.rstd
+    return norm_rows("layer norm", norm.normalized_ndim, delta, x_hat, params)
+
+
+def rms_norm_rows(
+    norm: RMSNorm, delta: Tensor, saved: Any, params: tuple[Tensor | None, ...]
+) -> list[ParameterRows | None]:
+    """RMS norm, x̂ = x·r with the statistic the forward pass kept."""
+    # x̂ = x·r
+    return norm_rows("RMS norm", norm.normalized_ndim, delta, saved.x * saved.rstd, params)
+
+
+def embedding_rows(
+    embedding: Embedding, delta: Tensor, saved: Any, params: tuple[Tensor | None, ...]
+) -> list[ParameterRows | None]:
+    """z = W[i] with indices ``(N, *)``: each example's δ rows go to the rows its indices pick."""
+    if embedding.scale_grad_by_freq:
+        raise PerExampleError(
+            "per-example gradients are not defined for an embedding with scale_grad_by_freq: each δ is divided by "
+            "how often its index occurs in the whole batch, so an example's share depends on the others. Build the "
+            "layer without scale_grad_by_freq or freeze its weight"
+        )
+    (weight,) = params
+    indices = saved.indices
+    _batched("embedding", delta, 2)
+    if weight is None:
+        return [None]
+    n, width = delta.shape[0], delta.shape[-1]
+    indices = indices.reshape(n, -1)
+    delta_rows = delta.reshape(n, -1, width)
+    if embedding.padding_idx is not None:
+        # the padding row learns nothing
+        delta_rows = delta_rows * (indices != embedding.padding_idx).unsqueeze(-1).to(delta.dtype)
+    return [EmbeddingRows(delta_rows, indices, weight.shape)]
+
+
+RowsRule = Callable[[Any, Tensor, Any, tuple[Tensor | None, ...]], list[ParameterRows | None]]
 
 RULES: dict[type[Derivatives], RowsRule] = {
     Linear: lambda derivatives, delta, saved, params: linear_rows(delta, saved.x, params),
     Conv: lambda derivatives, delta, saved, params: conv_rows(derivatives, delta, saved.x, params),
     BatchNorm: batch_norm_rows,
+    LayerNorm: layer_norm_rows,
+    RMSNorm: rms_norm_rows,
+    Embedding: embedding_rows,
 }
 """Layer type → how its δ and saved tensors become ``Rows``, one per parameter. A layer type
 whose class (or a base class) is here gives per-example quantities."""
@@ -243,7 +429,7 @@ def rule_for(derivatives: type[Derivatives]) -> RowsRule | None:
 
 def rows_for(
     derivatives: Derivatives, delta: Tensor, saved: Any, params: tuple[Tensor | None, ...]
-) -> list[Rows | None]:
+) -> list[ParameterRows | None]:
     """``Rows`` per parameter of a layer (``None`` where a parameter is absent or its input
     was not saved), from the δ its backward pass received and what it saved."""
     rule = rule_for(type(derivatives))

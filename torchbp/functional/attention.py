@@ -165,6 +165,12 @@ def _in_projection(
     )
 
 
+def _batch_first(query: Tensor, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(L, N, E)`` → ``(N, L, E)`` views, keeping one tensor one tensor (self-attention projects once)."""
+    moved = {id(t): t.transpose(0, 1) for t in (value, key, query)}
+    return moved[id(query)], moved[id(key)], moved[id(value)]
+
+
 def _check_heads(
     embed_dim: int, num_heads: int, query: Tensor, key: Tensor, value: Tensor, kdim: int, vdim: int
 ) -> None:
@@ -294,16 +300,17 @@ def multi_head_attention_forward(
     mask = None if attn_mask is None or causal else additive_mask("attn_mask", attn_mask, dtype, False)
     biases: tuple[Tensor | None, ...] = (None, None, None) if in_proj_bias is None else in_proj_bias.chunk(3)
     packed = None if packed_weight is None else (packed_weight, in_proj_bias)
-    q, k, v = _in_projection(query, key, value, in_proj, biases, packed)
+    # projected batch first, (N, L, E): each example's rows together, where per-example rules read them
+    q, k, v = _in_projection(*_batch_first(query, key, value), in_proj, biases, packed)
     if bias_k is not None and bias_v is not None:
-        k = torch.cat([k, bias_k.repeat(1, batch, 1)])
-        v = torch.cat([v, bias_v.repeat(1, batch, 1)])
+        k = torch.cat([k, bias_k.repeat(batch, 1, 1)], 1)
+        v = torch.cat([v, bias_v.repeat(batch, 1, 1)], 1)
         mask = None if mask is None else torch.nn.functional.pad(mask, (0, 1))
         padding = None if padding is None else torch.nn.functional.pad(padding, (0, 1))
-    # (L, N, E) → (N, H, L, E/H)
-    q = q.view(length, batch, heads, head_dim).permute(1, 2, 0, 3)
-    k = k.view(k.shape[0], batch, heads, head_dim).permute(1, 2, 0, 3)
-    v = v.view(v.shape[0], batch, heads, head_dim).permute(1, 2, 0, 3)
+    # (N, L, E) → (N, H, L, E/H)
+    q = q.reshape(batch, length, heads, head_dim).transpose(1, 2)
+    k = k.reshape(batch, k.shape[1], heads, head_dim).transpose(1, 2)
+    v = v.reshape(batch, v.shape[1], heads, head_dim).transpose(1, 2)
     if add_zero_attn:
         zeros = q.new_zeros(batch, heads, 1, head_dim)
         k, v = torch.cat([k, zeros], 2), torch.cat([v, zeros], 2)
@@ -323,9 +330,9 @@ def multi_head_attention_forward(
         )
     derivatives = Attention(1.0 / math.sqrt(head_dim), causal)
     o, p = apply_layer_with_buffers(derivatives, q, (k, v, mask, dropout_mask), on_delta)
-    # (N, H, L, E/H) → (L·N, E), then the output projection
-    o = o.permute(2, 0, 1, 3).reshape(length * batch, embed_dim)
-    output = apply_layer(_LINEAR, o, (out_proj_weight, out_proj_bias)).view(length, batch, embed_dim)
+    # (N, H, L, E/H) → (N, L, E), then the output projection, back to (L, N, E)
+    o = o.transpose(1, 2).reshape(batch, length, embed_dim)
+    output = apply_layer(_LINEAR, o, (out_proj_weight, out_proj_bias)).transpose(0, 1)
     weights = None
     if need_weights:
         weights = p if dropout_mask is None else p * dropout_mask

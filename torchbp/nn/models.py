@@ -145,7 +145,10 @@ class CausalLM(torch.nn.Module):
                 f"tokens: expected at most context = {self.positions.num_embeddings} positions, got shape "
                 f"{tuple(tokens.shape)}"
             )
-        x = self.tokens(tokens) + self.positions(torch.arange(length, device=tokens.device))
+        # the positions looked up for every example (not once, broadcast): each example's δ then reaches the
+        # table, which per-example quantities read
+        positions = torch.arange(length, device=tokens.device).expand(tokens.shape[0], length)
+        x = self.tokens(tokens) + self.positions(positions)
         mask = torch.nn.Transformer.generate_square_subsequent_mask(length, device=x.device, dtype=x.dtype)
         for block in self.blocks:
             x = block(x, src_mask=mask, is_causal=True)
