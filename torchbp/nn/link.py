@@ -51,9 +51,9 @@ class Linked:
         super().__setattr__(name, value)
 
     def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()  # type: ignore[misc]
+        state: dict[str, Any] = dict(super().__getstate__())  # type: ignore[call-overload]
         state.pop("_link_memo", None)
-        return state  # type: ignore[no-any-return]
+        return state
 
     def linkable(self) -> bool:
         """Whether the layer, as it is set up now, is one derivatives object a chain can run."""
