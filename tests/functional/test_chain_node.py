@@ -190,3 +190,15 @@ def test_a_layer_called_without_grad_runs_no_function() -> None:
         dual = torch.autograd.forward_ad.make_dual(x, torch.ones_like(x))
         tangent = torch.autograd.forward_ad.unpack_dual(model(dual)).tangent
     assert tangent is not None
+
+
+def test_a_dense_layer_in_a_sequential_runs_its_own_fused_node() -> None:
+    torch.manual_seed(0)
+    model = torchbp.nn.Sequential(torchbp.nn.Dense(3, 4, "tanh"), torchbp.nn.Dense(4, 2, "sigmoid"))
+    x = torch.randn(5, 3)
+    out = model(x)
+    assert "ChainFunctionBackward" not in graph_node_names(out)
+    expected = torch.sigmoid(torch.tanh(x @ model[0].weight.t() + model[0].bias) @ model[1].weight.t() + model[1].bias)
+    torch.testing.assert_close(out, expected)
+    out.sum().backward()
+    assert model[0].weight.grad is not None

@@ -66,9 +66,6 @@ class _Conv(FeedbackLayer, DeltaHooks):
     def link_params(self) -> tuple[Tensor | None, ...]:
         return self._parameters["weight"], self._parameters["bias"]  # type: ignore[attr-defined]
 
-    def link_is_pure(self) -> bool:
-        return self._feedback is None
-
 
 class Conv1d(_Conv, torch.nn.Conv1d):
     """z = W ⋆ x + b over one spatial dimension, like ``torch.nn.Conv1d``; input ``([N,] C_in, L)``.

@@ -151,6 +151,11 @@ class FeedbackLayer:
 
     _feedback: LayerFeedback | None = None
 
+    def link_is_pure(self) -> bool:
+        """A layer's checked equations may be remembered (``Linked.linked``) only while no rule is
+        attached: a rule's B changes from batch to batch."""
+        return self._feedback is None
+
     def feedback_equations(self, derivatives: Derivatives, x: Tensor) -> Derivatives:
         """``derivatives`` with BP2 through B while a rule is attached (callers run it only where a
         graph is recorded: a chain node's forward, inside its Function, runs without one)."""

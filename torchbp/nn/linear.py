@@ -42,9 +42,6 @@ class Linear(FeedbackLayer, DeltaHooks, torch.nn.Linear):
     def link_params(self) -> tuple[Tensor | None, ...]:
         return self._parameters["weight"], self._parameters["bias"]
 
-    def link_is_pure(self) -> bool:
-        return self._feedback is None
-
 
 class Dense(FeedbackLayer, DeltaHooks, torch.nn.Module):
     """The fused layer a = σ(x Wᵀ + b), one autograd node.

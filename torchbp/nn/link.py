@@ -56,8 +56,9 @@ class Linked:
         return state
 
     def linkable(self) -> bool:
-        """Whether the layer, as it is set up now, is one derivatives object a chain can run."""
-        return True
+        """Whether the layer, as it is set up now, is one derivatives object a chain can run: not
+        where its class has no ``link`` (``Dense`` hooks δ through this mixin but runs its own fused node)."""
+        return type(self).link is not Linked.link
 
     def on_delta(self) -> Callable[[Tensor], None] | None:
         """What to call with δ in the backward pass (``DeltaHooks`` overrides it)."""
