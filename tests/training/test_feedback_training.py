@@ -11,16 +11,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import torchbp
 from torchbp.cli import main
-from torchbp.training import load, load_checkpoint
+from torchbp.training import load_checkpoint
 from torchbp.training.alignment import angle, b_vs_w
 from torchbp.training.config import load_config
-
-
-@pytest.fixture(scope="module")
-def digits() -> tuple:
-    data = load("digits")
-    train, val = data.split(0.2, seed=0)
-    return (train.inputs[:200], train.targets[:200]), (val.inputs[:100], val.targets[:100])
 
 
 def _model() -> torch.nn.Module:

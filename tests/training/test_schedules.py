@@ -15,15 +15,8 @@ from torch.optim.lr_scheduler import CosineAnnealingLR, ReduceLROnPlateau, StepL
 
 import torchbp
 from torchbp.cli import main
-from torchbp.training import load, load_checkpoint
+from torchbp.training import load_checkpoint
 from torchbp.training.schedules import named_schedule
-
-
-@pytest.fixture(scope="module")
-def digits() -> tuple:
-    data = load("digits")
-    train, val = data.split(0.2, seed=0)
-    return (train.inputs[:200], train.targets[:200]), (val.inputs[:100], val.targets[:100])
 
 
 def _model() -> torchbp.nn.MLP:

@@ -10,14 +10,6 @@ import torch
 
 import torchbp
 from torchbp.cli import main
-from torchbp.training import load
-
-
-@pytest.fixture(scope="module")
-def digits() -> tuple:
-    data = load("digits")
-    train, val = data.split(0.2, seed=0)
-    return (train.inputs[:200], train.targets[:200]), (val.inputs[:100], val.targets[:100])
 
 
 def _model() -> torchbp.nn.MLP:
