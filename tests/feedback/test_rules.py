@@ -95,8 +95,9 @@ def _check(rule: str, model: torch.nn.Module, x: Tensor, y: Tensor, graph_free: 
     if rule == "frsf":
         for b0, b1 in zip(before, used):
             assert torch.equal(b0.abs(), b1.abs())  # the magnitudes stay
-    if rule == "brsf":
-        assert not any(torch.equal(b0.abs(), b1.abs()) for b0, b1 in zip(before, used))  # redrawn
+    if rule == "brsf":  # redrawn by every layer whose BP2 runs (the first hands no error down to the data)
+        assert not any(torch.equal(b0.abs(), b1.abs()) for b0, b1 in zip(before[1:], used[1:]))
+        assert torch.equal(before[0], used[0]) != x.requires_grad
     if rule == "kolen_pollack":
         for layer, b0, gw in zip(layers, before, grads_w):
             torch.testing.assert_close(layer.feedback_weight, b0 - 0.1 * gw, rtol=1e-12, atol=1e-12)
@@ -118,6 +119,37 @@ def test_layers_one_by_one_follow_the_rules_formula(rule: str) -> None:
         layer.register_forward_hook(lambda module, args, output: None)  # no chain: each layer its own node
     x, y = torch.randn(7, 4, dtype=torch.float64), torch.randn(7, 3, dtype=torch.float64)
     _check(rule, model, x, y)
+
+
+def _model(path: str, rule: str) -> torch.nn.Module:
+    if path.startswith("MLP"):
+        model: torch.nn.Module = _mlp(rule)
+        layers = model.layers
+    else:
+        model = tnn.convert(_sequential(), feedback=rule, seed=3)
+        layers = model
+    if path.endswith("one by one"):
+        for layer in layers:
+            layer.register_forward_hook(lambda module, args, output: None)
+    return model
+
+
+@pytest.mark.parametrize("rule", ["usf", "brsf", "frsf"])
+@pytest.mark.parametrize("path", ["chain", "one by one", "MLP", "MLP one by one", "MLP graph-free"])
+@pytest.mark.parametrize("input_grad", [False, True])
+def test_only_layers_whose_bp2_runs_derive_b(rule: str, path: str, input_grad: bool) -> None:
+    """A layer whose input takes no gradient hands no error down, so it reads no B and derives none."""
+    if input_grad and path.endswith("graph-free"):
+        pytest.skip("the graph-free step gives the data no gradient")
+    model = _model(path, rule)
+    x = torch.randn(7, 4, dtype=torch.float64, requires_grad=input_grad)
+    y = torch.randn(7, 3, dtype=torch.float64)
+    layers = _linears(model)
+    versions = [layer.feedback_weight._version for layer in layers]
+    _step(model, x, y, graph_free=path.endswith("graph-free"))
+    drawn = [layer.feedback_weight._version != version for layer, version in zip(layers, versions)]
+    assert drawn == [input_grad, True, True]
+    _check(rule, _model(path, rule), x, y, graph_free=path.endswith("graph-free"))
 
 
 def _mlp(rule: str) -> tnn.MLP:

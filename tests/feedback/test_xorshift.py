@@ -50,7 +50,7 @@ def test_same_seed_same_sequence_other_seed_another() -> None:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_brsf_redraws_magnitudes_uniform_on_0_s_with_ws_signs(dtype: torch.dtype) -> None:
     layer = tnn.convert(torch.nn.Linear(400, 300).to(dtype), feedback="brsf", seed=1)
-    x = torch.randn(8, 400, dtype=dtype)
+    x = torch.randn(8, 400, dtype=dtype, requires_grad=True)  # BP2 runs, so B is drawn
     s = 400**-0.5
     seen = []
     for _ in range(3):
@@ -69,7 +69,7 @@ def test_brsf_redraws_magnitudes_uniform_on_0_s_with_ws_signs(dtype: torch.dtype
 def test_brsf_sequence_comes_from_the_seed_and_resumes_from_the_state_dict() -> None:
     torch.manual_seed(0)
     native = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Tanh(), torch.nn.Linear(4, 3))
-    x = torch.randn(6, 5)
+    x = torch.randn(6, 5, requires_grad=True)
 
     def steps(model: torch.nn.Module, n: int) -> list[torch.Tensor]:
         out = []

@@ -77,9 +77,10 @@ class FeedbackRule:
     def matrix(
         self, weight: Tensor, feedback_weight: Tensor, generator: torch.Generator, state: Tensor | None = None
     ) -> Tensor:
-        """The B this batch's backward pass uses (computed at the forward pass; the layer stores
-        what this returns). Change ``feedback_weight`` only in a rule with ``in_place = True``;
-        ``state`` is what ``state`` returned, advanced here in place."""
+        """The B this batch's backward pass uses (computed at the forward pass, only by a layer
+        whose BP2 runs, i.e. whose input takes a gradient; the layer stores what this returns).
+        Change ``feedback_weight`` only in a rule with ``in_place = True``; ``state`` is what
+        ``state`` returned, advanced here in place."""
         return feedback_weight
 
     def learn(self, feedback_weight: Tensor, weight: Tensor, grad_weight: Tensor) -> None:
@@ -97,7 +98,7 @@ def uniform(shape: tuple[int, ...], fan_in: int, like: Tensor, generator: torch.
 
 def fan_in(weight: Tensor) -> int:
     """The number of inputs each output of a layer with ``weight`` ``(out, in, *kernel)`` sums over."""
-    return weight[0].numel()
+    return math.prod(weight.shape[1:])
 
 
 class OutputError:

@@ -13,7 +13,7 @@ every layer type whose BP2 reads its weight (linear, convolution) and no layer t
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import torch
@@ -30,31 +30,50 @@ class SavedTensors(tuple):  # type: ignore[type-arg]
         return tuple.__new__(cls, tensors)
 
 
+class Drawn:
+    """The B one forward call drew (``None`` where BP2 does not run) and, for a rule that writes B
+    in place, its version then."""
+
+    __slots__ = ("matrix", "version")
+
+    def __init__(self) -> None:
+        self.matrix: Tensor | None = None
+        self.version: int | None = None
+
+
 @dataclass(frozen=True, eq=False)
 class WithFeedback(Derivatives):
-    """``inner``'s equations, with BP2 through the feedback matrix ``matrix`` (this batch's B).
+    """``inner``'s equations, with BP2 through the feedback matrix B of this batch.
+
+    B is drawn (``draw``) when the forward pass saves what the backward pass reads, and only where
+    BP2 runs: a layer whose input takes no gradient (the first layer, fed data) hands no error
+    down, so it reads no B and a rule that derives B each batch (sign symmetry) skips the pass.
+    One object serves one forward call (``drawn`` is that call's, shared with its replays).
 
     Attributes:
         inner: the layer's own equations.
-        matrix: B: shaped like W, or ``(outputs, inputs)`` where ``error`` is given.
+        draw: this batch's B for the input x: shaped like W, or ``(outputs, inputs)`` where
+            ``error`` is given (``LayerFeedback.matrix``).
         input_shape: the layer's input shape, for a direct rule's e B.
         error: a direct rule's e = ∂C/∂(network output) ``(examples, outputs)``, read in the
             backward pass; ``None`` for rules where B stands in for W.
         learn: called with this batch's ∂C/∂W (``None`` where W wants no gradient) after the
             backward pass: a rule that learns B, or one that writes the next B in place.
-        version: B's version when this batch's B was made: a rule that writes B in place must not
-            have overwritten it before a backward pass (one through a retained graph) reads it.
+        in_place: whether the rule writes B in place (then B must not have been overwritten
+            before a backward pass, one through a retained graph too, reads it).
+        drawn: the B drawn at the forward pass.
     """
 
     kind: ClassVar[str] = "feedback"
     Saved: ClassVar[type[Any]] = SavedTensors
 
     inner: Derivatives
-    matrix: Tensor
+    draw: Callable[[Tensor], Tensor]
     input_shape: tuple[int, ...]
     error: Callable[[], Tensor] | None = None
     learn: Callable[[Tensor | None], None] | None = None
-    version: int | None = None
+    in_place: bool = False
+    drawn: Drawn = field(default_factory=Drawn)
 
     def forward(self, x: Tensor, *params: Tensor | None) -> tuple[Tensor, tuple[Tensor, ...]]:
         return self.inner.forward(x, *params)
@@ -67,10 +86,15 @@ class WithFeedback(Derivatives):
         buffers: tuple[Tensor, ...],
         needs: tuple[bool, ...],
     ) -> tuple[Tensor | None, ...]:
+        drawn = self.drawn
+        if needs[0] and drawn.matrix is None:  # BP2 runs: this batch's B (a replay keeps the one drawn)
+            drawn.matrix = self.draw(x)
+            drawn.version = drawn.matrix._version if self.in_place else None
         if self.error is not None:
             return tuple(self.inner.save(x, params, z, buffers, (False, *needs[1:])))
         # the wrapped layer keeps B where it would keep W for its BP2
-        return tuple(self.inner.save(x, (self.matrix, *params[1:]), z, buffers, needs))
+        matrix = params[0] if drawn.matrix is None else drawn.matrix
+        return tuple(self.inner.save(x, (matrix, *params[1:]), z, buffers, needs))
 
     def input_vjp(self, delta: Tensor, saved: Any) -> Tensor:
         grad_x = self.vjps(delta, saved, (True, *(False,) * len(self.inner.params)))[0]
@@ -81,7 +105,8 @@ class WithFeedback(Derivatives):
         return self.vjps(delta, saved, (False, *needs))[1:]
 
     def vjps(self, delta: Tensor, saved: Any, needs: tuple[bool, ...]) -> tuple[Tensor | None, ...]:
-        if self.version is not None and self.matrix._version != self.version:
+        matrix, version = self.drawn.matrix, self.drawn.version
+        if matrix is not None and version is not None and matrix._version != version:
             raise RuntimeError(
                 "the feedback matrix B this backward pass reads was redrawn in place by a later forward pass; "
                 "run the backward pass (through a retained graph too) before the next forward pass"
@@ -94,8 +119,9 @@ class WithFeedback(Derivatives):
             grad_x = None
             _, *grads = self.inner.vjps(delta, inner_saved, (False, *needs[1:]))
             if needs[0]:
+                assert matrix is not None
                 # direct feedback: ∂C/∂x = e B, reshaped like x
-                grad_x = (self.error() @ self.matrix).reshape(self.input_shape)
+                grad_x = (self.error() @ matrix).reshape(self.input_shape)
         if self.learn is not None:
             with torch.no_grad():
                 self.learn(grads[0] if grads else None)
@@ -108,7 +134,7 @@ class WithFeedback(Derivatives):
         )
 
     def replay(self) -> Derivatives:
-        return replace(self, inner=self.inner.replay())
+        return replace(self, inner=self.inner.replay())  # sharing ``drawn``: the B this forward pass drew
 
     @classmethod
     def samples(cls, dtype: torch.dtype, device: torch.device | str) -> list[Sample]:

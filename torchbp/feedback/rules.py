@@ -89,9 +89,8 @@ class UniformSignFeedback(FeedbackRule):
     def matrix(
         self, weight: Tensor, feedback_weight: Tensor, generator: torch.Generator, state: Tensor | None = None
     ) -> Tensor:
-        # B = sign(W) · s, in one pass (copysign: a weight of exactly +0 counts as positive)
-        s = weight.new_tensor(self.scale / fan_in(weight) ** 0.5)
-        return torch.copysign(s, weight, out=feedback_weight)
+        # B = sign(W) · s (copysign: a weight of exactly +0 counts as positive)
+        return feedback_weight.fill_(self.scale / fan_in(weight) ** 0.5).copysign_(weight)
 
 
 class BatchRandomSignFeedback(FeedbackRule):
@@ -104,7 +103,7 @@ class BatchRandomSignFeedback(FeedbackRule):
     0), independent across elements and batches, at a fraction of the cost of torch's
     one-at-a-time CPU generator. The
     generators' state, seeded once from the layer's own stream, is the buffer ``feedback_state``;
-    ``feedback_weight`` holds the B of the last batch.
+    ``feedback_weight`` holds the B of the last batch that read one.
 
     Args:
         scale: multiplies s = 1/√fan_in.

@@ -81,8 +81,12 @@ class LayerFeedback:
         if self.rule.redraws and "feedback_draws" not in module._buffers:
             module.register_buffer("feedback_draws", torch.zeros((), dtype=torch.int64, device=weight.device))
 
-    def matrix(self, x: Tensor) -> Tensor:
-        """This batch's B (drawn, derived or as stored, as the rule says), kept in ``feedback_weight``."""
+    def matrix(self, x: Tensor, used: bool = True) -> Tensor:
+        """This batch's B (drawn, derived or as stored, as the rule says), kept in ``feedback_weight``.
+
+        ``used=False`` says the layer's BP2 will not run (its input takes no gradient): the stored
+        B is returned as it is, and a rule that derives B each batch skips the pass (so
+        ``feedback_weight`` keeps the last B a backward pass used)."""
         buffers = self.module._buffers
         matrix = buffers["feedback_weight"]
         assert matrix is not None
@@ -90,7 +94,7 @@ class LayerFeedback:
             self.create(x)
             matrix = buffers["feedback_weight"]
             assert matrix is not None
-        if not self.derives:
+        if not self.derives or not used:
             return matrix
         draws = 0
         if self.rule.redraws:
@@ -132,15 +136,14 @@ class LayerFeedback:
             self.rule.learn(matrix, _weight(self.module).detach(), grad_weight)
 
     def wrap(self, derivatives: Derivatives, x: Tensor) -> WithFeedback:
-        """The layer's equations for input x, with BP2 through this batch's B."""
-        matrix = self.matrix(x)
-        version = matrix._version if self.rule.in_place else None
+        """The layer's equations for input x, with BP2 through this batch's B (drawn when the
+        forward pass saves, and only where BP2 runs)."""
         if self.rule.direct:
-            self.check(x, matrix)
+            self.check(x, self.matrix(x))
             assert self.output_error is not None
             read = self.output_error.read
-            return WithFeedback(derivatives, matrix, tuple(x.shape), read, self.learn_or_none(), version)
-        return WithFeedback(derivatives, matrix, tuple(x.shape), None, self.learn_or_none(), version)
+            return WithFeedback(derivatives, self.matrix, tuple(x.shape), read, self.learn_or_none())
+        return WithFeedback(derivatives, self.matrix, tuple(x.shape), None, self.learn_or_none(), self.rule.in_place)
 
     def learn_or_none(self) -> Any:
         return self.learn if self.learns or self.rule.in_place else None
@@ -152,13 +155,15 @@ class FeedbackLayer:
     _feedback: LayerFeedback | None = None
 
     def link_is_pure(self) -> bool:
-        """A layer's checked equations may be remembered (``Linked.linked``) only while no rule is
-        attached: a rule's B changes from batch to batch."""
-        return self._feedback is None
+        """The layer's own checked equations depend on its attributes and its input's signature
+        only, so ``Linked.linked`` remembers them; a feedback rule wraps them anew at each call
+        (its B changes from batch to batch)."""
+        return True
 
-    def feedback_equations(self, derivatives: Derivatives, x: Tensor) -> Derivatives:
-        """``derivatives`` with BP2 through B while a rule is attached (callers run it only where a
-        graph is recorded: a chain node's forward, inside its Function, runs without one)."""
+    def linked(self, x: Tensor, params: tuple[Tensor | None, ...]) -> Derivatives:
+        """The layer's own equations for input ``x`` (checked, and remembered by ``Linked.linked``),
+        with BP2 through this batch's B while a rule is attached."""
+        derivatives: Derivatives = super().linked(x, params)  # type: ignore[misc]
         feedback = self._feedback
         return derivatives if feedback is None else feedback.wrap(derivatives, x)
 
@@ -169,7 +174,8 @@ def stack_feedback(layers: list[Any], x: Tensor) -> StackFeedback | None:
     if first is None or not torch.is_grad_enabled():
         return None
     feedbacks: list[LayerFeedback] = [layer._feedback for layer in layers]
-    matrices = [feedback.matrix(x) for feedback in feedbacks]
+    # the first layer's BP2 runs only where x takes a gradient
+    matrices = [feedback.matrix(x, used=l > 0 or x.requires_grad) for l, feedback in enumerate(feedbacks)]
     learn = None
     if first.learn_or_none() is not None:
 

@@ -85,7 +85,8 @@ class GraphFreeStep:
         saved = [z_l if kind == "z" else a_l if kind == "a" else None for kind, z_l, a_l in zip(self.reads, z, a[1:])]
         # BP2 reads each Bˡ in Wˡ's place where a feedback rule is attached (e = ∇ₐC for a direct one)
         if self.feedback:
-            weights = [feedback.matrix(inputs) for feedback in self.feedback]
+            # the first layer hands no error down to the data, so it reads no B
+            weights = [feedback.matrix(inputs, used=l > 0) for l, feedback in enumerate(self.feedback)]
             if dtype is not None:
                 weights = [cast_floating(b, dtype) for b in weights]
         direct = self.feedback[0].rule.direct if self.feedback else False
