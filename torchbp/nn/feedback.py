@@ -155,15 +155,13 @@ class FeedbackLayer:
     _feedback: LayerFeedback | None = None
 
     def link_is_pure(self) -> bool:
-        """The layer's own checked equations depend on its attributes and its input's signature
-        only, so ``Linked.linked`` remembers them; a feedback rule wraps them anew at each call
-        (its B changes from batch to batch)."""
-        return True
+        """A layer's checked equations may be remembered (``Linked.linked``) only while no rule is
+        attached: a rule's B changes from batch to batch."""
+        return self._feedback is None
 
-    def linked(self, x: Tensor, params: tuple[Tensor | None, ...]) -> Derivatives:
-        """The layer's own equations for input ``x`` (checked, and remembered by ``Linked.linked``),
-        with BP2 through this batch's B while a rule is attached."""
-        derivatives: Derivatives = super().linked(x, params)  # type: ignore[misc]
+    def feedback_equations(self, derivatives: Derivatives, x: Tensor) -> Derivatives:
+        """``derivatives`` with BP2 through B while a rule is attached (callers run it only where a
+        graph is recorded: a chain node's forward, inside its Function, runs without one)."""
         feedback = self._feedback
         return derivatives if feedback is None else feedback.wrap(derivatives, x)
 
