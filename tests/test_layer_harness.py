@@ -20,7 +20,7 @@ from torch.func import grad, vmap
 
 import torchbp
 from torchbp.derivatives import Derivatives, Sample
-from torchbp.derivatives.per_example import PerExampleError, Rows, rows_for, rule_for
+from torchbp.derivatives.per_example import ParameterRows, PerExampleError, rows_for, rule_for
 from torchbp.functional import apply_layer
 from torchbp.functional.per_example_tap import RECORDERS
 from torchbp.specs import LayerSpec
@@ -166,7 +166,7 @@ class RowsRecorder:
     """Keeps the per-example rows of every layer its backward passes hand it."""
 
     def __init__(self) -> None:
-        self.rows: list[list[Rows | None]] = []
+        self.rows: list[list[ParameterRows | None]] = []
 
     def record(self, d: Any, delta: Any, saved: Any, params: Any, grads: Any, taken: Any) -> None:
         self.rows.append(rows_for(d, delta, saved, params))

@@ -214,6 +214,46 @@ def test_buffers_are_reused_between_steps() -> None:
     assert len(set(pointers)) == 1
 
 
+def _one_position_model() -> torch.nn.Module:
+    """A grouped convolution with one output position (the factored form per group), linear layers
+    with one row per example and a layer norm (γ diagonal, β factored)."""
+    return torchbp.nn.convert(
+        torch.nn.Sequential(
+            torch.nn.Conv2d(4, 4, 3, groups=2),
+            torch.nn.Tanh(),
+            torch.nn.Flatten(),
+            torch.nn.Linear(4, 6),
+            torch.nn.LayerNorm(6),
+            torch.nn.ReLU(),
+            torch.nn.Linear(6, 3),
+        ).double()
+    )
+
+
+@pytest.mark.parametrize(
+    ("model", "x_shape"),
+    [(_one_position_model, (5, 4, 3, 3)), (lambda: torchbp.nn.convert(native_mlp()), (5, 2, 5))],
+    ids=["one row per example", "positions"],
+)
+def test_reused_buffers_hold_each_steps_own_quantities(
+    model: Callable[[], torch.nn.Module], x_shape: tuple[int, ...]
+) -> None:
+    """From the second step on, every ``grad_sample`` is written into last step's tensor: the same
+    tensor each step, holding that step's values."""
+    net = model()
+    context = torchbp.per_example(net, *ALL)
+    pointers = []
+    for _ in range(3):
+        x = torch.randn(*x_shape).double()
+        y = torch.randn(*net(x).shape).double()
+        net.zero_grad(set_to_none=True)
+        with context:
+            squared_error(net(x), y).backward()
+        check_against(net, reference(net, x, y, squared_error))
+        pointers.append([p.grad_sample.data_ptr() for p in net.parameters()])
+    assert pointers[0] == pointers[1] == pointers[2]
+
+
 def test_nested_contexts_the_innermost_takes_each_parameter() -> None:
     model = torchbp.nn.convert(native_mlp())
     head = torchbp.nn.convert(torch.nn.Linear(3, 2).double())

@@ -256,6 +256,13 @@ class Conv(Derivatives):
             Sample(
                 "2-d, no batch dimension", cls((1, 1), (0, 0), (1, 1), 1), make(2, 4, 4), (make(2, 2, 2, 2), make(2))
             ),
+            Sample("1-d, one output position", cls((1,), (0,), (1,), 1), make(2, 3, 4), (make(2, 3, 4), make(2))),
+            Sample(
+                "2-d, one output position, groups 2",
+                cls((1, 1), (0, 0), (1, 1), 2),
+                make(3, 4, 3, 3),
+                (make(4, 2, 3, 3), make(4)),
+            ),
         ]
 
 

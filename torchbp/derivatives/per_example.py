@@ -86,8 +86,96 @@ class ParameterRows(ABC):
 
 
 @dataclass(slots=True)
+class FactoredRows(ParameterRows):
+    """One parameter's per-example gradients where each example is one row (a plain batch, one
+    position), kept as their factors: gₖ = N δₖ uₖᵀ per group of channels (a weight) or gₖ = N δₖ
+    (a bias, u = 1). Its norm and second moment never write gₖ out.
+
+    Attributes:
+        delta: δ per example, ``(N, G·O)`` (group by group).
+        u: what δ multiplies, ``(N, G·I)`` (group by group), or ``None`` for a bias.
+        groups: G, the groups of channels (a grouped convolution's; 1 otherwise).
+        shape: the parameter's shape, which ``(G, O, I)`` or ``(G·O,)`` is reshaped to.
+        shared: what the rows of one layer's weight and bias compute once for both: N δ, N ‖δₖ‖, N δ².
+    """
+
+    delta: Tensor
+    u: Tensor | None
+    groups: int
+    shape: torch.Size
+    shared: dict[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def factored(self) -> bool:
+        """Always: ‖gₖ‖ = N ‖δₖ‖ ‖uₖ‖ and (1/N) Σₖ gₖ² = N (δ²)ᵀ (u²)."""
+        return True
+
+    def scaled(self) -> Tensor:
+        """N δ, ``(N, G·O)``: once for a layer's weight and bias."""
+        scaled = self.shared.get("scaled")
+        if scaled is None:
+            scaled = self.shared["scaled"] = self.delta * self.examples
+        return scaled
+
+    def grad_sample(self, out: Tensor | None = None) -> Tensor:
+        n, scaled = self.examples, self.scaled()
+        if self.u is None:
+            # gₖ = N δₖ (a bias)
+            if out is None:
+                return scaled.view(n, *self.shape)
+            out.view(n, -1).copy_(scaled)
+            return out
+        g = self.groups
+        # gₖ = N δₖ uₖᵀ per group: a broadcast product written straight into ``out`` (a matrix
+        # product of depth 1 is slower)
+        target = None if out is None else out.view(n, g, -1, self.u.shape[1] // g)
+        outer = torch.mul(scaled.view(n, g, -1, 1), self.u.view(n, g, 1, -1), out=target)
+        return outer.view(n, *self.shape) if out is None else out
+
+    def norm(self, grad_sample: Tensor | None = None) -> Tensor:
+        n, u, g = self.examples, self.u, self.groups
+        if u is None or g == 1:
+            scaled_norm = self.shared.get("scaled_norm")
+            if scaled_norm is None:
+                # ‖gₖ‖ = N ‖δₖ‖ (a bias)
+                scaled_norm = self.shared["scaled_norm"] = torch.linalg.vector_norm(self.scaled(), dim=1)
+            if u is None:
+                return scaled_norm
+            # ‖gₖ‖ = N ‖δₖ‖ ‖uₖ‖
+            return torch.linalg.vector_norm(u, dim=1).mul_(scaled_norm)
+        # ‖gₖ‖² = Σ_groups N² ‖δₖ‖² ‖uₖ‖²
+        norms = torch.linalg.vector_norm(self.scaled().view(n, g, -1), dim=2)
+        return torch.linalg.vector_norm(norms.mul_(torch.linalg.vector_norm(u.view(n, g, -1), dim=2)), dim=1)
+
+    def second_moment(self, grad_sample: Tensor | None = None) -> Tensor:
+        n, u, g = self.examples, self.u, self.groups
+        scaled_squared = self.shared.get("scaled_squared")
+        if scaled_squared is None:
+            # N δₖ², (N, G·O): once for a layer's weight and bias
+            scaled_squared = self.shared["scaled_squared"] = self.scaled() * self.delta
+        if u is None:
+            # (1/N) Σₖ gₖ² = N Σₖ δₖ² (a bias)
+            return scaled_squared.sum(0).view(self.shape)
+        u_squared = u * u
+        if g == 1:
+            # (1/N) Σₖ gₖ² = N (δ²)ᵀ (u²)
+            return torch.mm(scaled_squared.t(), u_squared).view(self.shape)
+        # the same, per group
+        return torch.einsum("ngo,ngi->goi", scaled_squared.view(n, g, -1), u_squared.view(n, g, -1)).reshape(self.shape)
+
+    def mean(self, grad_sample: Tensor | None = None) -> Tensor:
+        """(1/N) Σₖ gₖ = Σₖ δₖ uₖᵀ, this layer's ∂C/∂θ, shape ``shape``."""
+        n, u, g = self.examples, self.u, self.groups
+        if u is None:
+            return self.delta.sum(0).view(self.shape)
+        return torch.einsum("ngo,ngi->goi", self.delta.view(n, g, -1), u.view(n, g, -1)).reshape(self.shape)
+
+
+@dataclass(slots=True)
 class Rows(ParameterRows):
-    """One parameter's per-example gradients, as the factors of gₖ = N Σₜ δₖₜ uₖₜᵀ (or ⊙).
+    """One parameter's per-example gradients, as the factors of gₖ = N Σₜ δₖₜ uₖₜᵀ (or ⊙), where
+    an example's gradient sums over its positions t (or is diagonal); ``parameter_rows`` gives
+    ``FactoredRows`` instead where each example is one row.
 
     Attributes:
         delta: δ per example, group and position: ``(N, G, T, O)`` (outer) or ``(N, T, O)`` (diagonal).
@@ -95,20 +183,17 @@ class Rows(ParameterRows):
             meaning u = 1, a bias).
         outer: the outer form δ uᵀ (per group) rather than the diagonal form δ ⊙ u.
         shape: the parameter's shape, which ``(G, O, I)`` or ``(O,)`` is reshaped to.
-        shared: what the rows of one layer's parameters compute once for all of them (N ‖δₖ‖, N δₖ²).
     """
 
     delta: Tensor
     u: Tensor | None
     outer: bool
     shape: torch.Size
-    shared: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def factored(self) -> bool:
-        """One row per example, in the outer form or a bias (u = 1): ‖gₖ‖ = N ‖δₖ‖ ‖uₖ‖ and
-        (1/N) Σₖ gₖ² = N (δ²)ᵀ (u²)."""
-        return self.positions == 1 and (self.outer or self.u is None)
+        """Never: the second moment reads gₖ (the norm may take the Gram form)."""
+        return False
 
     @property
     def positions(self) -> int:
@@ -117,21 +202,12 @@ class Rows(ParameterRows):
 
     def grad_sample(self, out: Tensor | None = None) -> Tensor:
         n = self.examples
-        if self.u is None and self.positions == 1:
-            # gₖ = N δₖ (a bias)
-            return torch.mul(self.delta.reshape(n, -1), n, out=None if out is None else out.view(n, -1)).view(
-                n, *self.shape
-            )
         scaled = self.delta * n
         if self.outer:
             assert self.u is not None
+            # gₖ = N Σₜ δₖₜ uₖₜᵀ, per group
             target = None if out is None else out.view(n, *self.delta.shape[1:2], self.delta.shape[-1], -1)
-            if self.positions == 1:
-                # gₖ = N δₖ uₖᵀ, an outer product (a broadcast product: a matrix product of depth 1 is slower)
-                g = torch.mul(scaled.transpose(-1, -2), self.u, out=target)
-            else:
-                # gₖ = N Σₜ δₖₜ uₖₜᵀ, per group
-                g = torch.matmul(scaled.transpose(-1, -2), self.u, out=target)
+            g = torch.matmul(scaled.transpose(-1, -2), self.u, out=target)
         elif self.u is None:
             # gₖ = N Σₜ δₖₜ (a bias)
             g = torch.sum(scaled, 1, out=None if out is None else out.view(n, -1))
@@ -141,28 +217,12 @@ class Rows(ParameterRows):
         return g.view(n, *self.shape)
 
     def norm(self, grad_sample: Tensor | None = None) -> Tensor:
-        """‖gₖ‖ for every k, shape ``(N,)``, by the cheapest exact form: without writing gₖ out for
-        one-row examples and wherever the Gram form costs less than gₖ itself (``grad_sample``, if
-        given, is read instead of writing gₖ out again)."""
+        """‖gₖ‖ for every k, shape ``(N,)``: by the Gram form where it costs less than writing gₖ
+        out (``grad_sample``, if given, is read instead)."""
         n, delta, u = self.examples, self.delta, self.u
-        t = self.positions
-        if t == 1 and (u is None or (self.outer and delta.shape[1] == 1)):
-            delta_norm = self.shared.get("delta_norm")
-            if delta_norm is None:
-                # ‖gₖ‖ = N ‖δₖ‖ (a bias)
-                delta_norm = self.shared["delta_norm"] = torch.linalg.vector_norm(delta.reshape(n, -1), dim=1).mul_(n)
-            if u is None:
-                return delta_norm
-            # ‖gₖ‖ = N ‖δₖ‖ ‖uₖ‖
-            return torch.linalg.vector_norm(u.reshape(n, -1), dim=1).mul_(delta_norm)
-        if self.outer and t == 1:
-            assert u is not None
-            # ‖gₖ‖² = N² Σ_groups ‖δₖ‖² ‖uₖ‖²
-            norms = torch.linalg.vector_norm(delta, dim=-1).mul_(n).mul_(torch.linalg.vector_norm(u, dim=-1))
-            return torch.linalg.vector_norm(norms.flatten(1), dim=1)
         if self.outer and grad_sample is None:
             assert u is not None
-            o, i = delta.shape[-1], u.shape[-1]
+            t, o, i = self.positions, delta.shape[-1], u.shape[-1]
             if t * (o + i) < o * i:
                 # ‖gₖ‖² = N² Σₜ Σₛ (δₖₜ · δₖₛ)(uₖₜ · uₖₛ): the Gram form
                 gram = torch.matmul(delta, delta.transpose(-1, -2)).mul_(torch.matmul(u, u.transpose(-1, -2)))
@@ -172,22 +232,7 @@ class Rows(ParameterRows):
         return torch.linalg.vector_norm(grad_sample.flatten(1), dim=1)
 
     def second_moment(self, grad_sample: Tensor | None = None) -> Tensor:
-        """(1/N) Σₖ gₖ², shape ``shape``: from (δ²)ᵀ(u²) for one-row examples, else from
-        ``grad_sample`` (written out here when not given)."""
-        n, delta, u = self.examples, self.delta, self.u
-        if self.factored:
-            delta_squared = self.shared.get("delta_squared")
-            if delta_squared is None:
-                # N δₖ², (N, G·O): once for a layer's weight and bias
-                delta_squared = self.shared["delta_squared"] = delta.reshape(n, -1).square().mul_(n)
-            if u is None:
-                # (1/N) Σₖ gₖ² = N Σₖ δₖ² (a bias)
-                return delta_squared.sum(0).view(self.shape)
-            # (1/N) Σₖ gₖ² = N (δ²)ᵀ (u²), per group
-            groups, u_squared = delta.shape[1], u.reshape(n, delta.shape[1], -1).square()
-            if groups == 1:
-                return (delta_squared.t() @ u_squared[:, 0]).view(self.shape)
-            return torch.einsum("ngo,ngi->goi", delta_squared.view(n, groups, -1), u_squared).reshape(self.shape)
+        """(1/N) Σₖ gₖ², shape ``shape``, from ``grad_sample`` (written out here when not given)."""
         if grad_sample is None:
             grad_sample = self.grad_sample()
         return grad_sample.square().mean(0)
@@ -201,6 +246,21 @@ class Rows(ParameterRows):
             assert u is not None
             return torch.einsum("ngto,ngti->goi", delta, u).reshape(self.shape)
         return (delta if u is None else delta * u).sum((0, 1)).reshape(self.shape)
+
+
+def parameter_rows(
+    delta: Tensor, u: Tensor | None, outer: bool, shape: torch.Size, shared: dict[str, Tensor] | None = None
+) -> ParameterRows:
+    """A parameter's rows for δ ``(N, G, T, O)`` (outer) or ``(N, T, O)`` (diagonal) and u, as in
+    ``Rows``: ``FactoredRows`` (sharing ``shared`` with the layer's other parameters) where each
+    example is one row (T = 1) in the outer form or a bias, ``Rows`` otherwise."""
+    if delta.shape[-2] != 1 or not (outer or u is None):
+        return Rows(delta, u, outer, shape)
+    n = delta.shape[0]
+    flat_u = None if u is None else u.reshape(n, -1)
+    return FactoredRows(
+        delta.reshape(n, -1), flat_u, delta.shape[1] if outer else 1, shape, {} if shared is None else shared
+    )
 
 
 @dataclass(slots=True)
@@ -277,13 +337,19 @@ def linear_rows(delta: Tensor, x: Tensor | None, params: tuple[Tensor | None, ..
     weight, bias = params[:2]
     _batched("linear", delta, 2)
     n, o = delta.shape[0], delta.shape[-1]
-    delta_rows = delta.reshape(n, 1, -1, o)
     rows: list[ParameterRows | None] = [None, None]
     shared: dict[str, Tensor] = {}
+    if delta.dim() == 2:  # one row per example: the factors as they come
+        if weight is not None and x is not None:
+            rows[0] = FactoredRows(delta, x, 1, weight.shape, shared)
+        if bias is not None:
+            rows[1] = FactoredRows(delta, None, 1, bias.shape, shared)
+        return rows
+    delta_rows = delta.reshape(n, 1, -1, o)
     if weight is not None and x is not None:
-        rows[0] = Rows(delta_rows, x.reshape(n, 1, -1, x.shape[-1]), True, weight.shape, shared)
+        rows[0] = parameter_rows(delta_rows, x.reshape(n, 1, -1, x.shape[-1]), True, weight.shape, shared)
     if bias is not None:
-        rows[1] = Rows(delta_rows[:, 0], None, False, bias.shape, shared)
+        rows[1] = parameter_rows(delta_rows[:, 0], None, False, bias.shape, shared)
     return rows
 
 
@@ -298,13 +364,15 @@ def conv_rows(
     # δ: (N, C_out, *positions) → (N, G, T, C_out/G)
     delta_rows = delta.reshape(n, groups, c_out // groups, -1).transpose(-1, -2)
     rows: list[ParameterRows | None] = [None, None]
+    shared: dict[str, Tensor] = {}
     if weight is not None and x is not None:
         windows = _windows(conv, x, weight.shape[2:])
         # u: (N, C_in·k, T) → (N, G, T, C_in/G · k)
         u = windows.reshape(n, groups, -1, windows.shape[-1]).transpose(-1, -2)
-        rows[0] = Rows(delta_rows, u, True, weight.shape)
+        rows[0] = parameter_rows(delta_rows, u, True, weight.shape, shared)
     if bias is not None:
-        rows[1] = Rows(delta_rows.transpose(1, 2).reshape(n, -1, c_out), None, False, bias.shape)
+        bias_delta = delta_rows.transpose(1, 2).reshape(n, -1, c_out)
+        rows[1] = parameter_rows(bias_delta, None, False, bias.shape, shared)
     return rows
 
 
@@ -339,9 +407,9 @@ def batch_norm_rows(
         shape = (1, c) + (1,) * (delta.dim() - 2)
         # x̂ = (x − μ_run) / √(σ²_run + ε)
         x_hat = (saved.x - saved.running_mean.view(shape)) * torch.rsqrt(saved.running_var.view(shape) + norm.eps)
-        rows[0] = Rows(delta_rows, x_hat.reshape(n, c, -1).transpose(1, 2), False, weight.shape)
+        rows[0] = parameter_rows(delta_rows, x_hat.reshape(n, c, -1).transpose(1, 2), False, weight.shape)
     if bias is not None:
-        rows[1] = Rows(delta_rows, None, False, bias.shape)
+        rows[1] = parameter_rows(delta_rows, None, False, bias.shape)
     return rows
 
 
@@ -357,9 +425,9 @@ def norm_rows(
     delta_rows = delta.reshape(n, -1, width)
     rows: list[ParameterRows | None] = [None] * len(params)
     if params[0] is not None:
-        rows[0] = Rows(delta_rows, x_hat.reshape(n, -1, width), False, params[0].shape)
+        rows[0] = parameter_rows(delta_rows, x_hat.reshape(n, -1, width), False, params[0].shape)
     if len(params) == 2 and params[1] is not None:
-        rows[1] = Rows(delta_rows, None, False, params[1].shape)
+        rows[1] = parameter_rows(delta_rows, None, False, params[1].shape)
     return rows
 
 
