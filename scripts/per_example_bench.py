@@ -9,6 +9,8 @@ cross-entropy, one process. Each round times, in turn and from the same weights 
 - **norm**: the same inside ``torchbp.per_example(model, "norm")``;
 - **grad**: inside ``torchbp.per_example(model, "grad")``;
 - **all four**: inside ``torchbp.per_example(model, "grad", "norm", "variance", "second_moment")``;
+- **write floor**: the baseline step, then a ``fill_`` of every ``grad_sample`` tensor the contexts
+  left: the per-example gradients' bytes written over with no arithmetic, a floor under "grad";
 
 and, when they are installed (optional, never torchbp's dependencies), the same on the native model by
 BackPACK's hooks (``BatchL2Grad``; all four: ``BatchGrad``, ``BatchL2Grad``, ``Variance``,
@@ -54,8 +56,9 @@ def timed(step: Callable[[], None], steps: int, clock: Callable[[], float] = tim
 
 
 def torchbp_steps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, Callable[[], None]]:
-    """The baseline and torchbp's per-example steps; each context is made once and entered per step,
-    as a training loop would (its ``grad_sample`` buffers are reused from step to step)."""
+    """The baseline, torchbp's per-example steps and the write floor; each context is made once and
+    entered per step, as a training loop would (its ``grad_sample`` buffers are reused from step to
+    step). The write floor fills the ``grad_sample`` tensors a "grad" step has left."""
     norm = torchbp.per_example(model, "norm")
     grad = torchbp.per_example(model, "grad")
     everything = torchbp.per_example(model, "grad", "norm", "variance", "second_moment")
@@ -73,11 +76,19 @@ def torchbp_steps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> d
 
         return step
 
+    def write_floor() -> None:
+        baseline()
+        for p in model.parameters():
+            sample = p.__dict__.get("grad_sample")
+            if sample is not None:
+                sample.fill_(0.0)
+
     return {
         "baseline": baseline,
         "torchbp norm": inside(norm),
         "torchbp grad": inside(grad),
         "torchbp all four": inside(everything),
+        "write floor": write_floor,
     }
 
 

@@ -70,3 +70,10 @@ def test_overhead_report_runs() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     rows = [line.split()[0] for line in result.stdout.splitlines()[2:]]
     assert rows == ["native", "torchbp", "hand-specialised"]
+
+
+def test_per_example_bench_reports_every_row() -> None:
+    result = _run(str(SCRIPTS / "per_example_bench.py"), "--rounds", "2", "--steps", "1", "--batch", "4")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for row in ("baseline", "torchbp norm", "torchbp grad", "torchbp all four", "write floor"):
+        assert row in result.stdout, row
