@@ -85,6 +85,12 @@ class ParameterRows(ABC):
         """(1/N) Σₖ gₖ, this layer's ∂C/∂θ, shape ``shape``."""
 
 
+def _shaped(t: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """``t`` viewed as ``shape``, or ``t`` itself when it has that shape (a view is not free next to
+    a small layer's products)."""
+    return t if t.shape == shape else t.view(shape)
+
+
 @dataclass(slots=True)
 class FactoredRows(ParameterRows):
     """One parameter's per-example gradients where each example is one row (a plain batch, one
@@ -122,15 +128,17 @@ class FactoredRows(ParameterRows):
         if self.u is None:
             # gₖ = N δₖ (a bias)
             if out is None:
-                return scaled.view(n, *self.shape)
-            out.view(n, -1).copy_(scaled)
+                return _shaped(scaled, (n, *self.shape))
+            _shaped(out, scaled.shape).copy_(scaled)
             return out
         g = self.groups
+        o, i = scaled.shape[1] // g, self.u.shape[1] // g
+        blocks = (n, o, i) if g == 1 else (n, g, o, i)
         # gₖ = N δₖ uₖᵀ per group: a broadcast product written straight into ``out`` (a matrix
         # product of depth 1 is slower)
-        target = None if out is None else out.view(n, g, -1, self.u.shape[1] // g)
-        outer = torch.mul(scaled.view(n, g, -1, 1), self.u.view(n, g, 1, -1), out=target)
-        return outer.view(n, *self.shape) if out is None else out
+        target = None if out is None else _shaped(out, blocks)
+        outer = torch.mul(scaled.view(*blocks[:-1], 1), self.u.view(*blocks[:-2], 1, i), out=target)
+        return _shaped(outer, (n, *self.shape)) if out is None else out
 
     def norm(self, grad_sample: Tensor | None = None) -> Tensor:
         n, u, g = self.examples, self.u, self.groups
@@ -155,11 +163,11 @@ class FactoredRows(ParameterRows):
             scaled_squared = self.shared["scaled_squared"] = self.scaled() * self.delta
         if u is None:
             # (1/N) Σₖ gₖ² = N Σₖ δₖ² (a bias)
-            return scaled_squared.sum(0).view(self.shape)
+            return _shaped(scaled_squared.sum(0), self.shape)
         u_squared = u * u
         if g == 1:
             # (1/N) Σₖ gₖ² = N (δ²)ᵀ (u²)
-            return torch.mm(scaled_squared.t(), u_squared).view(self.shape)
+            return _shaped(torch.mm(scaled_squared.t(), u_squared), self.shape)
         # the same, per group
         return torch.einsum("ngo,ngi->goi", scaled_squared.view(n, g, -1), u_squared.view(n, g, -1)).reshape(self.shape)
 
