@@ -11,6 +11,7 @@ import torch
 
 import torchbp
 from torchbp import nn as tnn
+from torchbp.feedback.rules import DirectFeedbackAlignment
 from torchbp.feedback.xorshift import draw_int16, xorshift_state
 
 
@@ -110,11 +111,48 @@ def test_b_is_rewritten_in_place_once_its_backward_ran_and_copied_while_one_is_d
     torch.testing.assert_close(x.grad, ones @ b_first + ones @ b_second, rtol=1e-12, atol=1e-12)
 
 
-def test_a_retained_graph_whose_b_was_redrawn_is_an_error() -> None:
-    model = tnn.MLP([4, 6, 3], feedback=torchbp.get_feedback("brsf", seed=0))
+class _InPlaceDirect(DirectFeedbackAlignment):
+    """A direct rule that writes each batch's B in place (the plugin guide allows both flags)."""
+
+    in_place = True
+    redraws = True
+
+    def __init__(self, seed: int = 1) -> None:
+        super().__init__(seed)
+        self.calls: list[tuple[int, ...]] = []  # the weight shape of each call
+
+    def matrix(self, weight, feedback_weight, generator, state=None):  # type: ignore[no-untyped-def]
+        self.calls.append(tuple(weight.shape))
+        return feedback_weight.mul_(-1.0)
+
+
+@pytest.mark.parametrize("rule", ["brsf", "in-place direct"])
+@pytest.mark.parametrize("path", ["MLP", "chain", "one by one"])
+def test_a_retained_graph_whose_b_was_redrawn_is_an_error(rule: str, path: str) -> None:
+    feedback = torchbp.get_feedback("brsf", seed=0) if rule == "brsf" else _InPlaceDirect()
+    if path == "MLP":
+        model: torch.nn.Module = tnn.MLP([4, 6, 3], feedback=feedback)
+    else:
+        native = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 3))
+        model = tnn.convert(native, feedback=feedback)
+        if path == "one by one":
+            for layer in model:
+                layer.register_forward_hook(lambda module, args, output: None)
     x = torch.randn(5, 4)
     out = model(x)
     out.sum().backward(retain_graph=True)
     model(x).sum().backward()  # redraws B in place: the first graph's B is gone
-    with pytest.raises(RuntimeError, match="redrawn in place by a later forward pass"):
+    # a layer called alone keeps B through save_for_backward, whose own check may speak first
+    with pytest.raises(RuntimeError, match="redrawn in place by a later forward pass|modified by an inplace"):
         out.sum().backward()
+
+
+@pytest.mark.parametrize("input_grad", [False, True])
+def test_a_direct_rule_derives_b_once_per_forward_and_only_where_bp2_runs(input_grad: bool) -> None:
+    rule = _InPlaceDirect()
+    native = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
+    model = tnn.convert(native, feedback=rule)
+    x = torch.randn(6, 4, requires_grad=input_grad)
+    model(x).square().sum().backward()
+    assert rule.calls == ([(5, 4)] if input_grad else []) + [(3, 5)]
+    assert [int(model[i].feedback_draws) for i in (0, 2)] == [int(input_grad), 1]

@@ -109,3 +109,20 @@ def test_dfa_b_vs_w_is_the_angle_with_the_path_above() -> None:
     assert angles["layers.1"] == pytest.approx(angle(model.layers[1].feedback_weight, w[2] @ w[1]))
     assert angles["layers.0"] == pytest.approx(angle(model.layers[0].feedback_weight, w[2] @ w[1] @ w[0]))
     assert math.isnan(angle(torch.zeros(2), torch.ones(2)))
+
+
+@pytest.mark.parametrize("rule", ["fa", "usf", "brsf", "frsf"])
+def test_b_vs_w_leaves_out_a_derived_b_that_is_out_of_date(rule: str) -> None:
+    """Under a rule that derives B each batch, the first layer (fed data, so no BP2) derives none:
+    its stored B is stale and has no angle; a fixed B (fa) keeps its own."""
+    model = torchbp.nn.convert(
+        torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3)), feedback=rule
+    )
+    rule_sgd = torch.optim.SGD(model.parameters(), lr=0.5)
+    for _ in range(3):
+        rule_sgd.zero_grad()
+        model(torch.randn(6, 4)).square().sum().backward()
+        rule_sgd.step()
+    angles = b_vs_w(model)
+    assert ("0" in angles) == (rule == "fa") and "2" in angles
+    assert angles["2"] == pytest.approx(angle(model[2].feedback_weight, model[2].weight))

@@ -52,8 +52,9 @@ class WithFeedback(Derivatives):
 
     Attributes:
         inner: the layer's own equations.
-        draw: this batch's B for the input x: shaped like W, or ``(outputs, inputs)`` where
-            ``error`` is given (``LayerFeedback.matrix``).
+        draw: ``draw(x, used)``: this batch's B for the input x, shaped like W, or ``(outputs,
+            inputs)`` where ``error`` is given (``LayerFeedback.matrix``); called once per forward
+            call, with ``used`` false where BP2 does not run (B is then neither derived nor read).
         input_shape: the layer's input shape, for a direct rule's e B.
         error: a direct rule's e = ∂C/∂(network output) ``(examples, outputs)``, read in the
             backward pass; ``None`` for rules where B stands in for W.
@@ -68,7 +69,7 @@ class WithFeedback(Derivatives):
     Saved: ClassVar[type[Any]] = SavedTensors
 
     inner: Derivatives
-    draw: Callable[[Tensor], Tensor]
+    draw: Callable[[Tensor, bool], Tensor]
     input_shape: tuple[int, ...]
     error: Callable[[], Tensor] | None = None
     learn: Callable[[Tensor | None], None] | None = None
@@ -87,14 +88,15 @@ class WithFeedback(Derivatives):
         needs: tuple[bool, ...],
     ) -> tuple[Tensor | None, ...]:
         drawn = self.drawn
-        if needs[0] and drawn.matrix is None:  # BP2 runs: this batch's B (a replay keeps the one drawn)
-            drawn.matrix = self.draw(x)
-            drawn.version = drawn.matrix._version if self.in_place else None
+        if drawn.matrix is None:  # a replay keeps the B drawn
+            matrix = self.draw(x, needs[0])
+            if needs[0]:  # BP2 runs: this batch's B
+                drawn.matrix, drawn.version = matrix, matrix._version if self.in_place else None
         if self.error is not None:
             return tuple(self.inner.save(x, params, z, buffers, (False, *needs[1:])))
         # the wrapped layer keeps B where it would keep W for its BP2
-        matrix = params[0] if drawn.matrix is None else drawn.matrix
-        return tuple(self.inner.save(x, (matrix, *params[1:]), z, buffers, needs))
+        weight = params[0] if drawn.matrix is None else drawn.matrix
+        return tuple(self.inner.save(x, (weight, *params[1:]), z, buffers, needs))
 
     def input_vjp(self, delta: Tensor, saved: Any) -> Tensor:
         grad_x = self.vjps(delta, saved, (True, *(False,) * len(self.inner.params)))[0]

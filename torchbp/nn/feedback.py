@@ -44,6 +44,9 @@ class LayerFeedback:
         self.pending = False
         """Whether a backward pass that reads the stored B is still to run (an in-place rule then
         writes this batch's B into a copy, not over the B that backward pass reads)."""
+        self.stale = False
+        """Whether the stored B is out of date: the rule derives B each batch, and the layer's last
+        forward pass ran no BP2 (its input took no gradient), so it derived none."""
 
     def generator(self, device: torch.device, draws: int = 0) -> torch.Generator:
         """The layer's own random stream: seeded from (seed, layer, draws), nothing else."""
@@ -88,12 +91,9 @@ class LayerFeedback:
         B is returned as it is, and a rule that derives B each batch skips the pass (so
         ``feedback_weight`` keeps the last B a backward pass used)."""
         buffers = self.module._buffers
-        matrix = buffers["feedback_weight"]
-        assert matrix is not None
-        if matrix.numel() == 0:
-            self.create(x)
-            matrix = buffers["feedback_weight"]
-            assert matrix is not None
+        matrix = self.stored(x)
+        if self.derives:
+            self.stale = not used  # B is not derived for a layer whose BP2 does not run
         if not self.derives or not used:
             return matrix
         draws = 0
@@ -109,6 +109,17 @@ class LayerFeedback:
         matrix = self.rule.matrix(weight, matrix, generator, **self.state())
         buffers["feedback_weight"] = matrix
         self.pending = True
+        return matrix
+
+    def stored(self, x: Tensor) -> Tensor:
+        """``feedback_weight`` as it is, drawn first where it waits for the first input (a direct
+        rule's B for a convolution)."""
+        matrix = self.module._buffers["feedback_weight"]
+        assert matrix is not None
+        if matrix.numel() == 0:
+            self.create(x)
+            matrix = self.module._buffers["feedback_weight"]
+            assert matrix is not None
         return matrix
 
     def state(self) -> dict[str, Tensor]:
@@ -138,12 +149,12 @@ class LayerFeedback:
     def wrap(self, derivatives: Derivatives, x: Tensor) -> WithFeedback:
         """The layer's equations for input x, with BP2 through this batch's B (drawn when the
         forward pass saves, and only where BP2 runs)."""
+        error = None
         if self.rule.direct:
-            self.check(x, self.matrix(x))
+            self.check(x, self.stored(x))
             assert self.output_error is not None
-            read = self.output_error.read
-            return WithFeedback(derivatives, self.matrix, tuple(x.shape), read, self.learn_or_none())
-        return WithFeedback(derivatives, self.matrix, tuple(x.shape), None, self.learn_or_none(), self.rule.in_place)
+            error = self.output_error.read
+        return WithFeedback(derivatives, self.matrix, tuple(x.shape), error, self.learn_or_none(), self.rule.in_place)
 
     def learn_or_none(self) -> Any:
         return self.learn if self.learns or self.rule.in_place else None

@@ -3,7 +3,9 @@
 A built-in plugin on the training hooks, active in runs with a directory whose model has a
 feedback rule other than backprop (``torchbp.feedback``). It logs, in degrees:
 
-- ``alignment/B_vs_W/<layer>`` after each epoch: the angle between vec(Bˡ) and vec(Wˡ). For a
+- ``alignment/B_vs_W/<layer>`` after each epoch: the angle between vec(Bˡ) and vec(Wˡ) (under a
+  rule that derives B each batch, usf, brsf and frsf, not for a layer that hands no error down,
+  such as the first, fed the data: it derives no B, so its stored one is out of date). For a
   direct rule (dfa) Bˡ ``(outputs, inputs)`` stands in for the whole path above the layer, so
   its angle is taken with the product Wᴸ ⋯ Wˡ of the linear layers from the output down to
   layer l (σ′ left out), where those are all linear.
@@ -50,7 +52,9 @@ def b_vs_w(model: torch.nn.Module) -> dict[str, float]:
     if rule is None or rule.exact:
         return {}
     if not rule.direct:
-        return {name: angle(layer.feedback_weight, layer.weight) for name, layer in layers}
+        # a B the rule derives each batch is out of date in a layer that hands no error down
+        current = [(name, layer) for name, layer in layers if not layer._feedback.stale]
+        return {name: angle(layer.feedback_weight, layer.weight) for name, layer in current}
     angles: dict[str, float] = {}
     path: Tensor | None = None  # Wᴸ ⋯ Wˡ: (outputs, inputs of layer l)
     for name, layer in reversed(layers):
