@@ -202,3 +202,84 @@ def test_a_dense_layer_in_a_sequential_runs_its_own_fused_node() -> None:
     torch.testing.assert_close(out, expected)
     out.sum().backward()
     assert model[0].weight.grad is not None
+
+
+def _sigmoid_stack() -> torch.nn.Module:
+    return torchbp.nn.convert(
+        torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(6, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+    )
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda model, x, out: x.mul_(2),
+        lambda model, x, out: x.view(-1)[0].add_(1),  # through a view of the input, as Flatten's output is
+        lambda model, x, out: torch.no_grad()(model[1].weight.mul_)(2),
+        lambda model, x, out: out.mul_(2),
+    ],
+    ids=["input", "view of the input", "weight", "output"],
+)
+def test_a_tensor_the_chain_reads_changed_in_place_is_an_error(change: object) -> None:
+    torch.manual_seed(0)
+    model = _sigmoid_stack()
+    x = torch.randn(5, 2, 3, requires_grad=True) * 1  # not a leaf, so that it may be changed in place
+    out = model(x)
+    assert "ChainFunctionBackward" in graph_node_names(out)
+    change(model, x, out)  # type: ignore[operator]
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.sum().backward()
+
+
+def test_a_layer_keeping_a_tensor_from_outside_the_chain_checks_its_version() -> None:
+    # a feedback rule's B is a buffer of the layer, not a tensor the chain made or was handed
+    torch.manual_seed(0)
+    model = torchbp.nn.convert(
+        torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)), feedback="fa"
+    )
+    out = model(torch.randn(5, 3, requires_grad=True))
+    assert "ChainFunctionBackward" in graph_node_names(out)
+    with torch.no_grad():
+        model[2].feedback_weight.mul_(2)
+    with pytest.raises(RuntimeError, match="the feedback layer saved for its backward pass was changed in place"):
+        out.sum().backward()
+
+
+@pytest.mark.parametrize("last", [torch.nn.Sigmoid, torch.nn.ReLU, torch.nn.Identity], ids=["sigmoid", "relu", "linear"])
+def test_the_chain_does_not_hold_its_own_output(last: type[torch.nn.Module]) -> None:
+    # a node keeping its output outside save_for_backward would keep itself alive through the
+    # output's grad_fn: a reference cycle, freed by the garbage collector only
+    import gc
+    import weakref
+
+    layers = [torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2), last()]
+    model = torchbp.nn.convert(torch.nn.Sequential(*layers[: 3 if last is torch.nn.Identity else 4]))
+    gc.disable()
+    try:
+        out = model(torch.randn(5, 3))
+        assert "ChainFunctionBackward" in graph_node_names(out)
+        ref = weakref.ref(out)
+        del out
+        assert ref() is None
+    finally:
+        gc.enable()
+
+
+@pytest.mark.parametrize("momentum", [0.1, None], ids=["momentum 0.1", "cumulative average"])
+def test_batch_norm_in_a_chain_counts_every_batch_and_follows_train_and_eval(momentum: float | None) -> None:
+    torch.manual_seed(0)
+    native = torch.nn.Sequential(
+        torch.nn.Conv2d(2, 3, 3), torch.nn.BatchNorm2d(3, momentum=momentum), torch.nn.ReLU(), torch.nn.Flatten()
+    )
+    ours = torchbp.nn.convert(copy.deepcopy(native))
+    for step in range(6):
+        training = step not in (2, 3)
+        native.train(training)
+        ours.train(training)
+        x = torch.randn(4, 2, 6, 6)
+        out = ours(x)
+        assert "ChainFunctionBackward" in graph_node_names(out)
+        torch.testing.assert_close(out, native(x))
+        for (name, a), b in zip(ours.named_buffers(), native.buffers()):
+            torch.testing.assert_close(a, b, msg=f"{name}, step {step}")
+    assert int(ours[1].num_batches_tracked) == 4

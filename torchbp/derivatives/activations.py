@@ -58,6 +58,7 @@ class Activation(Derivatives):
 
     kind: ClassVar[str] = "activation"
     Saved: ClassVar[type[ActivationSaved]] = ActivationSaved
+    saves_own: ClassVar[bool] = True
 
     name: str
     sigma: Callable[[Tensor], Tensor]
@@ -85,6 +86,9 @@ class Activation(Derivatives):
 
     def input_vjp(self, delta: Tensor, saved: Any) -> Tensor:
         return self.delta(delta, saved.read)
+
+    def vjps(self, delta: Tensor, saved: Any, needs: tuple[bool, ...]) -> tuple[Tensor | None, ...]:
+        return (self.delta(delta, saved.read) if needs[0] else None,)
 
     def jvp(self, saved: Any, x_t: Tensor | None, *params_t: Tensor | None) -> Tensor:
         assert x_t is not None

@@ -92,6 +92,7 @@ class Attention(Derivatives):
     kind: ClassVar[str] = "attention"
     params: ClassVar[tuple[str, ...]] = ("key", "value", "attn_mask", "dropout_mask")
     Saved: ClassVar[type[AttentionSaved]] = AttentionSaved
+    saves_own: ClassVar[bool] = True
 
     scale: float = 1.0
     causal: bool = False

@@ -44,6 +44,12 @@ class Derivatives:
         kind: the layer type's name, e.g. ``"conv"``; its Function is called after it.
         params: the names of the parameter arguments that follow x, e.g. ``("weight", "bias")``.
         Saved: a ``NamedTuple`` of the tensors the backward pass reads, by name.
+        saves_own: whether ``save`` keeps nothing but ``x``, ``params``, ``z`` and the
+            ``buffers`` that ``forward`` made. A chain node then keeps them as they are: a
+            change in place to any of them shows on the version of the node's own input, or
+            could only come from the node itself. Leave it false for a layer that keeps a
+            tensor from elsewhere (a matrix of its own): each is then checked, when the
+            backward pass reads it, against its version at the forward pass.
 
     Every method is written with differentiable torch ops (ATen's own kernels are welcome for
     the arithmetic), so a double backward through the layer is exact. What the backward reads
@@ -53,6 +59,7 @@ class Derivatives:
     kind: ClassVar[str] = "layer"
     params: ClassVar[tuple[str, ...]] = ()
     Saved: ClassVar[type[Any]]
+    saves_own: ClassVar[bool] = False
 
     def forward(self, x: Tensor, *params: Tensor | None) -> tuple[Tensor, tuple[Tensor, ...]]:
         """z, and the tensors made on the way that the backward pass reads (max-pool indices, a

@@ -81,6 +81,7 @@ class BatchNorm(Derivatives):
     kind: ClassVar[str] = "batch_norm"
     params: ClassVar[tuple[str, ...]] = ("weight", "bias", "running_mean", "running_var")
     Saved: ClassVar[type[BatchNormSaved]] = BatchNormSaved
+    saves_own: ClassVar[bool] = True
 
     training: bool = True
     eps: float = 1e-5

@@ -115,6 +115,7 @@ class Conv(Derivatives):
     kind: ClassVar[str] = "conv"
     params: ClassVar[tuple[str, ...]] = ("weight", "bias")
     Saved: ClassVar[type[ConvSaved]] = ConvSaved
+    saves_own: ClassVar[bool] = True
 
     stride: tuple[int, ...] = (1, 1)
     padding: tuple[int, ...] = (0, 0)
@@ -328,6 +329,7 @@ class Pad(Derivatives):
 
     kind: ClassVar[str] = "pad"
     Saved: ClassVar[type[PadSaved]] = PadSaved
+    saves_own: ClassVar[bool] = True
 
     pad: tuple[int, ...] = (0, 0)
     mode: str = "constant"

@@ -40,6 +40,7 @@ class Embedding(Derivatives):
     kind: ClassVar[str] = "embedding"
     params: ClassVar[tuple[str, ...]] = ("weight",)
     Saved: ClassVar[type[EmbeddingSaved]] = EmbeddingSaved
+    saves_own: ClassVar[bool] = True
 
     num_embeddings: int = 1
     padding_idx: int | None = None

@@ -29,6 +29,7 @@ class Reshape(Derivatives):
     """A layer that only reshapes, z = x read in ``z_shape``; ∂C/∂x = δ read in x's shape."""
 
     Saved: ClassVar[type[ReshapeSaved]] = ReshapeSaved
+    saves_own: ClassVar[bool] = True
 
     def z_shape(self, x_shape: torch.Size) -> tuple[int, ...]:
         """The output's shape for an input of shape ``x_shape``."""

@@ -87,6 +87,7 @@ class Linear(Derivatives):
     kind: ClassVar[str] = "linear"
     params: ClassVar[tuple[str, ...]] = ("weight", "bias")
     Saved: ClassVar[type[LinearSaved]] = LinearSaved
+    saves_own: ClassVar[bool] = True
 
     def forward(self, x: Tensor, *params: Tensor | None) -> tuple[Tensor, tuple[Tensor, ...]]:
         weight, bias = params

@@ -76,6 +76,7 @@ class LayerNorm(Derivatives):
     kind: ClassVar[str] = "layer_norm"
     params: ClassVar[tuple[str, ...]] = ("weight", "bias")
     Saved: ClassVar[type[LayerNormSaved]] = LayerNormSaved
+    saves_own: ClassVar[bool] = True
 
     normalized_ndim: int = 1
     eps: float = 1e-5
@@ -192,6 +193,7 @@ class RMSNorm(Derivatives):
     kind: ClassVar[str] = "rms_norm"
     params: ClassVar[tuple[str, ...]] = ("weight",)
     Saved: ClassVar[type[RMSNormSaved]] = RMSNormSaved
+    saves_own: ClassVar[bool] = True
 
     normalized_ndim: int = 1
     eps: float = 1e-6

@@ -121,6 +121,7 @@ class MaxPool2d(Derivatives):
 
     kind: ClassVar[str] = "max_pool2d"
     Saved: ClassVar[type[PoolSaved]] = PoolSaved
+    saves_own: ClassVar[bool] = True
 
     kernel_size: Pair
     stride: Pair
@@ -180,6 +181,7 @@ class AveragePooling(Derivatives):
     shape only (kept as x) and the forward-mode derivative is the pooling of the tangent."""
 
     Saved: ClassVar[type[PoolSaved]] = PoolSaved
+    saves_own: ClassVar[bool] = True
 
     def save(
         self,

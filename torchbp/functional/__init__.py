@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from torch import Tensor
+from torch.compiler import is_compiling
 
 from ..derivatives import activations
 from ..derivatives.activations import ACTIVATIONS, Activation, get_activation
@@ -30,6 +31,7 @@ from .cost import cost
 from .dropout import dropout, flatten, unflatten
 from .embedding import embedding
 from .factory import apply, apply_layer, function_for, traced_without_grad
+from .internals import forward_mode, input_apply
 from .mlp_node import DENSE_WITH_JVP, MLP_WITH_JVP, DenseFunction, MLPFunction
 from .norm import layer_norm, rms_norm
 from .pool import adaptive_avg_pool2d, avg_pool2d, max_pool2d
@@ -59,6 +61,7 @@ __all__ = [
     "linear",
     "max_pool2d",
     "mlp",
+    "mlp_stack",
     "multi_head_attention_forward",
     "pad",
     "relu",
@@ -175,16 +178,33 @@ def mlp(
             f"{len(biases)} and {len(activations)}"
         )
     acts = [act if isinstance(act, Activation) else get_activation(act) for act in activations]
+    params = [t for pair in zip(weights, biases) for t in pair]
+    return mlp_stack(x, params, acts, on_delta, feedback)
+
+
+def mlp_stack(
+    x: Tensor,
+    params: list[Tensor | None],
+    activations: list[Activation],
+    on_delta: Callable[[int, Tensor], None] | None = None,
+    feedback: StackFeedback | None = None,
+    own: bool = False,
+) -> Tensor:
+    """``mlp`` with the parameters in one list ``[W¹, b¹, W², b², …]`` and one ``Activation`` per
+    layer: what ``torchbp.nn.MLP`` calls. ``own`` says the parameters are modules' own (never
+    left over from a torch.func transform), so that only ``x`` is unwrapped on the way in.
+    """
     dtype = autocast_dtype(x) if isinstance(x, Tensor) else None
     if dtype is not None:
         x = cast_floating(x, dtype)
-        weights = [cast_floating(w, dtype) for w in weights]
-        biases = [cast_floating(b, dtype) for b in biases]
-    check_stack(x, weights, biases)
-    params = [t for pair in zip(weights, biases) for t in pair]
+        params = [cast_floating(t, dtype) for t in params]
+    check_stack(x, params)
+    last = len(activations) - 1
+    if own and not is_compiling() and not forward_mode():
+        return input_apply(MLPFunction, x, (activations, on_delta, feedback, *params))[last]  # type: ignore[no-any-return]
     if traced_without_grad(x, *params):
-        return mlp_forward(x, weights, biases, acts)[0][-1]
-    return apply(MLPFunction, MLP_WITH_JVP, x, acts, on_delta, feedback, *params)[len(acts) - 1]
+        return mlp_forward(x, params[0::2], params[1::2], activations)[0][-1]  # type: ignore[arg-type]
+    return apply(MLPFunction, MLP_WITH_JVP, x, activations, on_delta, feedback, *params)[last]  # type: ignore[no-any-return]
 
 
 def activate(z: Tensor, activation: str | Activation, **options: object) -> Tensor:

@@ -56,45 +56,51 @@ def chain_applies() -> bool:
     )
 
 
-class _Input(NamedTuple):
-    """A tensor a layer keeps that is one of the node's own inputs or its output: kept through
-    ``save_for_backward`` (which checks it was not changed in place), at this position."""
+class _Versioned(NamedTuple):
+    """A tensor from outside the node that a layer keeps, with its version at the forward pass
+    (``None`` for an inference tensor, which keeps none)."""
 
-    position: int
+    tensor: Tensor
+    version: int | None
 
 
-def _stash(saved: tuple[Tensor | None, ...], own: dict[int, int]) -> list[Any]:
-    """What a layer's backward reads, as the node keeps it: a tensor of the node's own as its
-    ``_Input``; any other with its version at the forward pass (``None`` for an inference
-    tensor, which keeps none), checked when it is read, as ``save_for_backward`` would."""
+_OUTPUT = object()
+"""Where a layer keeps the node's output: it is kept by ``save_for_backward`` (a tensor the node
+holds itself would hold the node, through its ``grad_fn``)."""
+
+
+def _stash(saved: tuple[Tensor | None, ...], output: Tensor, versioned: bool) -> list[Any]:
+    """What a layer's backward reads, as the node keeps it: the node's output as ``_OUTPUT``; any
+    other tensor as it is, or, where ``versioned``, as ``_Versioned``, checked when it is read
+    as ``save_for_backward`` would."""
     entries: list[Any] = []
     for t in saved:
-        if t is None:
-            entries.append(None)
-        elif id(t) in own:
-            entries.append(_Input(own[id(t)]))
+        if t is output:
+            entries.append(_OUTPUT)
+        elif t is None or not versioned:
+            entries.append(t)
         else:
             try:
-                entries.append((t, t._version))
+                entries.append(_Versioned(t, t._version))
             except RuntimeError:  # an inference tensor keeps no version
-                entries.append((t, None))
+                entries.append(_Versioned(t, None))
     return entries
 
 
-def _restore(entries: list[Any], own: tuple[Tensor | None, ...], derivatives: Derivatives) -> Any:
+def _restore(entries: list[Any], output: Tensor, derivatives: Derivatives) -> Any:
     """The layer's ``Saved`` from what ``_stash`` kept."""
     tensors: list[Tensor | None] = []
     for entry in entries:
-        if type(entry) is tuple:
+        if type(entry) is _Versioned:
             tensor, version = entry
             if version is not None and tensor._version != version:
                 raise RuntimeError(
                     f"a tensor the {derivatives.kind} layer saved for its backward pass was changed in place after "
-                    "the forward pass (a view of the model's input, most likely); clone it before changing it"
+                    "the forward pass; clone it before changing it"
                 )
             tensors.append(tensor)
         else:
-            tensors.append(None if entry is None else own[entry.position])
+            tensors.append(output if entry is _OUTPUT else entry)
     return derivatives.Saved(*tensors)
 
 
@@ -106,8 +112,9 @@ class ChainFunction(Function):
     backward has run, as the autograd engine lets go of a node's saved tensors: one node for L
     layers must not hold every activation until the last layer is done (the allocations that
     would then miss the allocator's cache cost more than the node saves). The node's inputs and
-    its output are kept with ``save_for_backward``; the other tensors with their version, checked
-    when they are read.
+    its output are kept with ``save_for_backward``; what a layer makes and keeps itself
+    (``Derivatives.saves_own``) as it is; a tensor from elsewhere with its version, checked when
+    it is read.
 
     A second backward through the node (``retain_graph=True``) and a double backward
     (``create_graph=True``) replay the forward pass layer by layer, each layer through its own
@@ -119,21 +126,33 @@ class ChainFunction(Function):
         needs_input_grad = ctx.needs_input_grad
         upstream = needs_input_grad[2]  # does anything below layer l want a gradient?
         layers: list[tuple[Derivatives, Link, tuple[bool, ...]]] = []
-        kept: list[tuple[Tensor | None, ...]] = []
-        a, start = x, 0
+        kept: list[Any] = []
+        a, start, made = x, 0, 0
+        foreign: list[int] = []  # the layers that keep tensors from outside (not saves_own)
         for link, count in zip(links, counts):
             end = start + count
             p = params[start:end]
             derivatives = link.linked(a, p)
             z, buffers = derivatives.forward(a, *p)
             needs = (upstream, *needs_input_grad[3 + start : 3 + end])
+            if not derivatives.saves_own:
+                foreign.append(len(kept))
             kept.append(derivatives.save(a, p, z, buffers, needs))
             layers.append((derivatives, link, needs))
             upstream = upstream or True in needs
+            if z is not a:
+                made = len(layers)
             a, start = z, end
-        own = {id(t): i for i, t in enumerate((x, *params, a))}
-        ctx.stash = [_stash(saved, own) for saved in kept]
-        ctx.layers, ctx.counts = layers, counts
+        # only the layers from the first whose output is the node's output on (made - 1: most
+        # often the last alone) may keep that output, which the node keeps by save_for_backward
+        tail = max(made - 1, 0)
+        for l in range(tail, len(kept)):
+            if l in foreign or id(a) in map(id, kept[l]):
+                kept[l] = _stash(kept[l], a, l in foreign)
+        for l in foreign:
+            if l < tail:
+                kept[l] = _stash(kept[l], a, True)
+        ctx.stash, ctx.layers, ctx.counts = kept, layers, counts
         ctx.save_for_backward(x, *params, a)
         return a
 
@@ -159,7 +178,8 @@ class ChainFunction(Function):
             on_delta = link.on_delta()
             if on_delta is not None:
                 on_delta(grad.detach())
-            saved = _restore(saved, own, derivatives)
+            if type(saved) is list:
+                saved = _restore(saved, own[-1], derivatives)
             # BP2's analogue, δ for the layer below, and BP3's and BP4's
             grad_below, *grads_l = derivatives.vjps(grad, saved, needs)
             if record_rows:

@@ -80,15 +80,16 @@ def _check_bias(name: str, bias: object, weight_name: str, weight: Tensor) -> No
     check_same(name, bias, weight_name, weight)
 
 
-def _consistent(x: Tensor, weights: list[Tensor], biases: list[Tensor | None]) -> bool:
+def _consistent(x: Tensor, params: list[Tensor | None]) -> bool:
     """The quick answer for the usual case: all shapes chain, one floating dtype, one device."""
     try:
         if not x.is_floating_point():
             return False
         width, dtype, device = x.shape[-1], x.dtype, x.get_device()
-        for weight, bias in zip(weights, biases):
-            shape = weight.shape
-            if len(shape) != 2 or shape[1] != width or weight.dtype != dtype or weight.get_device() != device:
+        pairs = iter(params)
+        for weight, bias in zip(pairs, pairs):
+            shape = weight.shape  # type: ignore[union-attr]
+            if len(shape) != 2 or shape[1] != width or weight.dtype != dtype or weight.get_device() != device:  # type: ignore[union-attr]
                 return False
             width = shape[0]
             if bias is not None and (bias.shape != (width,) or bias.dtype != dtype or bias.get_device() != device):
@@ -98,21 +99,23 @@ def _consistent(x: Tensor, weights: list[Tensor], biases: list[Tensor | None]) -
     return True
 
 
-def check_stack(x: object, weights: list[Tensor], biases: list[Tensor | None]) -> None:
-    """Check a stack of layers: each layer's input width is the previous layer's output width."""
-    if isinstance(x, Tensor) and _consistent(x, weights, biases):
+def check_stack(x: object, params: list[Tensor | None]) -> None:
+    """Check a stack of layers, ``params`` = ``[W¹, b¹, W², b², …]``: each layer's input width is
+    the previous layer's output width."""
+    if isinstance(x, Tensor) and _consistent(x, params):
         return
-    check_linear(x, weights[0], biases[0], ("x", "weights[0]", "biases[0]"))
-    for l in range(1, len(weights)):
-        previous, name = weights[l - 1], f"weights[{l}]"
-        weight = check_tensor(name, weights[l])
+    check_linear(x, params[0], params[1], ("x", "weights[0]", "biases[0]"))
+    for l in range(1, len(params) // 2):
+        previous, name = params[2 * l - 2], f"weights[{l}]"
+        assert previous is not None
+        weight = check_tensor(name, params[2 * l])
         if weight.dim() != 2 or weight.shape[1] != previous.shape[0]:
             raise ValueError(
                 f"{name}: expected shape (n, {previous.shape[0]}) to follow weights[{l - 1}] of shape "
                 f"{shape_text(previous)}, got shape {shape_text(weight)}"
             )
-        check_same(name, weight, "weights[0]", weights[0])
-        _check_bias(f"biases[{l}]", biases[l], name, weight)
+        check_same(name, weight, "weights[0]", params[0])  # type: ignore[arg-type]
+        _check_bias(f"biases[{l}]", params[2 * l + 1], name, weight)
 
 
 def check_dim(name: str, x: Tensor, dim: int) -> None:

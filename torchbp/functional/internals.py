@@ -50,6 +50,12 @@ def module_apply(function: type[Function], constants: tuple[Any, ...], x: Tensor
     return super(Function, function).apply(*constants, unwrap_if_dead(x), *params)  # type: ignore[misc]
 
 
+def input_apply(function: type[Function], x: Tensor, rest: tuple[Any, ...]) -> Any:
+    """``plain_apply(function, (x, *rest))`` for a call whose ``rest`` are constants and modules'
+    own parameters, which are never left over from a torch.func transform: only ``x`` is unwrapped."""
+    return super(Function, function).apply(unwrap_if_dead(x), *rest)  # type: ignore[misc]
+
+
 def saved_tensor_hooks() -> bool:
     """Whether default saved-tensor hooks are active (``torch.autograd.graph.saved_tensors_hooks``,
     ``save_on_cpu``, non-reentrant checkpointing)."""

@@ -140,31 +140,33 @@ class Layout:
         saved: the tensors to save, in order, each once.
         layers: per layer, where its backward pass finds what it reads.
         plan: per layer, ``layers[l].needs``, gathered for ``mlp_backward``.
+        picks: per saved tensor, its index in ``(x, W¹, b¹, …, Wᴸ, bᴸ, a¹, …, aᴸ, z…)``, the node's
+            input, parameters and outputs; −1 for a mask, computed afresh.
+        inputs, weights, reads: per layer, the index of its ``input``, ``weight`` and ``read``
+            among the saved tensors, −1 where there is none (``None`` is then read at −1 of
+            the saved tensors with a ``None`` appended).
     """
 
     saved: tuple[Source, ...]
     layers: tuple[LayerSlots, ...]
     plan: tuple[tuple[bool, bool, bool], ...]
+    picks: tuple[int, ...]
+    inputs: tuple[int, ...]
+    weights: tuple[int, ...]
+    reads: tuple[int, ...]
 
     def gather(
         self, x: Tensor, params: tuple[Tensor | None, ...], output: tuple[Tensor, ...], activations: list[Activation]
     ) -> list[Tensor | None]:
         """The tensors of ``saved``, from the node's input ``x``, its ``params``
         ``(W¹, b¹, …)`` and its ``output`` ``(a¹, …, aᴸ, z…)``."""
-        tensors: list[Tensor | None] = []
-        for source in self.saved:
-            kind, l = source.kind, source.layer
-            if kind == "input":
-                tensors.append(x)
-            elif kind == "weight":
-                tensors.append(params[2 * l])
-            elif kind == "output":
-                tensors.append(output[l])
-            elif kind == "z":
-                tensors.append(output[self.layers[l].z_output])  # type: ignore[index]
-            else:
-                tensors.append(activations[l].read(None, output[l]))
-        return tensors
+        pool = (x, *params, *output)
+        if -1 not in self.picks:
+            return [pool[i] for i in self.picks]
+        return [
+            pool[i] if i >= 0 else activations[source.layer].read(None, output[source.layer])
+            for i, source in zip(self.picks, self.saved)
+        ]
 
 
 _LAYOUTS: dict[tuple[tuple[bool, ...], tuple[str, ...]], Layout] = {}
@@ -220,7 +222,33 @@ def _work_out_layout(needs: tuple[bool, ...], saves: tuple[str, ...]) -> Layout:
         else:
             read = keep(Source("mask", l)) if kind == "mask" else None
         slots.append(LayerSlots(plan[l], input, weight, read, z_output))
-    return Layout(tuple(saved), tuple(slots), tuple(plan))
+    outputs = 1 + 2 * layers  # where a¹ sits in (x, W¹, b¹, …, Wᴸ, bᴸ, a¹, …, aᴸ, z…)
+
+    def pick(source: Source) -> int:
+        if source.kind == "input":
+            return 0
+        if source.kind == "weight":
+            return 1 + 2 * source.layer
+        if source.kind == "output":
+            return outputs + source.layer
+        if source.kind == "mask":
+            return -1  # computed afresh
+        z_output = slots[source.layer].z_output
+        assert z_output is not None
+        return outputs + z_output
+
+    def at(index: int | None) -> int:
+        return -1 if index is None else index
+
+    return Layout(
+        tuple(saved),
+        tuple(slots),
+        tuple(plan),
+        tuple(pick(source) for source in saved),
+        tuple(at(s.input) for s in slots),
+        tuple(at(s.weight) for s in slots),
+        tuple(at(s.read) for s in slots),
+    )
 
 
 class MLPFunction(Function):
@@ -266,11 +294,11 @@ class MLPFunction(Function):
     @staticmethod
     def backward(ctx: Any, *grads: Tensor | None) -> tuple[Tensor | None, ...]:
         layout, activations = ctx.layout, ctx.activations
-        layers, slots, saved = len(activations), layout.layers, ctx.saved_tensors
+        layers, slots, saved = len(activations), layout.layers, (*ctx.saved_tensors, None)
         # gradients reaching a¹ … aᴸ⁻¹ or some zˡ directly: only in a double backward through what was saved
         reaching = grads if any(g is not None for g in grads[: layers - 1] + grads[layers:]) else None
         feedback: StackFeedback | None = ctx.feedback
-        weights = [None if s.weight is None else saved[s.weight] for s in slots]
+        weights = [saved[i] for i in layout.weights]
         direct_error = None
         if feedback is not None:  # BP2 reads each Bˡ in Wˡ's place (torchbp.feedback)
             if feedback.check is not None:
@@ -280,10 +308,10 @@ class MLPFunction(Function):
                 direct_error = grads[layers - 1] if feedback.error is None else feedback.error()
         deltas, grad_x, grad_weights, grad_biases = mlp_backward(
             grads[layers - 1],
-            [None if s.input is None else saved[s.input] for s in slots],
+            [saved[i] for i in layout.inputs],
             weights,
             activations,
-            [None if s.read is None else saved[s.read] for s in slots],
+            [saved[i] for i in layout.reads],
             layout.plan,
             None if reaching is None else [*reaching[: layers - 1], None],
             None if reaching is None else [None if s.z_output is None else reaching[s.z_output] for s in slots],
@@ -296,7 +324,7 @@ class MLPFunction(Function):
                 if delta is not None:
                     ctx.on_delta(l, delta.detach())
         if recording():
-            inputs = [None if s.input is None else saved[s.input] for s in slots]
+            inputs = [saved[i] for i in layout.inputs]
             record_layers(deltas, inputs, ctx.params, grad_weights, grad_biases)
         if feedback is not None and feedback.learn is not None:
             feedback.learn(grad_weights)

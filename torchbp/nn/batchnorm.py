@@ -16,16 +16,19 @@ class _BatchNorm(DeltaHooks, torch.nn.modules.batchnorm._BatchNorm):
     """``torch.nn.modules.batchnorm._BatchNorm.forward``, step for step, with torchbp's op; in a
     chain, the same steps around one ``BatchNorm``."""
 
-    def _step(self, input: Tensor) -> tuple[bool, float]:
-        """What torch's forward does before normalising: count the batch; returns whether to
-        normalise with the batch's statistics, and the momentum of the running ones."""
-        self._check_input_dim(input)
-        momentum = 0.0 if self.momentum is None else self.momentum
+    def _count(self) -> None:
+        """Count the batch, as torch's forward does (in training, where running statistics are tracked)."""
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)
-            # momentum None: the cumulative average over the batches seen
-            momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-        # the batch's statistics in training, and in eval where there are no running ones
+
+    def _settings(self) -> tuple[bool, float]:
+        """Whether to normalise with the batch's statistics (in training, and in eval where there
+        are no running ones), and the momentum of the running ones."""
+        momentum = self.momentum
+        if momentum is None:
+            # the cumulative average over the batches counted (none counted: nothing to move)
+            counted = self.training and self.track_running_stats and self.num_batches_tracked is not None
+            momentum = 1.0 / float(self.num_batches_tracked) if counted else 0.0  # type: ignore[arg-type]
         return self.training or (self.running_mean is None and self.running_var is None), momentum
 
     def _running(self) -> tuple[Tensor | None, Tensor | None]:
@@ -35,13 +38,24 @@ class _BatchNorm(DeltaHooks, torch.nn.modules.batchnorm._BatchNorm):
         return self.running_mean, self.running_var
 
     def forward(self, input: Tensor) -> Tensor:
-        batch_statistics, momentum = self._step(input)
+        self._check_input_dim(input)
+        self._count()
+        batch_statistics, momentum = self._settings()
         return batch_norm(
             input, *self._running(), self.weight, self.bias, batch_statistics, momentum, self.eps, self.on_delta()
         )
 
+    def link_is_pure(self) -> bool:
+        # with momentum None, the momentum changes with every batch counted
+        return self.momentum is not None
+
+    def linked(self, x: Tensor, params: tuple[Tensor | None, ...]) -> derivatives.BatchNorm:
+        self._check_input_dim(x)
+        self._count()  # on every call: the equations are remembered, the count is not
+        return super().linked(x, params)  # type: ignore[return-value]
+
     def link(self, x: Tensor) -> derivatives.BatchNorm:
-        batch_statistics, momentum = self._step(x)
+        batch_statistics, momentum = self._settings()
         check_batch_norm(x, *self._running(), self.weight, self.bias, batch_statistics, self.eps)
         return derivatives.BatchNorm(batch_statistics, self.eps, momentum)
 

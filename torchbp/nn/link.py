@@ -38,7 +38,9 @@ class Linked:
         call that brings it. ``params`` are ``link_params()``."""
         if not self.link_is_pure():
             return self.link(x)
-        key = (x.shape, x.dtype, x.device, *[(p.shape, p.dtype, p.device) for p in params if p is not None])
+        key: tuple[object, ...] = (x.shape, x.dtype, x.device)
+        for p in params:
+            key += (None,) if p is None else (p.shape, p.dtype, p.device)
         memo = self.__dict__.get("_link_memo")
         if memo is not None and memo[0] == key:
             return memo[1]  # type: ignore[no-any-return]

@@ -92,18 +92,17 @@ class MLP(torch.nn.Module):
             return a
         # the layers' tensors straight from the module dicts: at the sizes where the stack is
         # overhead-bound, a ``Module.__getattr__`` lookup per tensor adds up to an addmm's time
-        weights: list[Tensor] = []
-        biases: list[Tensor | None] = []
-        activations: list[str | Activation] = []
+        params: list[Tensor | None] = []
+        activations: list[Activation] = []
         delta_hooked = False
         for layer in layers:
-            weights.append(layer._parameters["weight"])  # type: ignore[arg-type]
-            biases.append(layer._parameters.get("bias"))
+            own = layer._parameters
+            params += own["weight"], own.get("bias")
             activations.append(layer.activation)
             delta_hooked = delta_hooked or bool(layer._delta_hooks)
         on_delta = self._call_layer_delta_hooks if delta_hooked else None
         feedback = None if layers[0]._feedback is None else stack_feedback(layers, input)
-        return F.mlp(input, weights, biases, activations, on_delta, feedback)
+        return F.mlp_stack(input, params, activations, on_delta, feedback, own=True)
 
     def _call_layer_delta_hooks(self, index: int, delta: Tensor) -> None:
         self.dense_layers[index]._call_delta_hooks(delta)
