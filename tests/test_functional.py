@@ -425,6 +425,24 @@ def test_mlp_layout_saves_each_tensor_once_and_names_its_parts() -> None:
         Source("z", 1),
     )
     assert [(s.read, s.z_output) for s in silu.layers] == [(1, 2), (4, 3)]
+    # the same, as indices: each saved tensor's place in (x, W¹, b¹, W², b², a¹, a², z…), a mask −1;
+    # each layer's input, weight and read among the saved tensors, −1 for none
+    assert sigmoid.picks == (0, 5, 3, 6)
+    assert (sigmoid.inputs, sigmoid.weights, sigmoid.reads) == ((0, 1), (-1, 2), (1, 3))
+    assert relu.picks == (0, -1, 3, 6)
+    assert (relu.inputs, relu.weights, relu.reads) == ((0, -1), (-1, 2), (1, 3))
+    assert silu.picks == (0, 7, 5, 3, 8)
+
+
+@pytest.mark.parametrize(
+    "params, activations",
+    [(4, 1), (4, 3), (3, 2), (0, 0)],
+    ids=["a layer without an activation", "an activation without a layer", "a weight without a bias", "none"],
+)
+def test_mlp_stack_counts_its_layers(params: int, activations: int) -> None:
+    tensors = [torch.randn(3, 3) for _ in range(params)]
+    with pytest.raises(ValueError, match=f"got {params} tensors for {activations} activations"):
+        F.mlp_stack(torch.randn(2, 3), tensors, [F.get_activation("relu")] * activations)
 
 
 def test_mlp_layouts_are_kept_once_each_and_never_more_than_the_bound() -> None:

@@ -104,6 +104,22 @@ def test_mlp_equals_sequential() -> None:
     assert [layer.activation.name for layer in tnn.MLP([2, 3, 4, 1]).layers] == ["sigmoid"] * 3
 
 
+def test_an_activation_set_by_name_on_an_mlp_layer_is_looked_up() -> None:
+    torch.manual_seed(0)
+    mlp = tnn.MLP([4, 5, 3], activation="sigmoid", output_activation="identity")
+    mlp.layers[0].activation = "tanh"  # as a Dense layer alone takes it
+    x = torch.randn(6, 4, requires_grad=True)
+    first, second = mlp.layers
+    hidden = torch.tanh(torch.nn.functional.linear(x, first.weight, first.bias))
+    expected = torch.nn.functional.linear(hidden, second.weight, second.bias)
+    torch.testing.assert_close(second(first(x)), expected)  # the layers one by one
+    out = mlp(x)
+    torch.testing.assert_close(out, expected)
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    (expected_grad,) = torch.autograd.grad(expected.sum(), x)
+    torch.testing.assert_close(grad, expected_grad)
+
+
 @pytest.mark.parametrize("sizes", [[3], [3, 0], [3, 2.5]])
 def test_mlp_rejects_bad_sizes(sizes: list) -> None:
     with pytest.raises(ValueError, match="sizes: expected at least two positive integers"):

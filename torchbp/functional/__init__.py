@@ -61,7 +61,6 @@ __all__ = [
     "linear",
     "max_pool2d",
     "mlp",
-    "mlp_stack",
     "multi_head_attention_forward",
     "pad",
     "relu",
@@ -190,10 +189,16 @@ def mlp_stack(
     feedback: StackFeedback | None = None,
     own: bool = False,
 ) -> Tensor:
-    """``mlp`` with the parameters in one list ``[W¹, b¹, W², b², …]`` and one ``Activation`` per
-    layer: what ``torchbp.nn.MLP`` calls. ``own`` says the parameters are modules' own (never
-    left over from a torch.func transform), so that only ``x`` is unwrapped on the way in.
+    """``mlp`` with the parameters in one list ``[W¹, b¹, W², b², …]`` (a ``None`` bias where a
+    layer has none) and one ``Activation`` object per layer: what ``torchbp.nn.MLP`` calls.
+    ``own`` says the parameters are modules' own (never left over from a torch.func transform),
+    so that only ``x`` is unwrapped on the way in.
     """
+    if len(params) != 2 * len(activations) or not activations:
+        raise ValueError(
+            f"params, activations: expected a weight and a bias (or None) per activation, got {len(params)} "
+            f"tensors for {len(activations)} activations"
+        )
     dtype = autocast_dtype(x) if isinstance(x, Tensor) else None
     if dtype is not None:
         x = cast_floating(x, dtype)

@@ -98,7 +98,8 @@ class MLP(torch.nn.Module):
         for layer in layers:
             own = layer._parameters
             params += own["weight"], own.get("bias")
-            activations.append(layer.activation)
+            act = layer.activation  # set to a name after construction, it is looked up, as Dense's own call does
+            activations.append(act if isinstance(act, Activation) else F.get_activation(act))
             delta_hooked = delta_hooked or bool(layer._delta_hooks)
         on_delta = self._call_layer_delta_hooks if delta_hooked else None
         feedback = None if layers[0]._feedback is None else stack_feedback(layers, input)
