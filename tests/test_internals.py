@@ -201,6 +201,10 @@ def test_module_dicts_are_the_attributes() -> None:
     assert layer._parameters.get("bias") is layer.bias
     norm = torch.nn.BatchNorm1d(3)
     assert norm._buffers["running_mean"] is norm.running_mean, CHANGED + "Module._buffers no longer holds the buffers"
+    assert norm._buffers["num_batches_tracked"] is norm.num_batches_tracked
+    untracked = torch.nn.BatchNorm1d(3, track_running_stats=False)  # its buffers registered as None
+    names = ("running_mean", "running_var", "num_batches_tracked")
+    assert [untracked._buffers.get(name) for name in names] == [None] * 3
 
 
 def test_the_private_torch_ops_named_anywhere_in_torchbp_exist() -> None:

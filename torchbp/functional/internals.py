@@ -12,8 +12,9 @@ when torch changes one of them.
   and ``torch.nn.modules.module._global_*_hooks``: the dicts ``Module.__call__`` reads to decide
   whether a module runs any hook; torchbp reads the same ones to decide whether a stack of layers
   may skip the layers' own calls (the fused MLP node, the graph-free step).
-* ``Module._modules`` and ``Module._parameters``: the dicts behind ``module.name``, read straight
-  by ``torchbp.nn.MLP.forward``, where an attribute lookup per tensor costs as much as a small matmul.
+* ``Module._modules``, ``Module._parameters`` and ``Module._buffers``: the dicts behind
+  ``module.name``, read straight by ``torchbp.nn.MLP.forward`` and the batch-norm twins, where an
+  attribute lookup per tensor costs as much as a small matmul.
 """
 
 from __future__ import annotations

@@ -16,26 +16,34 @@ class _BatchNorm(DeltaHooks, torch.nn.modules.batchnorm._BatchNorm):
     """``torch.nn.modules.batchnorm._BatchNorm.forward``, step for step, with torchbp's op; in a
     chain, the same steps around one ``BatchNorm``."""
 
+    # The buffers are read from ``_buffers`` straight (``torchbp.functional.internals``): a
+    # ``Module.__getattr__`` per buffer, three or four a call, costs as much as the layer's checks.
+
     def _count(self) -> None:
         """Count the batch, as torch's forward does (in training, where running statistics are tracked)."""
-        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
-            self.num_batches_tracked.add_(1)
+        counter = self._buffers.get("num_batches_tracked")
+        if self.training and self.track_running_stats and counter is not None:
+            counter.add_(1)
 
     def _settings(self) -> tuple[bool, float]:
         """Whether to normalise with the batch's statistics (in training, and in eval where there
         are no running ones), and the momentum of the running ones."""
+        buffers = self._buffers
         momentum = self.momentum
         if momentum is None:
             # the cumulative average over the batches counted (none counted: nothing to move)
-            counted = self.training and self.track_running_stats and self.num_batches_tracked is not None
-            momentum = 1.0 / float(self.num_batches_tracked) if counted else 0.0  # type: ignore[arg-type]
-        return self.training or (self.running_mean is None and self.running_var is None), momentum
+            counter = buffers.get("num_batches_tracked")
+            counted = self.training and self.track_running_stats and counter is not None
+            momentum = 1.0 / float(counter) if counted else 0.0  # type: ignore[arg-type]
+        no_running = buffers.get("running_mean") is None and buffers.get("running_var") is None
+        return self.training or no_running, momentum
 
     def _running(self) -> tuple[Tensor | None, Tensor | None]:
         """The running statistics where they are updated (training) or normalised with (eval)."""
         if self.training and not self.track_running_stats:
             return None, None
-        return self.running_mean, self.running_var
+        buffers = self._buffers
+        return buffers.get("running_mean"), buffers.get("running_var")
 
     def forward(self, input: Tensor) -> Tensor:
         self._check_input_dim(input)
