@@ -31,7 +31,7 @@ from .cost import cost
 from .dropout import dropout, flatten, unflatten
 from .embedding import embedding
 from .factory import apply, apply_layer, function_for, traced_without_grad
-from .internals import forward_mode, input_apply
+from .internals import forward_mode, module_apply
 from .mlp_node import DENSE_WITH_JVP, MLP_WITH_JVP, DenseFunction, MLPFunction
 from .norm import layer_norm, rms_norm
 from .pool import adaptive_avg_pool2d, avg_pool2d, max_pool2d
@@ -206,7 +206,7 @@ def mlp_stack(
     check_stack(x, params)
     last = len(activations) - 1
     if own and not is_compiling() and not forward_mode():
-        return input_apply(MLPFunction, x, (activations, on_delta, feedback, *params))[last]  # type: ignore[no-any-return]
+        return module_apply(MLPFunction, (), x, (activations, on_delta, feedback, *params))[last]  # type: ignore[no-any-return]
     if traced_without_grad(x, *params):
         return mlp_forward(x, params[0::2], params[1::2], activations)[0][-1]  # type: ignore[arg-type]
     return apply(MLPFunction, MLP_WITH_JVP, x, activations, on_delta, feedback, *params)[last]  # type: ignore[no-any-return]

@@ -19,6 +19,7 @@ when torch changes one of them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -45,16 +46,11 @@ def plain_apply(function: type[Function], args: tuple[Any, ...]) -> Any:
     return super(Function, function).apply(*[unwrap_if_dead(a) if isinstance(a, Tensor) else a for a in args])  # type: ignore[misc]
 
 
-def module_apply(function: type[Function], constants: tuple[Any, ...], x: Tensor, params: list[Tensor | None]) -> Any:
-    """``plain_apply(function, (*constants, x, *params))`` for a call whose ``params`` are modules'
-    own parameters, which are never left over from a torch.func transform: only ``x`` is unwrapped."""
+def module_apply(function: type[Function], constants: tuple[Any, ...], x: Tensor, params: Sequence[Any]) -> Any:
+    """``plain_apply(function, (*constants, x, *params))`` for a call whose other arguments are
+    constants and modules' own parameters, which are never left over from a torch.func transform:
+    only ``x`` is unwrapped."""
     return super(Function, function).apply(*constants, unwrap_if_dead(x), *params)  # type: ignore[misc]
-
-
-def input_apply(function: type[Function], x: Tensor, rest: tuple[Any, ...]) -> Any:
-    """``plain_apply(function, (x, *rest))`` for a call whose ``rest`` are constants and modules'
-    own parameters, which are never left over from a torch.func transform: only ``x`` is unwrapped."""
-    return super(Function, function).apply(unwrap_if_dead(x), *rest)  # type: ignore[misc]
 
 
 def saved_tensor_hooks() -> bool:

@@ -19,10 +19,16 @@ class _BatchNorm(DeltaHooks, torch.nn.modules.batchnorm._BatchNorm):
     # The buffers are read from ``_buffers`` straight (``torchbp.functional.internals``): a
     # ``Module.__getattr__`` per buffer, three or four a call, costs as much as the layer's checks.
 
-    def _count(self) -> None:
-        """Count the batch, as torch's forward does (in training, where running statistics are tracked)."""
+    def _counter(self) -> Tensor | None:
+        """``num_batches_tracked`` where batches are counted (in training, where running statistics
+        are tracked), else ``None``."""
         counter = self._buffers.get("num_batches_tracked")
-        if self.training and self.track_running_stats and counter is not None:
+        return counter if self.training and self.track_running_stats else None
+
+    def _count(self) -> None:
+        """Count the batch, as torch's forward does."""
+        counter = self._counter()
+        if counter is not None:
             counter.add_(1)
 
     def _settings(self) -> tuple[bool, float]:
@@ -32,9 +38,8 @@ class _BatchNorm(DeltaHooks, torch.nn.modules.batchnorm._BatchNorm):
         momentum = self.momentum
         if momentum is None:
             # the cumulative average over the batches counted (none counted: nothing to move)
-            counter = buffers.get("num_batches_tracked")
-            counted = self.training and self.track_running_stats and counter is not None
-            momentum = 1.0 / float(counter) if counted else 0.0  # type: ignore[arg-type]
+            counter = self._counter()
+            momentum = 0.0 if counter is None else 1.0 / float(counter)
         no_running = buffers.get("running_mean") is None and buffers.get("running_var") is None
         return self.training or no_running, momentum
 

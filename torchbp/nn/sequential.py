@@ -24,21 +24,10 @@ class Sequential(torch.nn.Sequential):
     def forward(self, input: Tensor) -> Tensor:
         if not chain_applies():
             return super().forward(input)
-        hooked = has_hooks()  # a global module hook: every layer runs by its own call
         run: list[Linked] = []
         x = input
         for module in self._modules.values():
-            if (
-                isinstance(module, Linked)
-                and module.linkable()
-                and not (
-                    hooked
-                    or module._forward_hooks
-                    or module._forward_pre_hooks
-                    or module._backward_hooks
-                    or module._backward_pre_hooks
-                )
-            ):
+            if isinstance(module, Linked) and module.linkable():
                 run.append(module)
                 continue
             x = _run(run, x)
@@ -48,7 +37,14 @@ class Sequential(torch.nn.Sequential):
 
 
 def _run(run: list[Linked], x: Tensor) -> Tensor:
-    """``run``'s layers on ``x``: as one chain node where there are two or more."""
+    """``run``'s layers on ``x``: as one chain node, except that a layer with a module hook gets its own call."""
+    if len(run) > 1 and has_hooks(*run):  # type: ignore[arg-type]
+        start = 0
+        for i, module in enumerate(run):
+            if has_hooks(module):  # type: ignore[arg-type]
+                x = module(_run(run[start:i], x))  # type: ignore[operator]
+                start = i + 1
+        return _run(run[start:], x)
     if len(run) > 1:
         return chain(run, x)
     if run:
