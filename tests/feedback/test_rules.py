@@ -121,6 +121,21 @@ def test_layers_one_by_one_follow_the_rules_formula(rule: str) -> None:
     _check(rule, model, x, y)
 
 
+@pytest.mark.parametrize("one_by_one", [False, True], ids=["chain", "one by one"])
+@pytest.mark.parametrize("rule", ["fa", "dfa", "brsf", "kolen_pollack"])
+def test_remembered_checks_still_take_each_batchs_b(rule: str, one_by_one: bool) -> None:
+    model = tnn.convert(_sequential(), feedback=rule, seed=3)
+    if one_by_one:
+        for layer in model:
+            layer.register_forward_hook(lambda module, args, output: None)
+    for _ in range(3):  # each step's B follows the rule, with the layers' checks remembered after the first
+        x, y = torch.randn(7, 4, dtype=torch.float64), torch.randn(7, 3, dtype=torch.float64)
+        _check(rule, model, x, y)
+    assert "_link_memo" in model[2].__dict__
+    with pytest.raises(ValueError, match="input"):  # a new input signature is checked on its first call
+        model(torch.randn(7, 5, dtype=torch.float64))
+
+
 def _model(path: str, rule: str) -> torch.nn.Module:
     if path.startswith("MLP"):
         model: torch.nn.Module = _mlp(rule)

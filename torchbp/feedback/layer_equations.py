@@ -125,8 +125,7 @@ class WithFeedback(Derivatives):
                 # direct feedback: ∂C/∂x = e B, reshaped like x
                 grad_x = (self.error() @ matrix).reshape(self.input_shape)
         if self.learn is not None:
-            with torch.no_grad():
-                self.learn(grads[0] if grads else None)
+            self.learn(grads[0] if grads else None)
         return grad_x, *grads
 
     def jvp(self, saved: Any, x_t: Tensor | None, *params_t: Tensor | None) -> Tensor:

@@ -40,7 +40,8 @@ class _Conv(FeedbackLayer, DeltaHooks):
 
     def forward(self, input: Tensor) -> Tensor:
         if self._feedback is not None and torch.is_grad_enabled():
-            return apply_layer(self.link(input), input, self.link_params(), self.on_delta())
+            params = self.link_params()
+            return apply_layer(self.linked(input, params), input, params, self.on_delta())
         padding: str | tuple[int, ...] | int = self.padding
         if self.padding_mode != "zeros":
             input = pad(input, self._reversed_padding_repeated_twice, self.padding_mode)
@@ -60,8 +61,7 @@ class _Conv(FeedbackLayer, DeltaHooks):
     def link(self, x: Tensor) -> Derivatives:
         d = len(self.stride)
         settings = checked_settings(d, x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
-        conv = settings.conv
-        return conv if self._feedback is None else self.feedback_equations(conv, x)
+        return settings.conv
 
     def link_params(self) -> tuple[Tensor | None, ...]:
         return self._parameters["weight"], self._parameters["bias"]  # type: ignore[attr-defined]

@@ -19,6 +19,7 @@ from ..derivatives.base import Derivatives
 from ..derivatives.dense import StackFeedback
 from ..feedback.base import FeedbackRule, OutputError
 from ..feedback.layer_equations import WithFeedback
+from .link import Linked
 
 _MIX = 1_000_003  # mixes the seed, the layer's number and a batch count into one generator seed
 
@@ -144,7 +145,8 @@ class LayerFeedback:
         if self.learns and grad_weight is not None:
             matrix = self.module._buffers["feedback_weight"]
             assert matrix is not None
-            self.rule.learn(matrix, _weight(self.module).detach(), grad_weight)
+            with torch.no_grad():
+                self.rule.learn(matrix, _weight(self.module).detach(), grad_weight)
 
     def wrap(self, derivatives: Derivatives, x: Tensor) -> WithFeedback:
         """The layer's equations for input x, with BP2 through this batch's B (drawn when the
@@ -156,25 +158,26 @@ class LayerFeedback:
             error = self.output_error.read
         return WithFeedback(derivatives, self.matrix, tuple(x.shape), error, self.learn_or_none(), self.rule.in_place)
 
+    def linked(self, x: Tensor, params: tuple[Tensor | None, ...]) -> Derivatives:
+        """The layer's own checked equations (``Linked.linked``, remembered per input signature),
+        with BP2 through this batch's B. ``attach`` puts it on the layer as the layer's ``linked``
+        (an instance attribute, so that a layer without a rule pays nothing for it); callers run it
+        only where a graph is recorded: a chain node's forward, inside its Function, runs without one."""
+        return self.wrap(Linked.linked(self.module, x, params), x)
+
     def learn_or_none(self) -> Any:
         return self.learn if self.learns or self.rule.in_place else None
 
 
-class FeedbackLayer:
+class FeedbackLayer(Linked):
     """Mixin of the twins a feedback rule acts in (those whose BP2 reads a weight W)."""
 
     _feedback: LayerFeedback | None = None
 
     def link_is_pure(self) -> bool:
-        """A layer's checked equations may be remembered (``Linked.linked``) only while no rule is
-        attached: a rule's B changes from batch to batch."""
-        return self._feedback is None
-
-    def feedback_equations(self, derivatives: Derivatives, x: Tensor) -> Derivatives:
-        """``derivatives`` with BP2 through B while a rule is attached (callers run it only where a
-        graph is recorded: a chain node's forward, inside its Function, runs without one)."""
-        feedback = self._feedback
-        return derivatives if feedback is None else feedback.wrap(derivatives, x)
+        """``link`` gives the layer's own equations, which a rule does not change: they may be
+        remembered (``LayerFeedback.linked`` wraps them in this batch's B at every call)."""
+        return True
 
 
 def stack_feedback(layers: list[Any], x: Tensor) -> StackFeedback | None:
@@ -189,9 +192,8 @@ def stack_feedback(layers: list[Any], x: Tensor) -> StackFeedback | None:
     if first.learn_or_none() is not None:
 
         def learn(grad_weights: list[Tensor | None]) -> None:
-            with torch.no_grad():
-                for feedback, grad_weight in zip(feedbacks, grad_weights):
-                    feedback.learn(grad_weight)
+            for feedback, grad_weight in zip(feedbacks, grad_weights):
+                feedback.learn(grad_weight)
 
     error = first.output_error.read if first.output_error is not None else None
     check = None
@@ -243,6 +245,7 @@ def attach(model: torch.nn.Module, feedback: str | FeedbackRule = "backprop", **
     for index, (_, layer) in enumerate(layers):
         layer_feedback = LayerFeedback(rule, layer, index, output_error, outputs)
         layer.__dict__["_feedback"] = layer_feedback
+        layer.__dict__["linked"] = layer_feedback.linked
         layer_feedback.create()
         handle = layer._register_load_state_dict_pre_hook(_fit_loaded, with_module=True)
         layer.__dict__["_feedback_load_handle"] = handle
@@ -253,7 +256,7 @@ def detach(model: torch.nn.Module) -> None:
     """Take any feedback rule out of ``model``: its layers run backprop and keep no B."""
     for module in model.modules():
         if "_feedback" in module.__dict__:
-            del module.__dict__["_feedback"]
+            del module.__dict__["_feedback"], module.__dict__["linked"]
             module.__dict__.pop("_feedback_load_handle").remove()
             module._buffers.pop("feedback_weight", None)
             module._buffers.pop("feedback_draws", None)

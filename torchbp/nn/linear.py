@@ -32,12 +32,13 @@ class Linear(FeedbackLayer, DeltaHooks, torch.nn.Linear):
 
     def forward(self, input: Tensor) -> Tensor:
         if self._feedback is not None and torch.is_grad_enabled():
-            return F.apply_layer(self.link(input), input, self.link_params(), self.on_delta())
+            params = self.link_params()
+            return F.apply_layer(self.linked(input, params), input, params, self.on_delta())
         return F.linear(input, self.weight, self.bias, self.on_delta())
 
     def link(self, x: Tensor) -> Derivatives:
         check_linear(x, self._parameters["weight"], self._parameters["bias"], ("input", "weight", "bias"))
-        return _LINEAR if self._feedback is None else self.feedback_equations(_LINEAR, x)
+        return _LINEAR
 
     def link_params(self) -> tuple[Tensor | None, ...]:
         return self._parameters["weight"], self._parameters["bias"]
