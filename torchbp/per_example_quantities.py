@@ -133,6 +133,7 @@ class PerExample:
             )
         self.model = model
         self.quantities = tuple(dict.fromkeys(quantities))
+        self._attributes = tuple(QUANTITIES[q] for q in self.quantities)
         self._names: dict[int, str] = {}
         layers = 0
         for module_name, module in model.named_modules():
@@ -176,19 +177,19 @@ class _Recording:
         self.quantities = set(context.quantities)
         self.examples: int | None = None  # N, from the first layer recorded
         self.tracked: dict[int, _Tracked] = {}
-        busy = {id(t.buffer) for r in RECORDERS if isinstance(r, _Recording) for t in r.tracked.values()}
-        busy |= {
-            id(getattr(t.parameter, "grad_sample", None))
-            for r in RECORDERS
-            if isinstance(r, _Recording)
-            for t in r.tracked.values()
-        }
+        busy: set[int] = set()  # the gradient buffers of the openings still open (nested contexts)
+        for recording in RECORDERS:
+            if isinstance(recording, _Recording):
+                for t in recording.tracked.values():
+                    busy.update((id(t.buffer), id(t.parameter.__dict__.get("grad_sample"))))
+        reuse, attributes, names = "grad" in self.quantities, context._attributes, context._names
         for key, parameter in context._parameters.items():
-            previous = parameter.__dict__.get("grad_sample")
-            for quantity in context.quantities:
-                parameter.__dict__.pop(QUANTITIES[quantity], None)  # no stale values from an earlier step
-            reusable = "grad" in self.quantities and isinstance(previous, Tensor) and id(previous) not in busy
-            self.tracked[key] = _Tracked(parameter, context._names[key], previous if reusable else None)
+            own = parameter.__dict__
+            previous = own.get("grad_sample")
+            for attribute in attributes:
+                own.pop(attribute, None)  # no stale values from an earlier step
+            reusable = reuse and isinstance(previous, Tensor) and id(previous) not in busy
+            self.tracked[key] = _Tracked(parameter, names[key], previous if reusable else None)
 
     def record(
         self,
