@@ -59,6 +59,23 @@ def test_without_clipping_or_noise_it_is_sgd() -> None:
         torch.testing.assert_close(p, q, rtol=0, atol=1e-12)
 
 
+def test_every_group_clips_by_the_norm_over_all_the_rules_parameters() -> None:
+    """Param groups with their own lr: ‖gₖ‖ is over every parameter of the rule, whichever group it is in."""
+    model = _model()
+    x, y = torch.randn(6, 4).double(), torch.randint(0, 3, (6,))
+    groups = [{"params": model[0].parameters(), "lr": 0.5}, {"params": model[2].parameters(), "lr": 0.2}]
+    rule = torchbp.create_rule("dp_sgd", groups, max_grad_norm=0.3, noise_multiplier=0.0)
+    _backward(model, x, y)
+    params = list(model.parameters())
+    before = [p.detach().clone() for p in params]
+    samples = [p.grad_sample.clone() for p in params]
+    rule.step()
+    norms = torch.stack([g.flatten(1).norm(dim=1) for g in samples]).norm(dim=0)
+    clip = (0.3 / (norms + 1e-6)).clamp(max=1.0)
+    for p, p0, g, lr in zip(params, before, samples, (0.5, 0.5, 0.2, 0.2)):
+        torch.testing.assert_close(p.detach(), p0 - lr * torch.einsum("n,n...->...", clip, g) / 6, rtol=0, atol=1e-12)
+
+
 def test_a_step_without_per_example_gradients_says_how_to_get_them() -> None:
     model = _model()
     rule = torchbp.create_rule("dp_sgd", model, noise_seed=0)
@@ -130,6 +147,7 @@ def test_a_resumed_rule_draws_the_noise_an_unbroken_one_would() -> None:
     resumed_model.load_state_dict(model.state_dict())
     resumed = torchbp.create_rule("dp_sgd", resumed_model, lr=0.1, noise_multiplier=1.0, noise_seed=99)
     resumed.load_state_dict(rule.state_dict())
+    assert resumed.noise_seed == 5  # the run's seed, for a device whose noise has not been drawn yet
     for m, r in ((model, rule), (resumed_model, resumed)):
         _backward(m, x, y)
         r.step()

@@ -13,6 +13,7 @@ from torch.func import functional_call, grad, vmap
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import torchbp
+from torchbp.derivatives.per_example import EmbeddingRows, FactoredRows, ParameterRows, Rows
 from torchbp.functional.per_example_tap import RECORDERS
 from torchbp.per_example_quantities import QUANTITIES
 from torchbp.training.graph_free import GraphFreeStep
@@ -273,6 +274,51 @@ def test_nested_contexts_the_innermost_takes_each_parameter() -> None:
     torch.testing.assert_close(model[0].weight.grad_sample_norm.shape, torch.Size([4]))
 
 
+def test_a_nested_context_writes_no_tensor_an_open_context_holds() -> None:
+    """A context opened inside another that has recorded already leaves the outer one's gₖ as they
+    were (an open context's tensors are not reused) and writes its own."""
+    model = torchbp.nn.convert(native_mlp())
+    x1, x2, y = torch.randn(4, 5).double(), torch.randn(4, 5).double(), torch.randn(4, 3).double()
+    with torchbp.per_example(model, "grad"):
+        squared_error(model(x1), y).backward()
+        outer = {name: p.grad_sample for name, p in model.named_parameters()}
+        with torchbp.per_example(model, "grad"):
+            squared_error(model(x2), y).backward()
+    for x, rows in ((x1, outer), (x2, {name: p.grad_sample for name, p in model.named_parameters()})):
+        expected = reference(model, x, y, squared_error)
+        for name, g in rows.items():
+            torch.testing.assert_close(g, expected[name], rtol=0, atol=1e-10)
+
+
+def test_a_buffer_of_another_dtype_is_not_reused() -> None:
+    """After the model changes dtype, gₖ come in the new dtype, not written into last step's tensor."""
+    model = torchbp.nn.convert(native_mlp())
+    context = torchbp.per_example(model, "grad")
+    for dtype in (torch.float64, torch.float32):
+        model.to(dtype)
+        x, y = torch.randn(4, 5, dtype=dtype), torch.randn(4, 3, dtype=dtype)
+        model.zero_grad(set_to_none=True)
+        with context:
+            squared_error(model(x), y).backward()
+        for name, p in model.named_parameters():
+            assert p.grad_sample.dtype == dtype, name
+            torch.testing.assert_close(p.grad_sample.mean(0), p.grad)
+
+
+@pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True")
+def test_a_backward_that_builds_a_graph_leaves_constant_quantities() -> None:
+    """loss.backward(create_graph=True): the quantities are the same numbers, and no graph hangs on them."""
+    model = torchbp.nn.convert(native_mlp())
+    x, y = torch.randn(6, 5).double(), torch.randn(6, 3).double()
+    with torchbp.per_example(model, *ALL):
+        squared_error(model(x), y).backward(create_graph=True)
+    check_against(model, reference(model, x, y, squared_error))
+    for name, p in model.named_parameters():
+        for attribute in ("grad_sample", "grad_sample_norm", "grad_variance", "grad_second_moment"):
+            assert not getattr(p, attribute).requires_grad, (name, attribute)
+    model.zero_grad(set_to_none=True)  # the graph on .grad refers back to the parameters
+
+
 def test_errors_name_what_was_expected() -> None:
     model = torchbp.nn.convert(native_mlp())
     with pytest.raises(ValueError, match="mean convention"):
@@ -469,3 +515,67 @@ def test_transformer_errors_name_the_layer_and_why() -> None:
         with torchbp.per_example(model, "norm"):
             # positions looked up once and broadcast over the batch: the table's δ is summed over it
             head(torch.randn(N, T, E) + table(torch.arange(T))).sum().backward()
+
+
+# the rows' arithmetic, form by form
+
+ROWS, GROUPS, POSITIONS, OUT, IN, TABLE = 5, 2, 3, 4, 6, 3
+
+
+def _forms() -> dict[str, tuple[ParameterRows, Tensor]]:
+    """Every form of per-example rows, each with its gₖ written out by hand: N Σₜ δₖₜ uₖₜᵀ (per group),
+    N Σₜ δₖₜ ⊙ uₖₜ, N Σₜ δₖₜ, or an embedding's δ rows added into the table rows its indices pick."""
+    n, g = ROWS, GROUPS
+
+    def draw(*shape: int) -> Tensor:
+        return torch.randn(n, *shape, dtype=torch.float64)
+
+    delta, u, grouped_delta, grouped_u = draw(OUT), draw(IN), draw(g * OUT), draw(g * IN)
+    outer_delta, outer_u = draw(g, POSITIONS, OUT), draw(g, POSITIONS, IN)
+    positions_delta, positions_u = draw(POSITIONS, OUT), draw(POSITIONS, OUT)
+    indices = torch.randint(TABLE, (n, POSITIONS))
+    picks = torch.nn.functional.one_hot(indices, TABLE).double()  # (N, T, V)
+    return {
+        "factored weight": (FactoredRows(delta, u, 1, torch.Size((OUT, IN))), n * torch.einsum("no,ni->noi", delta, u)),
+        "factored grouped weight": (
+            FactoredRows(grouped_delta, grouped_u, g, torch.Size((g * OUT, IN))),
+            n * torch.einsum("ngo,ngi->ngoi", grouped_delta.view(n, g, OUT), grouped_u.view(n, g, IN)).flatten(1, 2),
+        ),
+        "factored bias": (FactoredRows(delta, None, 1, torch.Size((OUT,))), n * delta),
+        "positions, outer": (
+            Rows(outer_delta, outer_u, True, torch.Size((g * OUT, IN))),
+            n * torch.einsum("ngto,ngti->ngoi", outer_delta, outer_u).flatten(1, 2),
+        ),
+        "positions, diagonal": (
+            Rows(positions_delta, positions_u, False, torch.Size((OUT,))),
+            n * (positions_delta * positions_u).sum(1),
+        ),
+        "positions, bias": (Rows(positions_delta, None, False, torch.Size((OUT,))), n * positions_delta.sum(1)),
+        "embedding": (
+            EmbeddingRows(positions_delta, indices, torch.Size((TABLE, OUT))),
+            n * torch.einsum("ntv,nto->nvo", picks, positions_delta),
+        ),
+    }
+
+
+FORMS = [
+    "factored weight",
+    "factored grouped weight",
+    "factored bias",
+    "positions, outer",
+    "positions, diagonal",
+    "positions, bias",
+    "embedding",
+]
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_every_rows_form_gives_the_quantities_of_its_per_example_gradients(form: str) -> None:
+    """gₖ, ‖gₖ‖, (1/N) Σₖ gₖ² and (1/N) Σₖ gₖ (the layer's ∂C/∂θ, read where the backward pass gave none) of
+    each form, from its factors and from gₖ written out, against gₖ by hand."""
+    rows, g = _forms()[form]
+    torch.testing.assert_close(rows.grad_sample(), g, rtol=1e-12, atol=1e-12)
+    for written in (None, g):
+        torch.testing.assert_close(rows.norm(written), g.flatten(1).norm(dim=1), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(rows.second_moment(written), g.square().mean(0), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(rows.mean(written), g.mean(0), rtol=1e-12, atol=1e-12)

@@ -9,6 +9,7 @@ layer's exact, the hidden layers' from B (δ B, or e B for dfa), and B as the ru
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from torch import Tensor
 
 import torchbp
 from torchbp import nn as tnn
+from torchbp.feedback.rules import FeedbackAlignment
 from torchbp.training.graph_free import GraphFreeStep
 
 RULES = ["backprop", "fa", "dfa", "usf", "brsf", "frsf", "kolen_pollack"]
@@ -262,3 +264,139 @@ def test_bad_input_is_a_clear_error_at_convert_time() -> None:
         tnn.convert(conv_last, feedback="dfa")
     tnn.convert(conv_last, feedback="dfa", outputs=2)  # told, it draws B of (2, inputs)
     assert conv_last[0].feedback_weight.shape == (2, 4)
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.25])
+@pytest.mark.parametrize("rule", ["fa", "dfa", "usf", "brsf", "frsf"])
+def test_b_spreads_as_far_as_the_rule_says(rule: str, scale: float) -> None:
+    """|B| ≤ s with the largest of its hundreds of entries within 10 % of s, as drawn and as each batch
+    uses it: s = scale/√fan_in, or scale/√outputs for dfa (usf: |B| = s exactly)."""
+    native = torch.nn.Sequential(torch.nn.Linear(100, 30), torch.nn.Tanh(), torch.nn.Linear(30, 10)).double()
+    model = tnn.convert(native, feedback=rule, seed=3, scale=scale)
+    x = torch.randn(7, 100, dtype=torch.float64, requires_grad=True)  # every layer's BP2 runs
+    for _ in range(2):
+        for layer in (model[0], model[2]):
+            s = scale * (10 if rule == "dfa" else layer.weight.shape[1]) ** -0.5
+            magnitude = layer.feedback_weight.abs()
+            assert 0.9 * s <= magnitude.max() <= s
+            if rule == "usf":
+                torch.testing.assert_close(magnitude, torch.full_like(magnitude, s), rtol=1e-15, atol=0)
+        model(x).square().mean().backward()
+
+
+@pytest.mark.parametrize("rule", ["usf", "brsf", "frsf"])
+def test_sign_rules_take_ws_current_signs(rule: str) -> None:
+    """B follows W's signs batch by batch (W flipped, B flips; |B| as the rule says), and a weight of
+    exactly +0 counts as positive."""
+    model = tnn.convert(_sequential(), feedback=rule, seed=3)
+    x = torch.randn(7, 4, dtype=torch.float64, requires_grad=True)  # every layer's BP2 runs
+    y = torch.randn(7, 3, dtype=torch.float64)
+    _check(rule, model, x, y)
+    with torch.no_grad():
+        for layer in _linears(model):
+            layer.weight.neg_()
+    _check(rule, model, x, y)
+    with torch.no_grad():
+        for layer in _linears(model):
+            layer.weight[0, 0] = 0.0
+    _step(model, x, y)
+    assert all(layer.feedback_weight[0, 0] > 0 for layer in _linears(model))
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.3])
+def test_kolen_pollack_b_takes_ws_step_and_the_gap_shrinks(weight_decay: float) -> None:
+    """B ← B − η(∂C/∂W + λB); with SGD of the same η and λ stepping W, W − B shrinks by (1 − ηλ) per step."""
+    lr = 0.1
+    model = tnn.convert(_sequential(), feedback="kolen_pollack", seed=3, lr=lr, weight_decay=weight_decay)
+    x, y = torch.randn(7, 4, dtype=torch.float64), torch.randn(7, 3, dtype=torch.float64)
+    layers = _linears(model)
+    for _ in range(3):
+        before = [layer.feedback_weight.clone() for layer in layers]
+        gaps = [layer.weight.detach() - b for layer, b in zip(layers, before)]
+        _step(model, x, y)
+        for layer, b in zip(layers, before):
+            expected = b - lr * (layer.weight.grad + weight_decay * b)
+            torch.testing.assert_close(layer.feedback_weight, expected, rtol=1e-12, atol=1e-12)
+        with torch.no_grad():  # SGD with weight decay: W ← W − η(∂C/∂W + λW)
+            for layer in layers:
+                layer.weight -= lr * (layer.weight.grad + weight_decay * layer.weight)
+        for layer, gap in zip(layers, gaps):
+            shrunk = (1 - lr * weight_decay) * gap
+            torch.testing.assert_close(layer.weight.detach() - layer.feedback_weight, shrunk, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("rule", ["fa", "dfa", "brsf", "frsf", "kolen_pollack"])
+def test_each_layer_draws_its_own_b(rule: str) -> None:
+    """One random stream per layer, seeded from (seed, layer): layers of one shape get different B."""
+    model = tnn.MLP([5, 5, 5, 5], dtype=torch.float64, feedback=torchbp.get_feedback(rule, seed=3))
+    for name in ("feedback_weight", "feedback_state"):
+        drawn = [getattr(layer, name) for layer in model.layers if hasattr(layer, name)]
+        assert all(not torch.equal(a, b) for i, a in enumerate(drawn) for b in drawn[i + 1 :]), name
+
+
+class _Redrawn(FeedbackAlignment):
+    """A rule that redraws B from the layer's generator at each batch (``redraws``)."""
+
+    redraws = True
+
+    def matrix(self, weight, feedback_weight, generator, state=None):  # type: ignore[no-untyped-def]
+        return self.initial(weight, tuple(weight.shape), generator)
+
+
+def test_a_redrawing_rules_generator_is_new_each_batch_and_resumes() -> None:
+    """The generator handed to ``matrix`` is seeded from (seed, layer, batch count): each batch's B is
+    new (none the B drawn at the start), and a model loaded from a state dict draws the B an unbroken
+    run would."""
+
+    def batches(model: torch.nn.Module, steps: int) -> list[torch.Tensor]:
+        drawn = []
+        for _ in range(steps):
+            model(x).square().mean().backward()
+            drawn.append(model[2].feedback_weight.clone())
+        return drawn
+
+    x = torch.randn(7, 4, dtype=torch.float64)
+    unbroken = tnn.convert(_sequential(), feedback=_Redrawn(seed=3))
+    start = unbroken[2].feedback_weight.clone()
+    drawn = [start, *batches(unbroken, 4)]
+    assert all(not torch.equal(a, b) for i, a in enumerate(drawn) for b in drawn[i + 1 :])
+    first = tnn.convert(_sequential(), feedback=_Redrawn(seed=3))  # other weights: the rule does not read them
+    resumed = tnn.convert(_sequential(), feedback=_Redrawn(seed=3))
+    batches(first, 2)
+    resumed.load_state_dict(first.state_dict())
+    assert int(resumed[2].feedback_draws) == 2
+    for a, b in zip(batches(resumed, 2), drawn[3:]):
+        assert torch.equal(a, b)
+
+
+def test_dfa_in_an_mlp_inside_a_larger_model_reads_the_models_output_error() -> None:
+    """An MLP whose output is not the network's: its layers carry the network's e down, not ∂C/∂(MLP output)."""
+    torch.manual_seed(0)
+    mlp = tnn.MLP([4, 6, 5], "tanh", "tanh", dtype=torch.float64)
+    model = tnn.convert(torch.nn.Sequential(mlp, torch.nn.Linear(5, 3).double()), feedback="dfa", seed=3)
+    x, y = torch.randn(7, 4, dtype=torch.float64), torch.randn(7, 3, dtype=torch.float64)
+    _check("dfa", model, x, y)
+
+
+def _flat_cnn() -> torch.nn.Module:
+    """A convolution, then a linear layer, for inputs with and without a batch dimension."""
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(2, 3, 3, padding=1), torch.nn.Tanh(), torch.nn.Flatten(-3), torch.nn.Linear(3 * 5 * 5, 4)
+    ).double()
+
+
+@pytest.mark.parametrize("make", [_sequential, _flat_cnn], ids=["linear", "convolution"])
+@pytest.mark.parametrize("rule", RULES)
+def test_an_unbatched_input_is_a_batch_of_one(rule: str, make: Callable[[], torch.nn.Module]) -> None:
+    """Without a batch dimension, an input gets what a batch of one gets (for dfa: e of one example, and a
+    convolution's B drawn for the values of that one input)."""
+    native = make()
+    x = torch.randn(2, 5, 5, dtype=torch.float64) if make is _flat_cnn else torch.randn(4, dtype=torch.float64)
+    grads = []
+    for example in (x, x.unsqueeze(0)):
+        model = tnn.convert(copy.deepcopy(native), feedback=rule, seed=3)
+        example = example.clone().requires_grad_()
+        model(example).square().sum().backward()
+        grads.append([example.grad.reshape(x.shape)] + [p.grad for p in model.parameters()])
+    for unbatched, batched in zip(*grads):
+        torch.testing.assert_close(unbatched, batched, rtol=1e-12, atol=1e-12)
