@@ -469,3 +469,21 @@ def test_mlp_bad_layers_are_explained(weights: list[torch.Tensor], words: list[s
         F.mlp(torch.randn(6, 3), weights, [None, None], ["relu", "relu"])
     for word in words:
         assert word in str(raised.value)
+
+
+@pytest.mark.parametrize("moving", [("x",), ("w1",), ("b1",), ("b1", "w2"), ("x", "b2")], ids=" and ".join)
+def test_mlp_gradients_for_any_subset_equal_torch(moving: tuple[str, ...]) -> None:
+    tensors = {
+        "x": torch.randn(5, 3, dtype=torch.float64),
+        "w1": torch.randn(4, 3, dtype=torch.float64),
+        "b1": torch.randn(4, dtype=torch.float64),
+        "w2": torch.randn(2, 4, dtype=torch.float64),
+        "b2": torch.randn(2, dtype=torch.float64),
+    }
+    x, w1, b1, w2, b2 = (t.requires_grad_(name in moving) for name, t in tensors.items())
+    wanted = [tensors[name] for name in moving]
+    ours = F.mlp(x, [w1, w2], [b1, b2], ["tanh", "sigmoid"])
+    theirs = torch.sigmoid(torch_F.linear(torch.tanh(torch_F.linear(x, w1, b1)), w2, b2))
+    delta = torch.randn_like(theirs)
+    for a, b in zip(torch.autograd.grad(ours, wanted, delta), torch.autograd.grad(theirs, wanted, delta)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

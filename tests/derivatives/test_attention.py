@@ -124,3 +124,15 @@ def test_bad_input_is_named() -> None:
         F.scaled_dot_product_attention(q, k, v, dropout_p=1.5)
     with pytest.raises(TypeError, match="query: expected a floating-point tensor"):
         F.scaled_dot_product_attention(torch.ones(2, 5, 4, dtype=torch.long), k, v)
+
+
+@pytest.mark.parametrize("wanted", [("attn_mask",), ("value", "attn_mask"), ("key",)], ids=" and ".join)
+def test_any_subset_of_gradients_equals_torch(wanted: tuple[str, ...]) -> None:
+    q, k, v = (t.detach() for t in _qkv(2))
+    tensors = {"query": q, "key": k, "value": v, "attn_mask": torch.randn(5, 6, dtype=torch.float64)}
+    moving = [t.requires_grad_() for name, t in tensors.items() if name in wanted]
+    ours = F.scaled_dot_product_attention(*tensors.values())
+    theirs = TF.scaled_dot_product_attention(*tensors.values())
+    delta = torch.randn_like(theirs)
+    for a, b in zip(torch.autograd.grad(ours, moving, delta), torch.autograd.grad(theirs, moving, delta)):
+        torch.testing.assert_close(a, b, **F64)

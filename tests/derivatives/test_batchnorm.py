@@ -277,3 +277,48 @@ def test_an_empty_batch_in_training_gives_an_empty_output_and_leaves_the_statist
     torch.testing.assert_close(ours.weight.grad, torch.zeros(3))
     torch.testing.assert_close(ours.running_mean, native.running_mean)
     torch.testing.assert_close(ours.running_var, native.running_var)
+
+
+SETTINGS = [
+    ((1, 3, 4), True, 1e-5),
+    ((1, 2, 3, 3), True, 1e-5),
+    ((2, 3, 4), True, 0.5),
+    ((5, 3), False, 0.5),
+    ((2, 3, 4), False, 1e-2),
+]
+
+
+@pytest.mark.parametrize(("shape", "training", "eps"), SETTINGS, ids=str)
+def test_functional_batch_norm_equals_torch_for_each_setting(
+    device: str, shape: tuple[int, ...], training: bool, eps: float
+) -> None:
+    x = torch.randn(shape, dtype=torch.float64, device=device)
+    weight, bias, running_mean, running_var = _vectors(shape[1], True, torch.float64, device)
+    leaves = _leaves(x, weight, bias)
+    results = []
+    for function in (batch_norm, torch.nn.functional.batch_norm):
+        stats = (running_mean.clone(), running_var.clone())
+        z = function(leaves[0], *stats, *leaves[1:], training, 0.1, eps)  # type: ignore[operator]
+        results.append((z, *torch.autograd.grad(z, leaves, z.detach() + 1), *stats))  # type: ignore[arg-type]
+    for ours, theirs in zip(*results):
+        torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize(
+    "wanted",
+    [(True, False, False), (False, True, False), (False, False, True), (False, True, True)],
+    ids=["input", "weight", "bias", "weight and bias"],
+)
+def test_any_subset_of_gradients_equals_torch(device: str, training: bool, wanted: tuple[bool, ...]) -> None:
+    x = torch.randn(4, 3, 5, dtype=torch.float64, device=device)
+    weight, bias, running_mean, running_var = _vectors(3, True, torch.float64, device)
+    leaves = [t.requires_grad_(w) for t, w in zip((x, weight, bias), wanted)]  # type: ignore[union-attr]
+    moving = [t for t in leaves if t.requires_grad]
+    delta = torch.randn_like(x)
+    results = []
+    for function in (batch_norm, torch.nn.functional.batch_norm):
+        z = function(leaves[0], running_mean.clone(), running_var.clone(), *leaves[1:], training)  # type: ignore[operator]
+        results.append(torch.autograd.grad(z, moving, delta))
+    for ours, theirs in zip(*results):
+        torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-10)

@@ -6,6 +6,7 @@ and the converted modules against torch.nn's."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -328,3 +329,44 @@ def test_torch_compile_traces_padding_and_convolution_without_graph_breaks(
     assert explanation.graph_break_count == 0, explanation.break_reasons
     dynamo.reset()
     torch.testing.assert_close(torch.compile(model)(x), model(x))
+
+
+SUBSETS = [(True, False, False), (False, True, False), (False, False, True), (False, True, True)]
+SUBSET_IDS = ["input", "weight", "bias", "weight and bias"]
+
+
+@pytest.mark.parametrize("shape", [(2, 4, 7), (4, 7)], ids=["batched", "unbatched"])
+@pytest.mark.parametrize("wanted", SUBSETS, ids=SUBSET_IDS)
+def test_any_subset_of_gradients_equals_torch(device: str, shape: tuple[int, ...], wanted: tuple[bool, ...]) -> None:
+    x = torch.randn(shape, dtype=torch.float64, device=device)
+    weight = torch.randn(6, 2, 3, dtype=torch.float64, device=device)
+    bias = torch.randn(6, dtype=torch.float64, device=device)
+    leaves = [t.requires_grad_(w) for t, w in zip((x, weight, bias), wanted)]
+    moving = [t for t in leaves if t.requires_grad]
+    ours = conv1d(*leaves, stride=2, padding=1, groups=2)
+    theirs = torch.nn.functional.conv1d(*leaves, stride=2, padding=1, groups=2)
+    delta = torch.randn_like(theirs)
+    for g_ours, g_theirs in zip(torch.autograd.grad(ours, moving, delta), torch.autograd.grad(theirs, moving, delta)):
+        torch.testing.assert_close(g_ours, g_theirs, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(2, 4, 7), (4, 7)], ids=["batched", "unbatched"])
+@pytest.mark.parametrize("moving", SUBSETS, ids=SUBSET_IDS)
+def test_forward_ad_with_tangents_for_some_arguments_equals_torch(
+    device: str, shape: tuple[int, ...], moving: tuple[bool, ...]
+) -> None:
+    primals = (
+        torch.randn(shape, dtype=torch.float64, device=device),
+        torch.randn(6, 2, 3, dtype=torch.float64, device=device),
+        torch.randn(6, dtype=torch.float64, device=device),
+    )
+    tangents = tuple(torch.randn_like(p) for p, m in zip(primals, moving) if m)
+
+    def jvp(convolution: Callable[..., torch.Tensor]) -> torch.Tensor:
+        def f(*given: torch.Tensor) -> torch.Tensor:
+            it = iter(given)
+            return convolution(*(next(it) if m else p for p, m in zip(primals, moving)), stride=2, padding=1, groups=2)
+
+        return torch.func.jvp(f, tuple(p for p, m in zip(primals, moving) if m), tangents)[1]
+
+    torch.testing.assert_close(jvp(conv1d), jvp(torch.nn.functional.conv1d), rtol=1e-12, atol=1e-12)

@@ -78,3 +78,29 @@ def test_embedding_bad_input_is_named() -> None:
         F.embedding(torch.tensor([0]), weight, padding_idx=5)
     with pytest.raises(ValueError, match="sparse: torchbp's embedding gives a dense"):
         F.embedding(torch.tensor([0]), weight, sparse=True)
+
+
+@pytest.mark.parametrize("normalized", [(5,), (4, 5)], ids=["over one dimension", "over two dimensions"])
+@pytest.mark.parametrize(
+    ("with_weight", "with_bias"),
+    [(True, True), (True, False), (False, True), (False, False)],
+    ids=["weight and bias", "weight only", "bias only", "neither"],
+)
+def test_layer_norm_gradients_and_double_backward_equal_torch(
+    normalized: tuple[int, ...], with_weight: bool, with_bias: bool
+) -> None:
+    x = torch.randn(3, 4, 5, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(normalized, dtype=torch.float64, requires_grad=True) if with_weight else None
+    bias = torch.randn(normalized, dtype=torch.float64, requires_grad=True) if with_bias else None
+    leaves = [t for t in (x, weight, bias) if t is not None]
+    delta, v = torch.randn_like(x), torch.randn_like(x)
+    results = []
+    for layer_norm in (F.layer_norm, TF.layer_norm):
+        z = layer_norm(x, normalized, weight, bias, 1e-3)
+        grads = torch.autograd.grad(z, leaves, delta, retain_graph=True)  # ATen's fused kernel
+        written = torch.autograd.grad(z, leaves, delta, create_graph=True)  # the equations, differentiable
+        # the Hessian-vector products of ⟨∂C/∂x, v⟩
+        hvp = torch.autograd.grad((written[0] * v).sum(), leaves, allow_unused=True, materialize_grads=True)
+        results.append((*grads, *written, *hvp))
+    for ours, theirs in zip(*results):
+        torch.testing.assert_close(ours, theirs, **F64)

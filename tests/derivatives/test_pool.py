@@ -165,3 +165,31 @@ def test_a_setting_of_the_wrong_type_is_refused_even_after_a_good_call(bad: obje
     max_pool2d(x, 2)  # the good settings are cached now
     with pytest.raises(ValueError, match="kernel_size"):
         max_pool2d(x, bad)  # type: ignore[arg-type]
+
+
+IN_TURN = [
+    (max_pool2d, [{"kernel_size": 2, "ceil_mode": False}, {"kernel_size": 2, "ceil_mode": True}]),
+    (max_pool2d, [{"kernel_size": 3, "stride": 1}, {"kernel_size": 3, "stride": 1, "dilation": 2}]),
+    (max_pool2d, [{"kernel_size": 3, "stride": 2}, {"kernel_size": 3, "stride": 2, "padding": 1}]),
+    (avg_pool2d, [{"kernel_size": 2, "ceil_mode": False}, {"kernel_size": 2, "ceil_mode": True}]),
+    (avg_pool2d, [{"kernel_size": 3, "padding": 1}, {"kernel_size": 3, "padding": 1, "count_include_pad": False}]),
+    (avg_pool2d, [{"kernel_size": 2}, {"kernel_size": 2, "divisor_override": 3}]),
+    (adaptive_avg_pool2d, [{"output_size": (None, 2)}, {"output_size": (2, None)}, {"output_size": (3, 2)}]),
+]
+
+
+@pytest.mark.parametrize(
+    ("function", "settings"), IN_TURN, ids=[f"{f.__name__}, {', '.join(s[-1])}" for f, s in IN_TURN]
+)
+def test_calls_in_turn_that_differ_in_one_setting_each_equal_torch(
+    device: str, function, settings: list[dict[str, object]]
+) -> None:
+    x = torch.randn(2, 3, 7, 5, dtype=torch.float64, device=device, requires_grad=True)
+    for kwargs in settings * 2:  # each settings object is remembered: the second round reads them back
+        ours = function(x, **kwargs)
+        theirs = getattr(torch_F, function.__name__)(x, **kwargs)
+        torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12, msg=lambda m, k=kwargs: f"{k}: {m}")
+        delta = torch.randn_like(theirs)
+        torch.testing.assert_close(
+            torch.autograd.grad(ours, x, delta)[0], torch.autograd.grad(theirs, x, delta)[0], rtol=1e-12, atol=1e-12
+        )

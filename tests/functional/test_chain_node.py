@@ -282,3 +282,25 @@ def test_batch_norm_in_a_chain_counts_every_batch_and_follows_train_and_eval(mom
         for (name, a), b in zip(ours.named_buffers(), native.buffers()):
             torch.testing.assert_close(a, b, msg=f"{name}, step {step}")
     assert int(ours[1].num_batches_tracked) == 4
+
+
+@pytest.mark.parametrize("second", ["retain_graph", "create_graph"])
+def test_a_replayed_chain_leaves_the_batch_norm_running_statistics_alone(second: str) -> None:
+    torch.manual_seed(0)
+    native = torch.nn.Sequential(
+        torch.nn.Conv2d(2, 3, 3), torch.nn.BatchNorm2d(3), torch.nn.Tanh(), torch.nn.Flatten()
+    ).double()
+    ours = torchbp.nn.convert(copy.deepcopy(native))
+    x = torch.randn(4, 2, 5, 5, dtype=torch.float64)
+    results = []
+    for model in (native, ours):
+        out = model(x).pow(2).sum()
+        (first,) = torch.autograd.grad(out, model[0].weight, retain_graph=True)
+        if second == "retain_graph":  # a second backward replays the chain
+            (again,) = torch.autograd.grad(out, model[0].weight)
+        else:  # so does a double backward
+            (g,) = torch.autograd.grad(out, model[0].weight, create_graph=True)
+            (again,) = torch.autograd.grad(g.square().sum(), model[0].weight)
+        results.append((first, again, *model.buffers()))
+    for theirs, mine in zip(*results):
+        torch.testing.assert_close(mine, theirs, rtol=1e-10, atol=1e-10)
