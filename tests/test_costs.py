@@ -79,7 +79,7 @@ def test_quadratic_and_mse(device: str, dtype: torch.dtype, shape: tuple[int, ..
     _compare(torchbp.get_cost("mse")(a, y), torch_F.mse_loss(a, y), a)
 
 
-@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1, 1.0])
 @pytest.mark.parametrize("targets", ["indices", "probabilities"])
 def test_cross_entropy(device: str, dtype: torch.dtype, label_smoothing: float, targets: str) -> None:
     z = torch.randn(6, 5, dtype=dtype, device=device, requires_grad=True)
@@ -187,3 +187,35 @@ def test_float_targets_follow_the_output_dtype() -> None:
     a = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
     cost = torchbp.get_cost("mse")(a, torch.zeros(3, 2))
     assert cost.dtype == torch.float64
+
+
+EXTREMES = [
+    (
+        "cross_entropy",
+        [[1000.0, 0.0, -1000.0], [0.0, 800.0, 0.0]],
+        [2, 0],
+        lambda z, y: torch_F.cross_entropy(z, y, reduction="none"),
+    ),
+    (
+        "binary_cross_entropy",
+        [[0.0, 1.0, 0.5], [1.0, 0.0, 1e-300]],
+        [[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]],
+        lambda a, y: torch_F.binary_cross_entropy(a, y, reduction="none").mean(1),
+    ),
+    (
+        "binary_cross_entropy_with_logits",
+        [[1000.0, -1000.0, 0.0], [800.0, -800.0, 50.0]],
+        [[0.0, 1.0, 0.5], [1.0, 0.0, 0.0]],
+        lambda z, y: torch_F.binary_cross_entropy_with_logits(z, y, reduction="none").mean(1),
+    ),
+]
+
+
+@pytest.mark.parametrize("name, a, y, reference", EXTREMES, ids=[case[0] for case in EXTREMES])
+def test_per_example_values_at_extreme_outputs_are_torchs(name: str, a: list, y: list, reference) -> None:
+    # saturated outputs and huge logits: a naive log(softmax(z)), log(a) or log(1 + exp(z)) is ±inf there
+    a = torch.tensor(a, dtype=torch.float64)
+    y = torch.tensor(y, dtype=torch.float64 if isinstance(y[0], list) else torch.long)
+    value = torchbp.get_cost(name).value(a, y)
+    assert bool(torch.isfinite(value).all())
+    torch.testing.assert_close(value, reference(a, y), rtol=1e-12, atol=1e-12)

@@ -179,3 +179,76 @@ def test_unknown_rule_and_hyperparameter_are_explained() -> None:
 
 def test_list_rules_filters_by_pattern() -> None:
     assert [entry.name for entry in torchbp.list_rules("adam*")] == ["adam", "adamax", "adamw"]
+
+
+# the last, most-featured configuration of each rule
+ONE_PER_RULE = {name: (twin, hyperparameters) for name, twin, hyperparameters in TWINS}
+
+
+@pytest.mark.parametrize("name", ONE_PER_RULE)
+def test_rule_follows_its_torch_twin_with_param_groups_and_a_scheduler(name: str) -> None:
+    twin, hyperparameters = ONE_PER_RULE[name]
+    ours_model, x, y = _problem()
+    theirs_model = copy.deepcopy(ours_model)
+
+    def groups(model: torch.nn.Module) -> list[dict]:
+        # the second group's own rate, and both rates changed by the scheduler, must reach the update
+        return [{"params": model[0].parameters()}, {"params": model[2].parameters(), "lr": hyperparameters["lr"] / 4}]
+
+    ours = torchbp.create_rule(name, groups(ours_model), **hyperparameters)
+    theirs = twin(groups(theirs_model), **hyperparameters)
+    schedulers = [torch.optim.lr_scheduler.StepLR(rule, step_size=5, gamma=0.5) for rule in (ours, theirs)]
+    for _ in range(20):
+        for model, rule, scheduler in zip((ours_model, theirs_model), (ours, theirs), schedulers):
+            rule.zero_grad()
+            _loss(model, x, y).backward()
+            rule.step()
+            scheduler.step()
+    for p_ours, p_theirs in zip(ours_model.parameters(), theirs_model.parameters()):
+        torch.testing.assert_close(p_ours, p_theirs, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", RULE_NAMES)
+def test_zero_grad_in_place_and_a_closure_step_as_torch_optim(name: str) -> None:
+    model, x, y = _problem()
+    reference = copy.deepcopy(model)
+    rule = torchbp.create_rule(name, model, lr=1e-2)
+    reference_rule = torchbp.create_rule(name, reference, lr=1e-2)
+
+    def closure() -> torch.Tensor:
+        rule.zero_grad(set_to_none=False)  # zeroed in place: the gradients do not pile up over steps
+        loss = _loss(model, x, y)
+        loss.backward()
+        return loss
+
+    for _ in range(3):
+        expected = _loss(model, x, y).detach()
+        assert torch.equal(rule.step(closure), expected)  # step returns the closure's loss
+        reference_rule.zero_grad()
+        _loss(reference, x, y).backward()
+        reference_rule.step()
+    for p, q in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
+    rule.zero_grad(set_to_none=False)
+    assert all(p.grad is not None and not p.grad.any() for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    "name, twin, hyperparameters",
+    [
+        ("sgd", torch.optim.SGD, dict(momentum=0.9, dampening=0.1, nesterov=True)),
+        ("sgd", torch.optim.SGD, dict(nesterov=True)),
+        ("adam", torch.optim.Adam, dict(betas=(1.0, 0.999))),
+        ("adam", torch.optim.Adam, dict(betas=(0.9, 1.0))),
+        ("adam", torch.optim.Adam, dict(eps=-1e-8)),
+        ("adamw", torch.optim.AdamW, dict(betas=(1.0, 0.999))),
+        ("rmsprop", torch.optim.RMSprop, dict(alpha=-0.1)),
+        ("adagrad", torch.optim.Adagrad, dict(eps=-1e-10)),
+    ],
+    ids=lambda value: value.__name__ if isinstance(value, type) else str(value),
+)
+def test_hyperparameters_torch_refuses_are_refused(name: str, twin: type, hyperparameters: dict) -> None:
+    with pytest.raises(ValueError):
+        twin([torch.zeros(1, requires_grad=True)], **hyperparameters)
+    with pytest.raises(ValueError, match="nesterov|betas|eps|alpha"):
+        torchbp.create_rule(name, [torch.zeros(1, requires_grad=True)], **hyperparameters)

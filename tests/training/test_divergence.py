@@ -11,6 +11,7 @@ import torch
 import torchbp
 from torchbp.cli import main
 from torchbp.training import DivergenceError, load, load_checkpoint
+from torchbp.training.divergence import first_non_finite
 
 
 @pytest.fixture(scope="module")
@@ -150,3 +151,10 @@ def test_the_cli_exits_non_zero_naming_epoch_step_and_cause(tmp_path: Path, caps
     assert "torchbp train: error: training diverged: the cost became inf at epoch 1, step" in err
     assert "learning rate" in err and "Traceback" not in err and "histogram" not in err
     assert not (tmp_path / "digits" / "version_0" / "checkpoint.pt").exists()
+
+
+def test_first_non_finite_finds_nan_and_either_infinity() -> None:
+    finite = torch.tensor([1.0, 2.0])
+    for bad in (float("inf"), float("-inf"), float("nan")):
+        assert first_non_finite([finite, finite, torch.tensor([0.0, bad]), torch.tensor([bad])]) == 2
+    assert first_non_finite([finite, finite]) is None

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import torchbp
-from torchbp.training import CheckpointError, load, load_checkpoint
+from torchbp.training import CheckpointError, evaluate, load, load_checkpoint
 from torchbp.training.graph_free import GraphFreeStep
 from torchbp.training.loop import threads_for
 
@@ -495,3 +495,20 @@ def test_a_resumed_run_sees_the_epochs_in_the_unbroken_runs_order(tmp_path: Path
     torch.manual_seed(123)  # another global RNG state: the checkpoint's seed decides the order
     resumed = _epoch_orders("tensors", seed=None, resumed=1, resume=tmp_path / "torchbp-run" / "version_0")
     assert resumed == straight[1:]
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["from-train-mode", "from-eval-mode"])
+def test_evaluate_scores_in_eval_mode_over_uneven_batches_and_restores_the_mode(training: bool) -> None:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(10, 4, generator=generator, dtype=torch.float64)
+    y = torch.randint(0, 3, (10,), generator=generator)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Dropout(0.5)).double()
+    model.train(training)
+    # batches of 3, 3, 3 and 1: each batch weighs by its number of examples
+    metrics = evaluate(model, torchbp.get_cost("cross_entropy"), (x, y), torch.device("cpu"), batch_size=3)
+    assert model.training is training
+    with torch.no_grad():
+        output = model.eval()(x)  # dropout off, as in evaluation
+    torch.testing.assert_close(metrics["loss"], torch.nn.functional.cross_entropy(output, y).item())
+    assert metrics["accuracy"] == (output.argmax(1) == y).double().mean().item()

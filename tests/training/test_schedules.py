@@ -173,3 +173,26 @@ def test_cli_lr_schedule_is_saved_and_resumed(tmp_path: Path, capsys: pytest.Cap
         main(["train", "--no-log", "--dataset", "xor", "--lr-schedule", "step", "--lr-schedule-option", "gama=1"]) == 2
     )
     assert "unknown option(s) gama" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [lambda rule: StepLR(rule, step_size=2, gamma=0.5), lambda rule: CosineAnnealingLR(rule, T_max=4)],
+    ids=["step", "cosine"],
+)
+def test_a_resumed_schedule_continues_where_the_run_left_it(tmp_path: Path, digits: tuple, schedule) -> None:
+    train = (digits[0][0][:50], digits[0][1][:50])
+    options = dict(lr=1.0, seed=3, scheduler=schedule, verbose=False)
+    straight = torchbp.fit(_model(), train, epochs=4, **options)
+    torchbp.fit(_model(), train, epochs=1, logdir=tmp_path, **options)
+    resumed = torchbp.fit(
+        _model(), train, epochs=4, resume=tmp_path / "torchbp-run" / "version_0", scheduler=schedule, verbose=False
+    )
+    oracle = schedule(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0))
+    expected = []
+    for _ in range(4):
+        expected.append(oracle.get_last_lr()[0])
+        oracle.optimizer.step()
+        oracle.step()
+    assert [h["lr"] for h in resumed] == [h["lr"] for h in straight] == pytest.approx(expected, rel=1e-12)
+    assert _without_time(resumed) == _without_time(straight)

@@ -10,6 +10,7 @@ import torch
 
 import torchbp
 from torchbp.cli import main
+from torchbp.training.stopping import EarlyStopping
 
 
 def _model() -> torchbp.nn.MLP:
@@ -106,3 +107,61 @@ def test_cli_patience(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert "early stop: val_accuracy has not improved for 2 epoch(s); best" in out
     config = tomllib.loads((tmp_path / "xor" / "version_0" / "config.toml").read_text())
     assert config["patience"] == 2 and config["monitor"] == "val_accuracy" and config["restore_best"] is False
+
+
+@pytest.mark.parametrize(
+    "monitor, values, stops, best",
+    [
+        # a loss improves by going down, an accuracy by going up
+        ("val_loss", [0.5, 0.4, 0.3, 0.2], [False] * 4, 0.2),
+        ("val_loss", [0.5, 0.6, 0.7], [False, False, True], 0.5),
+        ("val_accuracy", [0.5, 0.6, 0.7, 0.8], [False] * 4, 0.8),
+        ("val_accuracy", [0.8, 0.7, 0.6], [False, False, True], 0.8),
+        # the threshold is relative to the best value: 10% lower is better, even for a tiny loss …
+        ("train_loss", [1e-6, 0.9e-6, 0.8e-6, 0.7e-6], [False] * 4, 0.7e-6),
+        # … and a change of under 0.01% is rounding noise, not an improvement
+        ("train_loss", [100.0, 100.0 - 5e-3, 100.0 - 9e-3], [False, False, True], 100.0),
+    ],
+)
+def test_an_improvement_is_a_lower_loss_or_a_higher_accuracy_by_a_relative_margin(
+    monitor: str, values: list[float], stops: list[bool], best: float
+) -> None:
+    stopping = EarlyStopping(patience=2, monitor=monitor)
+    model = torch.nn.Linear(1, 1)
+    assert [stopping.update({"epoch": i + 1, monitor: v}, model) for i, v in enumerate(values)] == stops
+    assert stopping.best == best and stopping.best_epoch == values.index(best) + 1
+
+
+def test_a_resumed_run_stops_where_the_unbroken_one_does(tmp_path: Path, digits: tuple) -> None:
+    # lr = 0: a flat loss, so the unbroken run stops three epochs after its first
+    train = (digits[0][0][:50], digits[0][1][:50])
+    options = dict(lr=0.0, patience=3, monitor="train_loss", seed=1, verbose=False)
+    straight = torchbp.fit(_model(), train, epochs=20, **options)
+    assert len(straight) == 4
+    torchbp.fit(_model(), train, epochs=2, logdir=tmp_path, **options)
+    resumed = torchbp.fit(_model(), train, epochs=20, resume=tmp_path / "torchbp-run" / "version_0", verbose=False)
+    assert len(resumed) == len(straight)  # the epochs without improvement so far came back with the checkpoint
+
+
+def test_best_weights_come_back_also_when_the_epochs_run_out(digits: tuple) -> None:
+    weights = Weights()
+    torch.manual_seed(0)
+    model = torchbp.nn.MLP([64, 16, 10], output_activation="identity")
+    history = torchbp.fit(
+        model,
+        digits[0],
+        val_data=digits[1],
+        cost="cross_entropy",
+        epochs=8,
+        lr=6.0,
+        patience=20,
+        restore_best=True,
+        seed=2,
+        callbacks=[weights],
+        verbose=False,
+    )
+    losses = [h["val_loss"] for h in history]
+    best = min(range(len(losses)), key=losses.__getitem__)
+    assert len(history) == 8 and best < 7  # not stopped early, and the last epoch was not the best
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, weights.per_epoch[best][key])

@@ -385,3 +385,38 @@ def test_the_real_tensorboard_server_serves_the_scalars(run_directory: Path) -> 
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+class _FailAt:
+    """Raises at one step: the run fails mid-epoch, its checkpoint one epoch behind what was logged."""
+
+    def __init__(self, epoch: int, step: int) -> None:
+        self.at = (epoch, step)
+
+    @torchbp.hookimpl
+    def torchbp_step_end(self, epoch: int, step: int) -> None:
+        if (epoch, step) == self.at:
+            raise RuntimeError("failing mid-epoch")
+
+
+@pytest.mark.parametrize("batch_size", [10, 40], ids=["4-steps-per-epoch", "1-step-per-epoch"])
+def test_a_resumed_run_logs_each_epoch_and_step_once(tmp_path: Path, batch_size: int) -> None:
+    data = load("xor")
+    train = (data.inputs[:40], data.targets[:40])
+    steps = 40 // batch_size
+    options = dict(epochs=3, logdir=tmp_path, name="run", seed=0, verbose=False)
+    torch.manual_seed(0)
+    with pytest.raises(torchbp.PluginError):
+        failing = _FailAt(1, steps - 1)
+        torchbp.fit(torchbp.nn.MLP([2, 4, 2]), train, batch_size=batch_size, callbacks=[failing], **options)
+    directory = tmp_path / "run" / "version_0"
+    history = torchbp.fit(torchbp.nn.MLP([2, 4, 2]), train, epochs=3, resume=directory, verbose=False)
+    events = _events(directory)
+    # what the failed run logged after its checkpoint is dropped, and nothing before it
+    assert [e.step for e in events.Scalars("loss/train")] == [1, 2, 3]
+    assert [e.value for e in events.Scalars("loss/train")] == [_float32(epoch["train_loss"]) for epoch in history]
+    logged = [e.step for e in events.Scalars("loss/train_step")]
+    if steps > 1:
+        assert logged == list(range(3 * steps))
+    else:  # the failed step's loss shares step 1 with the checkpointed epoch's scalars, so it stays
+        assert sorted(set(logged)) == [0, 1, 2]

@@ -106,7 +106,10 @@ def torchbp_train_start(run: Any) -> None:
         return
     from torch.utils.tensorboard import SummaryWriter
 
-    purge = run.start_epoch * run.steps_per_epoch if run.start_epoch else None
+    # on resume, drop what the earlier run logged after its checkpoint: step losses from step
+    # start_epoch · steps_per_epoch, epoch scalars from step start_epoch + 1 (epochs count from 1, so
+    # with one step per epoch the checkpointed epoch's scalars sit at step start_epoch, and stay)
+    purge = max(run.start_epoch * run.steps_per_epoch, run.start_epoch + 1) if run.start_epoch else None
     writer = SummaryWriter(str(run.directory), purge_step=purge)
     layers = _layers(run.model)
     deltas = _Deltas()
