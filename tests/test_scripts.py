@@ -1,4 +1,4 @@
-"""The scripts: the worked example, the XOR demo and the drop-in overhead report."""
+"""The scripts: the worked example, the XOR demo, the drop-in overhead report and the layers-only floor."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import pytest
 import torch
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
@@ -16,6 +18,14 @@ SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, check=False)
+
+
+def _script(name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_worked_example_agrees_three_ways(tmp_path: Path) -> None:
@@ -49,11 +59,7 @@ def test_xor_demo_loss_falls() -> None:
 
 
 def test_overhead_contenders_take_the_same_step() -> None:
-    spec = importlib.util.spec_from_file_location("overhead", SCRIPTS / "overhead.py")
-    assert spec is not None and spec.loader is not None
-    overhead = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(overhead)
-    contenders, models = overhead.steps(lr=0.5)
+    contenders, models = _script("overhead").steps(lr=0.5)
     for parts in contenders.values():
         for _ in range(3):
             for part in parts:
@@ -70,6 +76,33 @@ def test_overhead_report_runs() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     rows = [line.split()[0] for line in result.stdout.splitlines()[2:]]
     assert rows == ["native", "torchbp", "hand-specialised"]
+
+
+@pytest.mark.parametrize("case", ["64-30-10 sigmoid b10", "784-256-256-10 relu b64", "16-32-8 relu b8"])
+def test_layers_only_floor_contenders_train_alike(case: str) -> None:
+    floor = _script("layers_only_floor")
+    chosen = next(c for c in floor.LAYERS_ONLY_CASES + floor.QUICK_LAYERS_ONLY_CASES if c.name == case)
+    models = floor.contenders(chosen)
+    x, y = floor._layers_only_batch(chosen, torch.device("cpu"))
+    loss = torch.nn.CrossEntropyLoss()
+    for model in models.values():
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+        for _ in range(3):
+            optimizer.zero_grad()
+            loss(model(x), y).backward()
+            optimizer.step()
+    native = [p.detach() for p in models["native"].parameters()]
+    for name in ("converted", "mlp", "bare node"):
+        for ours, theirs in zip(models[name].parameters(), native, strict=True):
+            torch.testing.assert_close(ours.detach(), theirs, rtol=1e-4, atol=1e-5, msg=name)
+    assert not torch.equal(native[0], floor.contenders(chosen)["native"][0].weight.detach())
+
+
+def test_layers_only_floor_report_runs() -> None:
+    result = _run(str(SCRIPTS / "layers_only_floor.py"), "--quick", "--repeats", "1", "--target-ms", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line.split()[-4] for line in result.stdout.splitlines()[2:]]
+    assert rows == ["native", "converted", "mlp", "node"]
 
 
 def test_per_example_bench_reports_every_row() -> None:
