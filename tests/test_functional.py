@@ -8,6 +8,7 @@ import torch.nn.functional as torch_F
 from torch.autograd import gradcheck, gradgradcheck
 
 import torchbp.functional as F
+from torchbp.derivatives.linear import Linear as LinearDerivatives
 from torchbp.functional.mlp_node import _LAYOUTS, _MAX_LAYOUTS, LayerSlots, Source, mlp_layout
 
 # (name, options, torchbp function, PyTorch oracle)
@@ -487,3 +488,23 @@ def test_mlp_gradients_for_any_subset_equal_torch(moving: tuple[str, ...]) -> No
     delta = torch.randn_like(theirs)
     for a, b in zip(torch.autograd.grad(ours, wanted, delta), torch.autograd.grad(theirs, wanted, delta)):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+class _DetachedLinear(LinearDerivatives):
+    """Linear's equations with the forward maths run on detached tensors: a tangent can come from
+    the layer's own jvp only, never from torch's forward-mode rules for the ops inside."""
+
+    def forward(self, x: torch.Tensor, *params: torch.Tensor | None) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        return super().forward(x.detach(), *(None if p is None else p.detach() for p in params))
+
+
+@pytest.mark.parametrize("grad_enabled", [True, False], ids=["grad", "no_grad"])
+def test_forward_mode_ad_runs_the_layers_own_jvp_with_or_without_grad(grad_enabled: bool) -> None:
+    x, x_t = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, 3, dtype=torch.float64)
+    weight, bias = torch.randn(2, 3, dtype=torch.float64), torch.randn(2, dtype=torch.float64)
+    with torch.set_grad_enabled(grad_enabled), torch.autograd.forward_ad.dual_level():
+        z = F.apply_layer(_DetachedLinear(), torch.autograd.forward_ad.make_dual(x, x_t), (weight, bias))
+        primal, tangent = torch.autograd.forward_ad.unpack_dual(z)
+    torch.testing.assert_close(primal, torch_F.linear(x, weight, bias))
+    assert tangent is not None
+    torch.testing.assert_close(tangent, x_t @ weight.t())  # ż = ẋ Wᵀ

@@ -231,6 +231,34 @@ def test_convert_and_revert_keep_outputs_gradients_and_state() -> None:
         assert torch.equal(model.state_dict()[key], value)
 
 
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize(
+    ("module", "shape"), [(torch.nn.BatchNorm1d, (6, 3)), (torch.nn.BatchNorm2d, (4, 3, 2, 2))], ids=["1d", "2d"]
+)
+def test_batch_norm_with_tracking_switched_off_after_construction_follows_torch(
+    module: type[torch.nn.Module], shape: tuple[int, ...], training: bool
+) -> None:
+    # the running statistics stay as buffers: torch normalises with them in eval, and leaves them alone in training
+    native = module(3, dtype=torch.float64)
+    with torch.no_grad():
+        native.running_mean.normal_()
+        native.running_var.uniform_(0.5, 1.5)
+    native.track_running_stats = False
+    native.train(training)
+    ours = tnn.convert(copy.deepcopy(native))
+    x = torch.randn(shape, dtype=torch.float64)
+    x_native, x_ours = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_native, out_ours = native(x_native), ours(x_ours)
+    torch.testing.assert_close(out_ours, out_native)
+    grad = torch.randn_like(out_native)
+    out_native.backward(grad)
+    out_ours.backward(grad)
+    torch.testing.assert_close(x_ours.grad, x_native.grad)
+    torch.testing.assert_close(ours.weight.grad, native.weight.grad)
+    for (name, a), b in zip(ours.named_buffers(), native.buffers()):
+        torch.testing.assert_close(a, b, msg=name)
+
+
 def test_convert_a_bare_layer_and_keep_hooks() -> None:
     calls = []
     linear = torch.nn.Linear(2, 2)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import torchbp
+from torchbp.options import declared, parse_option
 from torchbp.registry import cost_options, rule_options
 
 
@@ -139,3 +140,29 @@ def test_a_torch_optim_class_as_rule_reads_options_by_its_annotations() -> None:
         assert parsed == {"momentum": 0.9, "nesterov": True, "foreach": False}
     finally:
         torchbp.unregister_plugin(name)
+
+
+@pytest.mark.parametrize(
+    "annotation, default, text, expected",
+    [
+        (int | float, 1, "0.5", 0.5),  # a union with float reads a real number, not an int
+        (float | int | None, None, "2", 2.0),
+        (float, None, None, None),  # a None default makes the option optional
+        (None, (1, 2), "[0.5, 3]", (0.5, 3.0)),  # a pair of int defaults reads real numbers
+        (tuple[float, float], None, "0.25, 0.5", (0.25, 0.5)),
+    ],
+    ids=["int or float", "float, int or None", "float defaulting to None", "pair of int defaults", "annotated pair"],
+)
+def test_an_option_is_read_as_its_declared_type(
+    annotation: object, default: object, text: object, expected: object
+) -> None:
+    value = parse_option("rule 'x'", "option", text, declared(annotation, default))
+    assert value == expected and type(value) is type(expected)
+    if isinstance(expected, tuple):
+        assert [type(v) for v in value] == [float] * len(expected)
+
+
+@pytest.mark.parametrize("betas", ["[0.9]", "[0.9, 0.99, 0.5]", (0.9,), [0.9, 0.99, 0.5]], ids=repr)
+def test_a_pair_with_one_or_three_values_is_refused(betas: object) -> None:
+    with pytest.raises(ValueError, match=r"option betas expects a pair like \[0.9, 0.999\]"):
+        rule_options("adam", {"betas": betas})

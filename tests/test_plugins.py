@@ -83,6 +83,23 @@ def test_every_hookspec_is_documented() -> None:
         assert len((getattr(hookspecs, name).__doc__ or "").strip()) > 80, name
 
 
+@pytest.mark.parametrize(
+    "kind, hook",
+    [
+        ("cost", "torchbp_costs"),
+        ("rule", "torchbp_rules"),
+        ("layer", "torchbp_layers"),
+        ("feedback", "torchbp_feedback"),
+    ],
+)
+def test_a_registry_hook_called_through_the_manager_answers_from_every_plugin(kind: str, hook: str) -> None:
+    # what a plugin author gets from get_plugin_manager().hook: one list per plugin, none left out
+    answers = getattr(torchbp.get_plugin_manager().hook, hook)()
+    assert all(isinstance(answer, list) for answer in answers)
+    names = sorted(spec.name for answer in answers for spec in answer)
+    assert names == [entry.name for entry in torchbp.plugins.listing(kind)]
+
+
 def test_register_at_run_time(registered: list[str]) -> None:
     registered.append(torchbp.register_plugin(QuarterPlugin(), name="quarter-plugin"))
     (entry,) = torchbp.list_costs("quarter")
@@ -204,6 +221,16 @@ def test_extras_are_found_through_their_entry_point_not_by_import() -> None:
         {"TORCHBP_DISABLE_PLUGIN_AUTOLOAD": "1"},
     )
     assert "huber" not in disabled.stdout and "quadratic" in disabled.stdout
+
+
+@pytest.mark.parametrize(("value", "loaded"), [("", True), ("0", True), ("1", False), ("yes", False)])
+def test_the_autoload_variable_turns_entry_points_off_unless_empty_or_0(
+    monkeypatch: pytest.MonkeyPatch, value: str, loaded: bool
+) -> None:
+    monkeypatch.setenv("TORCHBP_DISABLE_PLUGIN_AUTOLOAD", value)
+    manager = torchbp.plugins._Plugins().manager  # a fresh manager, as a new process makes it
+    assert manager.has_plugin("extras") is loaded
+    assert manager.has_plugin("torchbp.costs")
 
 
 def test_a_broken_entry_point_is_named_and_the_rest_keep_working(tmp_path: Path) -> None:

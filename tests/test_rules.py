@@ -168,6 +168,29 @@ def test_create_rule_from_a_model_skips_decay_on_biases_and_norms() -> None:
     assert len(no_decay["params"]) == 4  # two biases, the norm's weight and bias
 
 
+@pytest.mark.parametrize("weight_decay", [None, 0.0], ids=["rule's default", "none"])
+def test_create_rule_from_a_model_reads_the_rules_own_weight_decay(weight_decay: float | None) -> None:
+    # adamw decays by 0.01 unless told otherwise: the biases are then spared as for a decay given by hand
+    ours_model, x, y = _problem()
+    theirs_model = copy.deepcopy(ours_model)
+    given = {} if weight_decay is None else {"weight_decay": weight_decay}
+    ours = torchbp.create_rule("adamw", ours_model, lr=0.1, **given)
+    matrices = [p for p in theirs_model.parameters() if p.ndim > 1]
+    vectors = [p for p in theirs_model.parameters() if p.ndim <= 1]
+    if weight_decay is None:
+        theirs = torch.optim.AdamW([{"params": matrices}, {"params": vectors, "weight_decay": 0.0}], lr=0.1)
+    else:
+        theirs = torch.optim.AdamW(theirs_model.parameters(), lr=0.1, weight_decay=weight_decay)
+    assert len(ours.param_groups) == len(theirs.param_groups)
+    for _ in range(3):
+        for model, rule in ((ours_model, ours), (theirs_model, theirs)):
+            rule.zero_grad()
+            _loss(model, x, y).backward()
+            rule.step()
+    for a, b in zip(ours_model.parameters(), theirs_model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
 def test_unknown_rule_and_hyperparameter_are_explained() -> None:
     with pytest.raises(ValueError, match="unknown rule 'adamm'; registered rules: .*adam, .*sgd"):
         torchbp.create_rule("adamm", [torch.zeros(1, requires_grad=True)])

@@ -18,6 +18,7 @@ from torch import Tensor
 import torchbp
 from torchbp import nn as tnn
 from torchbp.feedback.rules import FeedbackAlignment
+from torchbp.nn.feedback import feedback_of
 from torchbp.training.graph_free import GraphFreeStep
 
 RULES = ["backprop", "fa", "dfa", "usf", "brsf", "frsf", "kolen_pollack"]
@@ -199,6 +200,17 @@ def test_mlp_paths_agree_bit_for_bit_over_steps(rule: str) -> None:
                 q -= 0.1 * q.grad
     for (name, b), (_, c) in zip(fused.named_buffers(), free.named_buffers()):
         assert torch.equal(b, c), name
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_a_rule_keeps_the_name_it_was_looked_up_by(rule: str) -> None:
+    # fit reads it off a converted model to record (and resume) the run's feedback
+    assert torchbp.get_feedback(rule).name == rule
+    model = tnn.convert(
+        torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)), feedback=rule
+    )
+    attached = feedback_of(model)
+    assert (attached.name if attached is not None else "backprop") == rule
 
 
 def test_backprop_equals_autograd_exactly() -> None:

@@ -171,6 +171,21 @@ def test_a_remembered_link_follows_its_layers_attributes_and_parameters() -> Non
         ours(torch.randn(2, 4, 8, 8))  # each new input signature is checked on its first call
 
 
+def test_a_remembered_link_is_worked_out_again_for_each_new_input_shape() -> None:
+    torch.manual_seed(0)
+    native = torch.nn.Sequential(
+        torch.nn.Conv2d(2, 3, 3), torch.nn.ReLU(), torch.nn.MaxPool2d(2, ceil_mode=True), torch.nn.Flatten()
+    )
+    ours = torchbp.nn.convert(copy.deepcopy(native))
+    for shape in [(2, 2, 8, 8), (3, 2, 7, 9), (2, 2, 8, 8)]:
+        x = torch.randn(shape)
+        out = ours(x)
+        assert "ChainFunctionBackward" in graph_node_names(out)
+        torch.testing.assert_close(out, native(x), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="input: expected 2 channels"):
+        ours(torch.randn(2, 4, 8, 8))  # the same dtype and device, another shape: checked again
+
+
 def test_a_remembered_link_is_neither_copied_nor_pickled(tmp_path: object) -> None:
     model = torchbp.nn.convert(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)))
     model(torch.randn(5, 3))
@@ -284,6 +299,20 @@ def test_batch_norm_in_a_chain_counts_every_batch_and_follows_train_and_eval(mom
     assert int(ours[1].num_batches_tracked) == 4
 
 
+def test_batch_norm_with_a_cumulative_average_moves_its_statistics_by_each_batchs_count_in_a_chain() -> None:
+    # momentum None: each batch's momentum is 1 / (batches counted), so the layer's link changes every step
+    torch.manual_seed(0)
+    native = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4, momentum=None), torch.nn.Tanh())
+    ours = torchbp.nn.convert(copy.deepcopy(native))
+    for step in range(4):  # no train() between the steps: nothing but the count changes
+        x = torch.randn(8, 3)
+        out = ours(x)
+        assert "ChainFunctionBackward" in graph_node_names(out)
+        torch.testing.assert_close(out, native(x))
+        for (name, a), b in zip(ours.named_buffers(), native.buffers()):
+            torch.testing.assert_close(a, b, msg=f"{name}, step {step}")
+
+
 @pytest.mark.parametrize("second", ["retain_graph", "create_graph"])
 def test_a_replayed_chain_leaves_the_batch_norm_running_statistics_alone(second: str) -> None:
     torch.manual_seed(0)
@@ -304,3 +333,52 @@ def test_a_replayed_chain_leaves_the_batch_norm_running_statistics_alone(second:
         results.append((first, again, *model.buffers()))
     for theirs, mine in zip(*results):
         torch.testing.assert_close(mine, theirs, rtol=1e-10, atol=1e-10)
+
+
+# one layer of each kind with settings away from its defaults, and an input: in a chain (after a Tanh,
+# before two) its link must give the equations of its own call, settings included; a convolution whose
+# padding is a layer of its own stays out of the chain
+LINKED_SETTINGS = [
+    (torch.nn.Conv2d(2, 3, 3, padding=1, padding_mode="reflect"), (2, 2, 5, 5)),
+    (torch.nn.Conv2d(2, 3, 3, padding=1, padding_mode="circular"), (2, 2, 5, 5)),
+    (torch.nn.Conv1d(2, 3, 3, stride=2, padding=2, dilation=2), (2, 2, 9)),
+    (torch.nn.MaxPool2d(2, dilation=2), (2, 2, 6, 6)),
+    (torch.nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False), (2, 2, 5, 5)),
+    (torch.nn.AvgPool2d(2, divisor_override=3), (2, 2, 4, 4)),
+    (torch.nn.Flatten(1, 2), (2, 3, 4, 5)),
+    (torch.nn.Unflatten(1, (2, 3)), (4, 6)),
+    (torch.nn.LayerNorm(4, eps=0.5), (3, 4)),
+    (torch.nn.RMSNorm(4), (3, 4)),  # eps=None: the input dtype's eps, which small inputs feel
+    (torch.nn.Softplus(beta=2.0, threshold=1.0), (3, 4)),
+    (torch.nn.GELU(approximate="tanh"), (3, 4)),
+    (torch.nn.LeakyReLU(0.3), (3, 4)),
+    (torch.nn.ELU(alpha=0.5), (3, 4)),
+    (torch.nn.Softmax(dim=0), (3, 4)),
+]
+
+
+@pytest.mark.parametrize(("layer", "shape"), LINKED_SETTINGS, ids=[repr(layer) for layer, _ in LINKED_SETTINGS])
+def test_each_layers_settings_hold_inside_a_chain(layer: torch.nn.Module, shape: tuple[int, ...]) -> None:
+    native = torch.nn.Sequential(torch.nn.Tanh(), copy.deepcopy(layer), torch.nn.Tanh(), torch.nn.Tanh()).double()
+    ours = torchbp.nn.convert(copy.deepcopy(native))
+    scale = 1e-4 if isinstance(layer, torch.nn.RMSNorm) else 2.0
+    x = scale * torch.randn(shape, dtype=torch.float64)
+    x_native, x_ours = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_native, out_ours = native(x_native), ours(x_ours)
+    assert "ChainFunctionBackward" in graph_node_names(out_ours)
+    torch.testing.assert_close(out_ours, out_native)
+    grad = torch.randn_like(out_native)
+    out_native.backward(grad)
+    out_ours.backward(grad)
+    torch.testing.assert_close(x_ours.grad, x_native.grad)
+    for (name, a), b in zip(ours.named_parameters(), native.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, msg=name)
+
+
+def test_a_max_pool_returning_indices_runs_by_its_own_call_and_hands_them_out() -> None:
+    native = torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Tanh(), torch.nn.MaxPool2d(2, return_indices=True))
+    ours = torchbp.nn.convert(copy.deepcopy(native))
+    x = torch.randn(2, 3, 4, 4)
+    (values, indices), (values_native, indices_native) = ours(x), native(x)
+    torch.testing.assert_close(values, values_native)
+    assert torch.equal(indices, indices_native)

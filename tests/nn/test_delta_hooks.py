@@ -167,11 +167,14 @@ def test_linear_delta_sums_to_the_bias_gradient_and_equals_the_output_gradient(d
     assert len(seen) == 1
 
 
+@pytest.mark.parametrize("feedback", [None, "fa"], ids=["backprop", "fa"])
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu", "softmax"])
-def test_dense_hands_over_the_pre_activation_delta(device: str, activation: str) -> None:
+def test_dense_hands_over_the_pre_activation_delta(device: str, activation: str, feedback: str | None) -> None:
     dense = tnn.Dense(3, 4, activation, device=device, dtype=torch.float64)
     linear = torch.nn.Linear(3, 4, device=device, dtype=torch.float64)
     linear.load_state_dict(dense.state_dict())
+    if feedback is not None:  # a feedback rule changes BP2 only: the layer's own δ stays ∂C/∂z
+        tnn.convert(dense, feedback=feedback, seed=0)
     seen: Seen = []
     dense.register_delta_hook(_recorder(seen))
     x = torch.randn(2, 5, 3, device=device, dtype=torch.float64)  # two leading batch dimensions
@@ -239,6 +242,21 @@ def test_mlp_fused_node_hands_each_layer_its_own_delta(activations: tuple[str, s
     _batch_mean_cost(output, target).backward()
     native, inputs = _native_deltas(linears, [activations[0]] * 2 + [activations[1]], x, target)
     _check_deltas(mlp, seen, native, inputs)
+
+
+@pytest.mark.parametrize("hooked", [0, 1, 2])
+def test_mlp_fused_node_calls_a_hook_on_any_one_layer(hooked: int) -> None:
+    mlp, linears = _mlp_and_native("tanh", "identity")
+    seen: Seen = []
+    mlp.layers[hooked].register_delta_hook(_recorder(seen))
+    x, target = torch.randn(6, 5, dtype=torch.float64), torch.rand(6, 2, dtype=torch.float64)
+    output = mlp(x)
+    assert type(output.grad_fn).__name__ == "MLPFunctionBackward"
+    _batch_mean_cost(output, target).backward()
+    native, _ = _native_deltas(linears, ["tanh", "tanh", "identity"], x, target)
+    ((layer, delta),) = seen
+    assert layer is mlp.layers[hooked]
+    torch.testing.assert_close(delta, native[hooked])
 
 
 @pytest.mark.parametrize("activations", ACTIVATION_PAIRS[:2], ids="-".join)

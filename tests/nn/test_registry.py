@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -76,3 +78,67 @@ def test_revert_gives_torch_classes_back() -> None:
     model = tnn.convert(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU()))
     tnn.revert(model)
     assert [type(m) for m in model] == [torch.nn.Linear, torch.nn.ReLU]
+
+
+class _Scaled(torch.nn.Module):
+    """A user container with a buffer of its own and a child layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("scale", torch.tensor(2.0))
+        self.linear = torch.nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * self.linear(x)
+
+
+def test_conversion_counts_torchbps_own_layers_and_plugin_twins_as_explicit() -> None:
+    model = torch.nn.Sequential(tnn.Dense(3, 4), tnn.MLP([4, 3, 2]), Bilinear(2, 2, 1))
+    plugin = _TwinPlugin()
+    torchbp.register_plugin(plugin)
+    try:
+        tnn.convert(model)
+        report = tnn.conversion(model)
+    finally:
+        torchbp.unregister_plugin(plugin)
+    assert report.converted == {"0": "Dense", "1.layers.0": "Dense", "1.layers.1": "Dense", "2": "ExplicitBilinear"}
+    assert report.native == {}
+
+
+def test_conversion_reports_a_container_with_buffers_of_its_own_as_native() -> None:
+    model = tnn.convert(torch.nn.Sequential(_Scaled(), torch.nn.Linear(2, 2)))
+    report = tnn.conversion(model)
+    assert report.native == {"0": "_Scaled"}
+    assert report.converted == {"0.linear": "Linear", "1": "Linear"}
+    assert str(report).splitlines()[0] == "explicit δ: 2 module(s); native: 1 module(s)"
+
+
+def test_strict_convert_accepts_torchbps_own_layers_and_a_converted_model() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), tnn.Dense(4, 3), tnn.MLP([3, 2]))
+    x = torch.randn(5, 3)
+    expected = model(x)
+    tnn.convert(model, strict=True)
+    tnn.convert(model, strict=True)  # converting again changes nothing
+    assert tnn.conversion(model).native == {}
+    torch.testing.assert_close(model(x), expected)
+
+
+def test_feedback_options_without_a_feedback_rule_are_refused() -> None:
+    with pytest.raises(TypeError, match="options seed are a feedback rule's; pass feedback= too"):
+        tnn.convert(torch.nn.Sequential(torch.nn.Linear(3, 2)), seed=1)
+
+
+def test_revert_takes_the_feedback_rule_out_and_a_second_convert_runs_backprop() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)).double()
+    oracle = copy.deepcopy(model)
+    tnn.convert(model, feedback="fa", seed=1)
+    assert "0.feedback_weight" in model.state_dict()
+    tnn.revert(model)
+    assert model.state_dict().keys() == oracle.state_dict().keys()
+    tnn.convert(model)
+    x = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    x_oracle = x.detach().clone().requires_grad_()
+    model(x).sum().backward()
+    oracle(x_oracle).sum().backward()
+    torch.testing.assert_close(x.grad, x_oracle.grad)

@@ -116,6 +116,17 @@ def test_self_attention_with_causal_hint_equals_torch(need_weights: bool) -> Non
     _explicit_only(output)
 
 
+@pytest.mark.parametrize("batch_first", [False, True], ids=["seq-first", "batch-first"])
+def test_cross_attention_with_one_tensor_for_keys_and_values_equals_torch(batch_first: bool) -> None:
+    q, kv, _ = _qkv(batch_first)
+    output = _compare(_attention(batch_first=batch_first), (q, kv), lambda m, q, kv: m(q, kv, kv))
+    _explicit_only(output)
+
+
+def test_attention_in_eval_mode_drops_nothing() -> None:
+    _compare(_attention(dropout=0.5).eval(), _qkv(), lambda m, q, k, v: m(q, k, v))
+
+
 def test_unbatched_attention_equals_torch() -> None:
     q, k, v = (t[:, 0] for t in _qkv())
     call = {"key_padding_mask": _PADDING[0], "attn_mask": _sparse_mask(2, L, S)}
@@ -166,6 +177,31 @@ def test_decoder_stack_equals_torch(norm_first: bool, activation: str) -> None:
     mask = torch.nn.Transformer.generate_square_subsequent_mask(L, dtype=torch.float64)
     output = _compare(decoder, (target, memory), lambda m, t, mem: m(t, mem, tgt_mask=mask, tgt_is_causal=True))
     _explicit_only(output)
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+@pytest.mark.parametrize("kind", ["encoder", "decoder"])
+def test_a_layer_in_training_draws_torchs_dropout_masks(kind: str, norm_first: bool) -> None:
+    # every dropout of the layer on, the attention's own too: each mask is drawn over a tensor laid
+    # out as torch's, so one seed gives torch's masks
+    if kind == "encoder":
+        layer = torch.nn.TransformerEncoderLayer(E, 2, 16, 0.3, norm_first=norm_first, dtype=torch.float64)
+        inputs: tuple[torch.Tensor, ...] = (torch.randn(L, N, E, dtype=torch.float64),)
+    else:
+        layer = torch.nn.TransformerDecoderLayer(E, 2, 16, 0.3, norm_first=norm_first, dtype=torch.float64)
+        inputs = (torch.randn(L, N, E, dtype=torch.float64), torch.randn(S, N, E, dtype=torch.float64))
+    layer = _randomised(layer)
+    output = _compare(layer, inputs, lambda m, *x: m(*x))
+    without_dropout = _compare(layer.eval(), inputs, lambda m, *x: m(*x))
+    assert not torch.allclose(output, without_dropout)  # the masks were drawn
+
+
+@pytest.mark.parametrize("batch_first", [False, True], ids=["seq-first", "batch-first"])
+def test_attention_output_is_laid_out_as_torchs(batch_first: bool) -> None:
+    q, k, v = _qkv(batch_first)
+    theirs = torch.nn.MultiheadAttention(E, 2, batch_first=batch_first, dtype=torch.float64)
+    ours = torchbp.nn.convert(copy.deepcopy(theirs))
+    assert ours(q, k, v)[0].stride() == theirs(q, k, v)[0].stride()
 
 
 def test_converted_layers_are_torchbp_twins_and_revert() -> None:

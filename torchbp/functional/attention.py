@@ -330,9 +330,10 @@ def multi_head_attention_forward(
         )
     derivatives = Attention(1.0 / math.sqrt(head_dim), causal)
     o, p = apply_layer_with_buffers(derivatives, q, (k, v, mask, dropout_mask), on_delta)
-    # (N, H, L, E/H) → (N, L, E), then the output projection, back to (L, N, E)
+    # (N, H, L, E/H) → (N, L, E), then the output projection, back to (L, N, E) laid out as torch's
+    # own (a layer after it that follows the memory layout, as dropout's mask does, then sees the same)
     o = o.transpose(1, 2).reshape(batch, length, embed_dim)
-    output = apply_layer(_LINEAR, o, (out_proj_weight, out_proj_bias)).transpose(0, 1)
+    output = apply_layer(_LINEAR, o, (out_proj_weight, out_proj_bias)).transpose(0, 1).contiguous()
     weights = None
     if need_weights:
         weights = p if dropout_mask is None else p * dropout_mask
