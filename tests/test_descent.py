@@ -79,3 +79,55 @@ def test_plot_script_writes_a_png(tmp_path: Path) -> None:
     univariate = out.with_name("descent-univariate.png")
     assert univariate.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert list(logdir.rglob("events.out.tfevents.*"))
+
+
+def test_zero_steps_give_the_start_alone() -> None:
+    path = minimize(bowl, [1.0, 2.0], steps=0)
+    assert path.points.tolist() == [[1.0, 2.0]] and path.values.tolist() == [7.5]
+
+
+@pytest.mark.parametrize(
+    "x0, expected", [(0, [0.0, 1.5, 2.25]), ([0], [[0.0], [1.5], [2.25]])], ids=["int", "int-list"]
+)
+def test_an_integer_start_descends_in_floats(x0: object, expected: list) -> None:
+    path = minimize(lambda x: ((x - 3) ** 2).sum(), x0, lr=0.25, steps=2)
+    assert path.points.dtype == torch.get_default_dtype() and path.points.tolist() == expected
+
+
+@pytest.mark.parametrize(
+    "rule, optimizer, hyperparameters",
+    [
+        ("sgd", torch.optim.SGD, {"momentum": 0.9, "nesterov": True}),
+        ("adam", torch.optim.Adam, {"betas": (0.8, 0.9), "eps": 1e-3}),
+        ("rmsprop", torch.optim.RMSprop, {"alpha": 0.5}),
+    ],
+)
+def test_the_rules_hyperparameters_reach_it(rule: str, optimizer: type, hyperparameters: dict) -> None:
+    x0 = torch.tensor([2.0, -1.0], dtype=torch.float64)
+    path = minimize(bowl, x0, rule=rule, lr=0.05, steps=20, **hyperparameters)
+    x = x0.clone().requires_grad_()
+    oracle = optimizer([x], lr=0.05, **hyperparameters)
+    expected = [x.detach().clone()]
+    for _ in range(20):
+        oracle.zero_grad()
+        bowl(x).backward()
+        oracle.step()
+        expected.append(x.detach().clone())
+    torch.testing.assert_close(path.points, torch.stack(expected), rtol=1e-12, atol=1e-14)
+    assert path.rule == rule and path.hyperparameters == {"lr": 0.05, **hyperparameters}
+
+
+@pytest.mark.parametrize(
+    "f, x, value",
+    [
+        (bowl, [1.0, 2.0], 7.5),  # ½ (1 + 2 · 0.5 · 2 + 3 · 4)
+        (rosenbrock, [1.0, 1.0], 0.0),
+        (rosenbrock, [0.0, 0.0], 1.0),
+        (rosenbrock, [2.0, 1.0], 901.0),  # 1 + 100 · (1 − 4)²
+        (two_minima, [1.0, 0.0], 0.3),
+        (two_minima, [-1.0, 0.0], -0.3),
+        (two_minima, [0.0, 2.0], 5.0),  # 1 + 4
+    ],
+)
+def test_the_example_functions_values(f: object, x: list[float], value: float) -> None:
+    assert f(torch.tensor(x, dtype=torch.float64)).item() == pytest.approx(value, abs=1e-12)  # type: ignore[operator]

@@ -9,7 +9,10 @@ import torch
 
 import torchbp
 from torchbp.cli import main
+from torchbp.predict import predict_csv, read_inputs
 from torchbp.training import load
+from torchbp.training.checkpoints import save_checkpoint
+from torchbp.training.config import dump_config
 
 
 class Keep:
@@ -113,3 +116,59 @@ def test_predict_errors_are_explained(
     assert message in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "nowhere"), "--data-file", str(query)]) == 2
     assert "no config.toml there" in capsys.readouterr().err
+
+
+def _run_directory(tmp_path: Path, model: torchbp.nn.MLP, **config: object) -> Path:
+    """A run directory as torchbp train leaves it, written by hand: its config.toml and checkpoint."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.toml").write_text(dump_config({"model": "mlp", **config}))
+    payload = {"epoch": 0, "model": model.state_dict(), "rule": {}, "history": [], "rng": {}, "config": {}}
+    save_checkpoint(run, payload)
+    return run
+
+
+@pytest.mark.parametrize("classes", [0, 2], ids=["values", "classes"])
+@pytest.mark.parametrize("header", ["y,a,b,c", "a,y,b,c", "a,b,c,y", "a,b,c"])
+def test_predict_reads_the_input_columns_around_the_target(tmp_path: Path, classes: int, header: str) -> None:
+    torch.manual_seed(0)
+    model = torchbp.nn.MLP([3, 4, 2], "tanh", "identity")
+    run = _run_directory(
+        tmp_path,
+        model,
+        layers=[3, 4, 2],
+        activation="tanh",
+        output_activation="identity",
+        inputs=3,
+        classes=classes,
+        target="y",
+    )
+    x = torch.tensor([[0.1, -0.2, 0.3], [1.5, 0.25, -2.0], [0.0, 4.0, 1.0]])
+    columns = header.split(",")
+    rows = [",".join("7" if c == "y" else str(row["abc".index(c)]) for c in columns) for row in x.tolist()]
+    query = tmp_path / "query.csv"
+    query.write_text(header + "\n" + "\n".join(rows) + "\n")
+    with torch.no_grad():
+        outputs = model(x)
+    if classes:
+        expected = "prediction\n" + "".join(f"{c}\n" for c in outputs.argmax(-1).tolist())
+    else:
+        expected = "prediction_0,prediction_1\n" + "".join(f"{u:.6g},{v:.6g}\n" for u, v in outputs.tolist())
+    assert predict_csv(run, query) == expected
+
+
+@pytest.mark.parametrize(
+    "contents, message",
+    [
+        ("a,b\n\n1,x\n", "line 3: every input column must be numeric"),
+        ("a,b\n1,2\n\n\n3\n", "line 5: expected 2 fields like the header, got 1"),
+        ("\na,b\n1,2\n3,y\n", "line 4: every input column must be numeric"),
+    ],
+    ids=["blank-line-before", "blank-lines-between", "blank-first-line"],
+)
+def test_predict_errors_name_the_files_own_line_numbers(tmp_path: Path, contents: str, message: str) -> None:
+    query = tmp_path / "query.csv"
+    query.write_text(contents)
+    with pytest.raises(ValueError) as raised:
+        read_inputs(query, {"inputs": 2})
+    assert f"{query}, {message}" in str(raised.value)

@@ -306,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         choices=MODELS,
         help="mlp (default: --layers, --activation) or lenet (a LeNet-5 CNN; defaults: cross_entropy, SGD "
-        "with Nesterov momentum 0.9 and weight decay 1e-3, lr 0.01, batch 16, 40 epochs)",
+        "with Nesterov momentum 0.9 and weight decay 1e-3, lr 0.005, batch 16, 60 epochs)",
     )
     train.add_argument("--dataset", choices=DATASETS, help="default: digits")
     train.add_argument("--data-dir", help="mnist: the directory of its IDX files")

@@ -91,12 +91,13 @@ def read_inputs(path: str | Path, config: dict[str, Any]) -> Tensor:
     path = Path(path)
     try:
         with open(path, newline="") as file:
-            rows = [row for row in csv.reader(file) if row]
+            reader = csv.reader(file)
+            rows = [(reader.line_num, row) for row in reader if row]
     except OSError as error:
         raise FileNotFoundError(f"--data-file {path}: cannot read it ({error.strerror})") from None
     if len(rows) < 2:
         raise ValueError(f"{path}: expected a header row and at least one data row, got {len(rows)} rows")
-    header, body = rows[0], rows[1:]
+    (_, header), body = rows[0], rows[1:]
     inputs = int(config.get("inputs", 0)) or len(header)
     keep = list(range(len(header)))
     if config.get("target") in header:
@@ -106,7 +107,7 @@ def read_inputs(path: str | Path, config: dict[str, Any]) -> Tensor:
     if len(keep) != inputs:
         raise ValueError(f"{path}: the model takes {inputs} input columns, the file has {len(header)}")
     values = []
-    for line, row in enumerate(body, start=2):
+    for line, row in body:
         if len(row) != len(header):
             raise ValueError(f"{path}, line {line}: expected {len(header)} fields like the header, got {len(row)}")
         try:

@@ -150,3 +150,14 @@ def test_graph_free_true_refuses_hooks_it_would_skip(data: tuple) -> None:
     with pytest.raises(ValueError, match="graph_free=True: a torchbp_train_start hook put module hooks on the model"):
         torchbp.fit(_model(), data, epochs=1, graph_free=True, callbacks=[hook], verbose=False)
     assert hook.forward_outputs == []
+
+
+def test_a_callback_already_registered_as_a_plugin_is_refused(data: tuple) -> None:
+    recorder = Recorder()
+    name = torchbp.register_plugin(recorder, name="recorder")
+    try:
+        with pytest.raises(torchbp.PluginError, match=r"callbacks\[0\] \(Recorder\) is already registered as a plugin"):
+            torchbp.fit(_model(), data, epochs=1, callbacks=[recorder], verbose=False)
+    finally:
+        torchbp.unregister_plugin(name)
+    assert recorder.events == []  # refused before anything ran

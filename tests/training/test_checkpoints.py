@@ -95,3 +95,50 @@ def test_the_settings_a_resume_keeps_carry_fits_own_defaults() -> None:
         if key in defaults and key not in ("cost_options", "rule_options"):
             recorded = defaults[key] or 0 if key == "patience" else defaults[key]  # fit records no patience as 0
             assert recorded == default, key
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT], ids=["ENOSPC", "EDQUOT"])
+def test_a_full_disk_or_quota_is_reported_as_a_full_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    def fail(*args: object, **kwargs: object) -> None:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(checkpoints.torch, "save", fail)
+    with pytest.raises(CheckpointError) as raised:
+        save_checkpoint(tmp_path, {"epoch": 0})
+    assert str(raised.value) == (
+        f"{tmp_path / 'checkpoint.pt'}: cannot write the checkpoint: the disk is full ({os.strerror(code)}); "
+        "no earlier checkpoint exists; free some space, then resume the run with --resume"
+    )
+
+
+_PAYLOAD = {"epoch": 0, "model": {}, "rule": {}, "history": [], "rng": {}, "config": {}}
+
+
+@pytest.mark.parametrize("missing", sorted(_PAYLOAD))
+def test_a_checkpoint_without_one_of_its_fields_is_refused(tmp_path: Path, missing: str) -> None:
+    save_checkpoint(tmp_path, {key: value for key, value in _PAYLOAD.items() if key != missing})
+    with pytest.raises(CheckpointError, match=r"expected a torchbp checkpoint with keys \['config', 'epoch', "):
+        load_checkpoint(tmp_path)
+    save_checkpoint(tmp_path, _PAYLOAD)
+    assert load_checkpoint(tmp_path) == _PAYLOAD
+
+
+def test_a_temporary_of_this_process_is_stale_too(tmp_path: Path) -> None:
+    # a temporary named with this process's id was left by an earlier, failed write of this process
+    own = tmp_path / f".checkpoint.pt.{os.getpid()}.tmp"
+    own.write_bytes(b"half")
+    assert remove_stale_temporaries(tmp_path) == [own]
+    assert not own.exists()
+
+
+def test_a_temporary_of_another_users_process_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def not_yours(pid: int, signal_number: int) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    others = tmp_path / ".checkpoint.pt.1.tmp"
+    others.write_bytes(b"being written")
+    monkeypatch.setattr(checkpoints.os, "kill", not_yours)
+    assert remove_stale_temporaries(tmp_path) == []
+    assert others.exists()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from torchbp.cli import main
+from torchbp.cli import build_parser, main, resolve_config
 from torchbp.training import load_checkpoint
 
 
@@ -64,6 +64,8 @@ def test_resume_continues_and_may_extend(tmp_path: Path, capsys: pytest.CaptureF
     "argv, words",
     [
         (["--layers", "3,4"], ["--layers", "64 inputs and 10 outputs", "3,4"]),
+        (["--layers", "64,30,5"], ["--layers", "64 inputs and 10 outputs", "64,30,5"]),
+        (["--layers", "3,30,10"], ["--layers", "64 inputs and 10 outputs", "3,30,10"]),
         (["--dataset", "mnist"], ["--data-dir"]),
         (["--rule", "adam", "--rule-option", "momentum=0.9"], ["unknown hyperparameter", "momentum"]),
         (["--cost", "nope"], ["unknown cost 'nope'"]),
@@ -87,7 +89,7 @@ def test_bad_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 def test_lenet_reaches_97_percent_on_digits(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "--model", "lenet", "--no-log"]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch")]
-    assert len(lines) == 40  # lenet's own defaults, not the MLP's
+    assert len(lines) == 60  # lenet's own defaults, not the MLP's
     accuracy = float(lines[-1].split("val acc")[1].split("%")[0])
     assert accuracy >= 97.0
 
@@ -174,3 +176,74 @@ def test_resume_with_an_invalid_device_in_its_config(tmp_path: Path, capsys: pyt
     assert main(["train", "--resume", str(run), "--epochs", "2"]) == 2
     err = capsys.readouterr().err
     assert "device: expected 'cpu', 'cuda', 'cuda:N', 'mps', 'auto' or a torch.device, got 'tpu'" in err
+
+
+def _resolved(argv: list[str]) -> dict:
+    return resolve_config(build_parser().parse_args(["train", *argv]))
+
+
+@pytest.mark.parametrize(
+    "settings, options, expected",
+    [
+        ('model = "lenet"\n', [], {"model": "lenet", "cost": "cross_entropy", "lr": 0.005, "batch_size": 16}),
+        ('model = "lenet"\nlr = 0.05\n', [], {"model": "lenet", "cost": "cross_entropy", "lr": 0.05, "epochs": 60}),
+        (
+            'model = "lenet"\nepochs = 3\n',
+            ["--epochs", "5"],
+            {"epochs": 5, "rule_options": {"momentum": 0.9, "nesterov": True, "weight_decay": 1e-3}},
+        ),
+        ("lr = 0.5\n", ["--model", "lenet"], {"model": "lenet", "lr": 0.5, "cost": "cross_entropy"}),
+        (
+            "[rule_options]\nmomentum = 0.5\n",
+            ["--rule-option", "nesterov=yes"],
+            {"rule_options": {"momentum": 0.5, "nesterov": "yes"}},
+        ),
+    ],
+    ids=["lenet-defaults", "file-over-lenet", "command-line-over-file", "model-from-command-line", "options-merged"],
+)
+def test_config_file_model_and_options_resolve_in_order(
+    tmp_path: Path, settings: str, options: list[str], expected: dict
+) -> None:
+    """Defaults, then the model's defaults (its model named in the file or on the command line), then the file,
+    then the command line."""
+    path = tmp_path / "run.toml"
+    path.write_text(settings)
+    config = _resolved(["--config", str(path), *options])
+    assert {key: config[key] for key in expected} == expected
+
+
+def test_resume_may_change_the_device(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--dataset", "xor", "--layers", "2,4,2", "--epochs", "1", "--logdir", str(tmp_path)]) == 0
+    run = tmp_path / "xor" / "version_0"
+    config = run / "config.toml"
+    config.write_text(config.read_text().replace('device = "auto"', 'device = "tpu"'))  # a machine without it
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--device", "cpu"]) == 0
+    assert load_checkpoint(run)["epoch"] == 1
+    capsys.readouterr()
+
+
+def test_no_validation_split_trains_on_everything(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["train", "--dataset", "xor", "--layers", "2,4,2", "--epochs", "1", "--val-fraction", "0", "--no-log"]
+    assert main(argv) == 0
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch")]
+    assert "train loss" in line and "val" not in line
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--layers", "64", "expected at least two positive widths, got '64'"),
+        ("--layers", "64,0,10", "expected at least two positive widths, got '64,0,10'"),
+        ("--layers", "64,x,10", "expected comma-separated widths like 64,30,10, got '64,x,10'"),
+        ("--rule-option", "=0.9", "expected KEY=VALUE, got '=0.9'"),
+        ("--rule-option", " =0.9", "expected KEY=VALUE, got ' =0.9'"),
+        ("--cost-option", "halved", "expected KEY=VALUE, got 'halved'"),
+    ],
+)
+def test_malformed_option_values_are_refused_by_the_parser(
+    option: str, value: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--no-log", option, value])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err

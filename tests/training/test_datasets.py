@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import gzip
+import math
 import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from torchbp.training import load
-from torchbp.training.datasets import csv_file, mnist
-from torchbp.training.idx import read_idx
+from torchbp.training.datasets import Data, class_indices, csv_file, mnist, moons, spirals
+from torchbp.training.idx import find_idx, read_idx
 
 
 def test_digits_is_offline_and_scaled() -> None:
@@ -193,3 +195,137 @@ def test_idx_float_images_with_nan_are_refused_with_their_index(tmp_path: Path) 
         ValueError, match=r"train-images-idx3-ubyte: expected finite numbers, got nan at index \(1, 0, 1\)"
     ):
         mnist(tmp_path)
+
+
+@pytest.mark.parametrize("n, fraction, n_val", [(7, 0.5, 4), (9, 0.3, 3), (10, 0.25, 2), (5, 0.0, 0)])
+@pytest.mark.parametrize("seed", [0, 3])
+def test_split_holds_out_the_rounded_fraction_in_the_seeded_order(
+    n: int, fraction: float, n_val: int, seed: int
+) -> None:
+    data = Data("rows", torch.arange(n, dtype=torch.float32).unsqueeze(1), torch.arange(n) % 2)
+    train, val = data.split(fraction, seed)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))  # the oracle: the documented order
+    assert val.inputs.squeeze(1).long().tolist() == order[:n_val].tolist()
+    assert train.inputs.squeeze(1).long().tolist() == order[n_val:].tolist()
+    assert torch.equal(train.targets, train.inputs.squeeze(1).long() % 2)  # rows keep their targets
+
+
+def test_splits_of_other_seeds_differ() -> None:
+    data = Data("rows", torch.arange(50, dtype=torch.float32).unsqueeze(1), torch.zeros(50, dtype=torch.int64))
+    assert not torch.equal(data.split(0.2, seed=0)[1].inputs, data.split(0.2, seed=1)[1].inputs)
+
+
+def test_digits_are_sklearns_scaled_by_16_with_int64_labels() -> None:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    data = load("digits")
+    assert torch.equal(data.inputs, torch.tensor(bunch.data, dtype=torch.float32) / 16)
+    assert float(data.inputs.max()) == 1.0
+    assert data.targets.dtype == torch.int64 and data.targets.tolist() == bunch.target.tolist()
+
+
+def test_mnist_test_split_reads_the_t10k_files(tmp_path: Path) -> None:
+    _write_idx(tmp_path / "train-images-idx3-ubyte", torch.zeros(2, 3, 3), False)
+    _write_idx(tmp_path / "train-labels-idx1-ubyte", torch.tensor([0, 1]), False)
+    images = torch.randint(0, 256, (3, 3, 3))
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte", images, False)
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte", torch.tensor([1, 0, 1]), False)
+    data = mnist(tmp_path, split="test")
+    torch.testing.assert_close(data.inputs, images.reshape(3, 9).float() / 255)
+    assert data.targets.tolist() == [1, 0, 1]
+
+
+def test_mnist_images_and_labels_of_other_counts_are_refused(tmp_path: Path) -> None:
+    _write_idx(tmp_path / "train-images-idx3-ubyte", torch.zeros(3, 2, 2), False)
+    _write_idx(tmp_path / "train-labels-idx1-ubyte", torch.tensor([0, 1]), False)
+    with pytest.raises(
+        ValueError, match=r"expected images \(N, rows, cols\) and labels \(N,\), got \(3, 2, 2\) and \(2,\)"
+    ):
+        mnist(tmp_path)
+
+
+@pytest.mark.parametrize("distinct, more", [(12, ""), (13, ", … 1 more"), (14, ", … 2 more")])
+def test_a_long_list_of_labels_says_how_many_more(distinct: int, more: str) -> None:
+    labels = list(range(1, distinct + 1))  # 1…K: not 0…K−1
+    shown = ", ".join(f"{v} (1×)" for v in labels[:12])
+    with pytest.warns(UserWarning) as record:
+        class_indices(labels, "labels")
+    assert f"found {distinct} distinct labels {shown}{more}; using them as they are" in str(record[0].message)
+
+
+def test_csv_text_labels_are_numbered_in_sorted_order(tmp_path: Path) -> None:
+    path = tmp_path / "flowers.csv"
+    path.write_text("length,kind\n1,tulip\n2,rose\n3,iris\n4,tulip\n")
+    assert csv_file(path).targets.tolist() == [2, 1, 0, 2]
+
+
+@pytest.mark.parametrize("values", [["1", "2.5", "3"], ["1.5", "2", "3"], ["0.5", "1.5", "2.5"]])
+def test_csv_targets_that_are_not_all_integers_are_regression_values(tmp_path: Path, values: list[str]) -> None:
+    path = tmp_path / "values.csv"
+    path.write_text("a,y\n" + "".join(f"{i},{v}\n" for i, v in enumerate(values)))
+    data = csv_file(path)
+    assert data.classes is None and data.targets.dtype == torch.float32
+    assert data.targets.squeeze(1).tolist() == [float(v) for v in values]
+
+
+def test_xor_labels_are_one_where_the_signs_differ() -> None:
+    data = load("xor", seed=2)
+    x, y = data.inputs[:, 0], data.inputs[:, 1]
+    assert torch.equal(data.targets, (x * y < 0).long())
+    assert bool((data.inputs.abs() <= 1).all())
+
+
+def test_noiseless_moons_lie_on_their_half_circles() -> None:
+    data = moons(400, noise=0.0, seed=1)
+    upper, lower = data.inputs[data.targets == 0], data.inputs[data.targets == 1]
+    torch.testing.assert_close(upper.norm(dim=1), torch.ones(len(upper)))
+    assert bool((upper[:, 1] >= 0).all())
+    torch.testing.assert_close((lower - torch.tensor([1.0, 0.5])).norm(dim=1), torch.ones(len(lower)))
+    assert bool((lower[:, 1] <= 0.5).all())
+
+
+def test_noiseless_spirals_are_the_same_spiral_turned_half_a_round() -> None:
+    turns = 1.5
+    data = spirals(400, turns=turns, noise=0.0, seed=1)
+    radius = data.inputs.norm(dim=1)
+    t = radius * turns * 2 * math.pi  # radius = t / (turns · 2π)
+    angle = t + math.pi * data.targets
+    expected = torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], 1)
+    torch.testing.assert_close(data.inputs, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "code, dtype, values",
+    [
+        (0x08, ">u1", [0, 7, 255]),
+        (0x09, ">i1", [-128, -1, 127]),
+        (0x0B, ">i2", [-300, 2, 30000]),
+        (0x0C, ">i4", [-70000, 1, 2**31 - 1]),
+        (0x0D, ">f4", [-1.5, 0.25, 3e8]),
+        (0x0E, ">f8", [-1e-300, 0.1, 1e300]),
+    ],
+)
+def test_idx_element_types_are_read_with_their_sign_and_byte_order(
+    tmp_path: Path, code: int, dtype: str, values: list[float]
+) -> None:
+    path = tmp_path / "values-idx1-ubyte"
+    path.write_bytes(struct.pack(">BBBBI", 0, 0, code, 1, len(values)) + np.array(values, dtype=dtype).tobytes())
+    tensor = read_idx(path)
+    assert tensor.tolist() == np.array(values, dtype=dtype).tolist()
+
+
+def test_an_idx_file_of_an_unknown_element_type_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "odd-idx1-ubyte"
+    path.write_bytes(struct.pack(">BBBBI", 0, 0, 0x0A, 1, 1) + b"\x00")
+    with pytest.raises(ValueError, match="odd-idx1-ubyte: not an IDX file .*got 00000a01"):
+        read_idx(path)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["train-images-idx3-ubyte", "train-images-idx3-ubyte.gz", "train-images.idx3-ubyte", "train-images.idx3-ubyte.gz"],
+)
+def test_find_idx_knows_the_names_mnist_is_shipped_under(tmp_path: Path, name: str) -> None:
+    (tmp_path / name).write_bytes(b"")
+    assert find_idx(tmp_path, "train-images-idx3-ubyte") == tmp_path / name

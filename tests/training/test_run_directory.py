@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import torchbp
-from torchbp.training import load
+from torchbp.training import DivergenceError, load
 from torchbp.training.run_directory import new_run_directory
 
 
@@ -72,3 +72,25 @@ def test_a_model_that_raises_at_its_first_step_leaves_no_run_directory(xor: tupl
     with pytest.raises(RuntimeError, match="broken in training"):
         torchbp.fit(Broken(), xor, epochs=2, verbose=False, logdir=tmp_path, name="run")
     assert list((tmp_path / "run").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "existing, expected",
+    [([], "version_0"), (["version_best"], "version_0"), (["version_2", "version_x", "version_"], "version_3")],
+)
+def test_directories_named_version_but_not_numbered_are_ignored(
+    tmp_path: Path, existing: list[str], expected: str
+) -> None:
+    for name in existing:
+        (tmp_path / "run" / name).mkdir(parents=True)
+    assert new_run_directory(tmp_path, "run") == tmp_path / "run" / expected
+
+
+def test_a_divergence_at_the_first_step_keeps_its_run_directory(xor: tuple, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = torchbp.nn.MLP([2, 8, 2], "relu", "identity")
+    with pytest.raises(DivergenceError):
+        torchbp.fit(model, xor, lr=1e9, epochs=2, verbose=False, logdir=tmp_path, name="run")
+    directory = tmp_path / "run" / "version_0"
+    assert list(directory.glob("events.out.tfevents.*"))  # its TensorBoard events show how the cost blew up
+    assert not (directory / "checkpoint.pt").exists()

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 import torchbp
 from torchbp.cli import main
 from torchbp.training import TrainingInterrupted, load, load_checkpoint
+from torchbp.training.signals import SIGNALS, StopRequest, stop_requests
 
 INTERRUPTED_RUN = """
 import os, signal, sys, torchbp
@@ -133,3 +135,47 @@ def test_an_exception_gets_the_same_cleanup(tmp_path: Path) -> None:
         )
     assert all(not layer._delta_hooks for layer in model.layers)
     assert not torchbp.get_plugin_manager().has_plugin("torchbp.training.tensorboard.steps")
+
+
+def test_a_second_signal_stops_at_once() -> None:
+    request = StopRequest()
+    request(signal.SIGINT, None)  # the first only asks
+    assert request.signal_number == signal.SIGINT
+    with pytest.raises(TrainingInterrupted) as raised:
+        request(signal.SIGTERM, None)
+    assert raised.value.signal_number == signal.SIGTERM and raised.value.exit_code == 143
+    with pytest.raises(TrainingInterrupted) as checked:
+        request.check()
+    assert checked.value.signal_number == signal.SIGINT
+
+
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_both_handlers_are_replaced_and_restored(number: int) -> None:
+    def previous(signal_number: int, frame: object) -> None:
+        pass
+
+    before = signal.signal(number, previous)
+    try:
+        with stop_requests() as request:
+            assert signal.getsignal(number) is request
+        assert signal.getsignal(number) is previous
+    finally:
+        signal.signal(number, before)
+
+
+def test_outside_the_main_thread_no_handler_is_touched() -> None:
+    seen: list[object] = []
+
+    def train() -> None:
+        try:
+            with stop_requests() as request:
+                seen.append(request)
+                seen.extend(signal.getsignal(number) for number in SIGNALS)
+        except Exception as error:  # signal.signal refuses threads other than the main one
+            seen.append(error)
+
+    before = [signal.getsignal(number) for number in SIGNALS]
+    thread = threading.Thread(target=train)
+    thread.start()
+    thread.join()
+    assert isinstance(seen[0], StopRequest) and seen[1:] == before

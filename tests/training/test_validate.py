@@ -6,6 +6,7 @@ import math
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from torch.utils.data import TensorDataset
 
 import torchbp
 from torchbp.training import CheckpointError, load
-from torchbp.training.validate import check_finite
+from torchbp.training.validate import check_finite, warn_if_probabilities_into_logit_cost
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +95,7 @@ def test_check_finite_names_a_flat_index_for_one_dimensional_data() -> None:
         check_finite("y", torch.tensor([0.0, 1.0, math.nan, math.nan]))
 
 
-@pytest.mark.parametrize("name", ["a/b", "../escape", "..", ".", "", "a\\b"])
+@pytest.mark.parametrize("name", ["a/b", "../escape", "..", ".", "", "a\\b", "a\0b"])
 def test_a_name_with_path_separators_or_dots_is_refused(xor: tuple, tmp_path: Path, name: str) -> None:
     with pytest.raises(ValueError, match="name: expected a plain directory name"):
         torchbp.fit(_model(), xor, epochs=1, verbose=False, logdir=tmp_path / "runs", name=name)
@@ -144,3 +145,37 @@ def test_resuming_another_architecture_is_a_clear_error(xor: tuple, tmp_path: Pa
     assert "the checkpoint is of another model than this one" in message
     assert "layers.0.weight: saved (4, 2), model (7, 2)" in message
     assert "config.toml" in message
+
+
+def test_zero_epochs_train_nothing(xor: tuple) -> None:
+    model = _model()
+    before = [p.detach().clone() for p in model.parameters()]
+    assert torchbp.fit(model, xor, epochs=0, verbose=False) == []
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
+
+
+def test_a_one_element_tensor_learning_rate_trains_as_its_float(xor: tuple) -> None:
+    as_float = torchbp.fit(_model(), xor, lr=0.5, epochs=2, seed=0, verbose=False)
+    as_tensor = torchbp.fit(_model(), xor, lr=torch.tensor(0.5), epochs=2, seed=0, verbose=False)
+    assert [h["train_loss"] for h in as_tensor] == [h["train_loss"] for h in as_float]
+
+
+@pytest.mark.parametrize(
+    "model, cost, warns",
+    [
+        (torchbp.nn.MLP([2, 4, 1], "sigmoid"), "binary_cross_entropy_with_logits", "sigmoid"),
+        (torchbp.nn.MLP([2, 4, 2], "tanh", "softmax"), "cross_entropy", "softmax"),
+        (torch.nn.Sequential(torch.nn.Linear(2, 1), torch.nn.Sigmoid()), "binary_cross_entropy_with_logits", "sigmoid"),
+        (torchbp.nn.MLP([2, 4, 1], "sigmoid", "identity"), "binary_cross_entropy_with_logits", None),
+        (torchbp.nn.MLP([2, 4, 2], "sigmoid"), "quadratic", None),
+        (torchbp.nn.MLP([2, 4, 1], "sigmoid"), "binary_cross_entropy", None),
+    ],
+)
+def test_a_logit_cost_after_a_probability_output_warns(model: torch.nn.Module, cost: str, warns: str | None) -> None:
+    if warns is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            warn_if_probabilities_into_logit_cost(model, cost)
+    else:
+        with pytest.warns(UserWarning, match=f"cost {cost!r} expects logits .* goes through {warns}"):
+            warn_if_probabilities_into_logit_cost(model, cost)
