@@ -3,7 +3,8 @@
 Per model and rule: the final validation accuracy, mean ± spread (half the range) over seeds.
 The MLP is Nielsen's 64-30-10 sigmoid network with the quadratic cost, SGD η = 3, batch 10;
 the LeNet is `torchbp.nn.models.lenet(8)` with cross-entropy, SGD with Nesterov momentum 0.9 and
-weight decay 1e-3, lr 0.01, batch 16 (`torchbp train --model lenet`'s defaults when the table was made). Kolen–Pollack's B takes the run's lr and weight decay.
+weight decay 1e-3, lr 0.01, batch 16 (`torchbp train --model lenet`'s defaults when the table was made).
+Kolen–Pollack's B takes the run's lr and weight decay.
 A run whose cost becomes infinite (``torchbp.training.DivergenceError``) counts as diverged: it is
 left out of the mean and named in the row.
 Usage: python scripts/feedback_table.py [--models mlp,lenet] [--seeds 0,1,2]
