@@ -157,6 +157,22 @@ def test_predict_reads_the_input_columns_around_the_target(tmp_path: Path, class
     assert predict_csv(run, query) == expected
 
 
+def test_a_data_file_that_cannot_be_read_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # the same reader as training's --data-file, with its errors
+    _train(["--dataset", "xor", "--layers", "2,4,2", "--epochs", "1", "--logdir", str(tmp_path)])
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(b"a,b\n\xff\xfe,1\n")
+    cases = [
+        (tmp_path / "missing.csv", f"--data-file: no file {tmp_path / 'missing.csv'}"),
+        (tmp_path, f"--data-file: expected a CSV file, got the directory {tmp_path}"),
+        (binary, f"{binary}: not a text CSV file (invalid start byte at byte 4)"),
+    ]
+    capsys.readouterr()
+    for path, message in cases:
+        assert main(["predict", str(tmp_path / "xor" / "version_0"), "--data-file", str(path)]) == 2
+        assert f"torchbp predict: error: {message}" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "contents, message",
     [

@@ -229,7 +229,7 @@ def _train(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     try:
         text = predict_csv(args.run_dir, args.data_file)
-    except (ValueError, TypeError, FileNotFoundError, CheckpointError) as error:
+    except (ValueError, TypeError, OSError, CheckpointError) as error:
         print(f"torchbp predict: error: {error}", file=sys.stderr)
         return 2
     sys.stdout.write(text)

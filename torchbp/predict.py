@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import math
 import tomllib
 from pathlib import Path
@@ -15,6 +14,7 @@ from .nn import MLP
 from .nn.models import lenet
 from .training.checkpoints import load_checkpoint
 from .training.config import CONFIG
+from .training.datasets import read_rows
 
 
 def run_config(run_dir: str | Path) -> dict[str, Any]:
@@ -89,12 +89,7 @@ def read_inputs(path: str | Path, config: dict[str, Any]) -> Tensor:
     with one column more than the model takes is read as training data, its last column the target.
     """
     path = Path(path)
-    try:
-        with open(path, newline="") as file:
-            reader = csv.reader(file)
-            rows = [(reader.line_num, row) for row in reader if row]
-    except OSError as error:
-        raise FileNotFoundError(f"--data-file {path}: cannot read it ({error.strerror})") from None
+    rows = read_rows(path)
     if len(rows) < 2:
         raise ValueError(f"{path}: expected a header row and at least one data row, got {len(rows)} rows")
     (_, header), body = rows[0], rows[1:]

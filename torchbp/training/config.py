@@ -87,7 +87,8 @@ def load_config(path: str | Path) -> dict[str, Any]:
     return config
 
 
-_CONTROL = {code: f"\\u{code:04x}" for code in [*range(0x20), 0x7F]}  # TOML strings take none of them raw
+# a basic TOML string: backslash and quote escaped, control characters (none allowed raw) as \uXXXX
+_ESCAPES = {ord("\\"): "\\\\", ord('"'): '\\"', **{code: f"\\u{code:04x}" for code in [*range(0x20), 0x7F]}}
 
 
 def _toml_value(value: Any) -> str:
@@ -96,7 +97,7 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"').translate(_CONTROL) + '"'
+        return '"' + value.translate(_ESCAPES) + '"'
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     raise TypeError(f"cannot write {value!r} ({type(value).__name__}) to TOML")

@@ -81,7 +81,7 @@ def mnist(data_dir: str | Path, split: str = "train") -> Data:
     return Data("mnist", images.reshape(len(images), -1).float() / 255.0, class_indices(labels, str(labels_file)))
 
 
-def _read_rows(path: Path) -> list[tuple[int, list[str]]]:
+def read_rows(path: Path) -> list[tuple[int, list[str]]]:
     """The CSV file's non-blank rows with their line numbers (blank lines, trailing ones too, are skipped)."""
     if path.is_dir():
         raise IsADirectoryError(f"--data-file: expected a CSV file, got the directory {path}")
@@ -157,7 +157,7 @@ def csv_file(path: str | Path, target: str | None = None) -> Data:
     NaN or ±inf are errors naming the line and the column.
     """
     path = Path(path)
-    rows = _read_rows(path)
+    rows = read_rows(path)
     if len(rows) < 2:
         raise ValueError(f"{path}: expected a header row and at least one data row, got {len(rows)} rows")
     (_, header), body = rows[0], rows[1:]
