@@ -44,30 +44,21 @@ from torchbp.benchmark import (
     layers_only_contenders,
     summarise,
 )
+from torchbp.derivatives.activations import Elementwise, get_activation
 from torchbp.functional.internals import plain_apply
-
-_SIGMA = {"sigmoid": torch.sigmoid, "relu": torch.relu, "tanh": torch.tanh}
-
-
-def _sigma_backward(name: str, grad: Tensor, a: Tensor) -> Tensor:
-    """∂C/∂z = ∂C/∂a ⊙ σ′(z), read off a = σ(z) by ATen's own kernels."""
-    if name == "sigmoid":
-        return torch.ops.aten.sigmoid_backward(grad, a)
-    if name == "tanh":
-        return torch.ops.aten.tanh_backward(grad, a)
-    return torch.ops.aten.threshold_backward(grad, a, 0)
 
 
 class BareStack(Function):
     """``forward(x, σ, W¹, b¹, …, Wᴸ, bᴸ)``: zᴸ of the stack aˡ = σ(aˡ⁻¹ Wˡᵀ + bˡ) with no σ after
     the last layer (logits), followed by a¹ … aᴸ⁻¹; backward: the δ-recursion and nothing else.
-    ``x`` gets no gradient."""
+    σ is torchbp's own (an elementwise activation that reads a, or relu, whose fused σ′ kernel
+    reads a as well as its mask); ``x`` gets no gradient."""
 
     @staticmethod
-    def forward(x: Tensor, sigma: str, *params: Tensor) -> tuple[Tensor, ...]:
+    def forward(x: Tensor, sigma: Elementwise, *params: Tensor) -> tuple[Tensor, ...]:
         hidden, a = [], x
         for l in range(len(params) // 2 - 1):
-            a = _SIGMA[sigma](torch.addmm(params[2 * l + 1], a, params[2 * l].t()))
+            a = sigma.sigma(torch.addmm(params[2 * l + 1], a, params[2 * l].t()))
             hidden.append(a)
         return torch.addmm(params[-1], a, params[-2].t()), *hidden
 
@@ -86,7 +77,7 @@ class BareStack(Function):
         for l in reversed(range(layers)):
             grads[2 * l], grads[2 * l + 1] = delta.t() @ inputs[l], delta.sum(0)  # BP4, BP3
             if l:
-                delta = _sigma_backward(ctx.sigma, delta @ weights[l], inputs[l])  # BP2
+                delta = ctx.sigma.fused(delta @ weights[l], inputs[l])  # BP2
         return None, None, *grads
 
 
@@ -96,7 +87,7 @@ class BareNode(torch.nn.Module):
 
     def __init__(self, native: torch.nn.Module, sigma: str) -> None:
         super().__init__()
-        self.sigma = sigma
+        self.sigma = get_activation(sigma)
         self.params = torch.nn.ParameterList(torch.nn.Parameter(p.detach().clone()) for p in native.parameters())
 
     def forward(self, x: Tensor) -> Tensor:
