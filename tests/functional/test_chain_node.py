@@ -222,8 +222,11 @@ def test_a_dense_layer_in_a_sequential_runs_its_own_fused_node() -> None:
 
 
 def _sigmoid_stack() -> torch.nn.Module:
+    # the sigmoid reads σ′ off its output, so the chain keeps its output too
     return torchbp.nn.convert(
-        torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(6, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+        torch.nn.Sequential(
+            torch.nn.Flatten(), torch.nn.Linear(6, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2), torch.nn.Sigmoid()
+        )
     )
 
 
@@ -277,6 +280,24 @@ def test_the_chain_does_not_hold_its_own_output(last: type[torch.nn.Module] | No
         assert ref() is None
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize(
+    ("last", "reads_output"),
+    [(torch.nn.Sigmoid(), True), (torch.nn.BatchNorm1d(4), False)],
+    ids=["sigmoid", "batch norm"],
+)
+def test_the_chain_keeps_its_output_only_where_a_layer_reads_it(last: torch.nn.Module, reads_output: bool) -> None:
+    # σ′ is read off the sigmoid's output; batch norm reads its input: its output may go once the caller is done
+    model = torchbp.nn.convert(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), last))
+    out = model(torch.randn(5, 3))
+    kept = out.grad_fn.saved_tensors[-1]
+    if reads_output:
+        assert torch.equal(kept, out)
+    else:
+        assert kept is None
+    out.sum().backward()
+    assert model[0].weight.grad is not None
 
 
 @pytest.mark.parametrize("momentum", [0.1, None], ids=["momentum 0.1", "cumulative average"])

@@ -277,9 +277,14 @@ class AdaptiveAvgPool2d(AveragePooling):
         return torch.nn.functional.adaptive_avg_pool2d(x, self.output_size), ()
 
     def input_vjp(self, delta: Tensor, saved: PoolSaved) -> Tensor:
-        assert saved.x is not None
+        x = saved.x
+        assert x is not None
+        if self.output_size == (1, 1):
+            # the global mean: ∂C/∂x = δ / (H·W) at every position (as torch's mean; ATen's pooling
+            # kernel below loops over the windows, several times slower for this one window)
+            return delta.expand_as(x) / (x.shape[-2] * x.shape[-1])
         # ∂C/∂x = A_hᵀ δ A_w: δ spread evenly over each window (ATen's kernel for pool_input_vjp)
-        return torch.ops.aten._adaptive_avg_pool2d_backward.default(delta, saved.x)
+        return torch.ops.aten._adaptive_avg_pool2d_backward.default(delta, x)
 
     def windows(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """The reference window matrices ``(A_h, A_w)`` with z = A_h x A_wᵀ, for ``pool_input_vjp``."""

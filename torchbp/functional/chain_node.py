@@ -112,7 +112,7 @@ class ChainFunction(Function):
     backward has run, as the autograd engine lets go of a node's saved tensors: one node for L
     layers must not hold every activation until the last layer is done (the allocations that
     would then miss the allocator's cache cost more than the node saves). The node's inputs and
-    its output are kept with ``save_for_backward``; what a layer makes and keeps itself
+    its output (where a layer reads it) are kept with ``save_for_backward``; what a layer makes and keeps itself
     (``Derivatives.saves_own``) as it is; a tensor from elsewhere with its version, checked when
     it is read.
 
@@ -146,14 +146,18 @@ class ChainFunction(Function):
         # only the layers from the first whose output is the node's output on (made - 1: most
         # often the last alone) may keep that output, which the node keeps by save_for_backward
         tail = max(made - 1, 0)
+        keeps_output = False  # else the output may go as soon as the caller is done with it
         for l in range(tail, len(kept)):
-            if l in foreign or id(a) in map(id, kept[l]):
+            if id(a) in map(id, kept[l]):
+                keeps_output = True
                 kept[l] = _stash(kept[l], a, l in foreign)
+            elif l in foreign:
+                kept[l] = _stash(kept[l], a, True)
         for l in foreign:
             if l < tail:
                 kept[l] = _stash(kept[l], a, True)
         ctx.stash, ctx.layers, ctx.counts = kept, layers, counts
-        ctx.save_for_backward(x, *params, a)
+        ctx.save_for_backward(x, *params, a if keeps_output else None)
         return a
 
     @staticmethod
