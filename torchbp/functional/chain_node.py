@@ -111,10 +111,10 @@ class ChainFunction(Function):
     What each layer's backward reads is kept per layer and let go as soon as that layer's
     backward has run, as the autograd engine lets go of a node's saved tensors: one node for L
     layers must not hold every activation until the last layer is done (the allocations that
-    would then miss the allocator's cache cost more than the node saves). The node's inputs and
-    its output (where a layer reads it) are kept with ``save_for_backward``; what a layer makes and keeps itself
-    (``Derivatives.saves_own``) as it is; a tensor from elsewhere with its version, checked when
-    it is read.
+    would then miss the allocator's cache cost more than the node saves). The node's inputs, and
+    its output where a layer reads it, are kept with ``save_for_backward``; what a layer makes and
+    keeps itself (``Derivatives.saves_own``) as it is; a tensor from elsewhere with its version,
+    checked when it is read.
 
     A second backward through the node (``retain_graph=True``) and a double backward
     (``create_graph=True``) replay the forward pass layer by layer, each layer through its own
