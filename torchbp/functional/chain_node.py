@@ -150,12 +150,10 @@ class ChainFunction(Function):
         for l in range(tail, len(kept)):
             if id(a) in map(id, kept[l]):
                 keeps_output = True
-                kept[l] = _stash(kept[l], a, l in foreign)
-            elif l in foreign:
-                kept[l] = _stash(kept[l], a, True)
+                if l not in foreign:
+                    kept[l] = _stash(kept[l], a, False)
         for l in foreign:
-            if l < tail:
-                kept[l] = _stash(kept[l], a, True)
+            kept[l] = _stash(kept[l], a, True)
         ctx.stash, ctx.layers, ctx.counts = kept, layers, counts
         ctx.save_for_backward(x, *params, a if keeps_output else None)
         return a
