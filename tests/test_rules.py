@@ -53,17 +53,28 @@ def _loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Ten
     return ((model(x) - y) ** 2).mean()
 
 
+def _train_alike(
+    ours: tuple[torch.nn.Module, torch.optim.Optimizer],
+    theirs: tuple[torch.nn.Module, torch.optim.Optimizer],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    steps: int,
+) -> None:
+    """``steps`` steps of each (model, rule) pair on ``_loss``, in lockstep."""
+    for _ in range(steps):
+        for model, rule in (ours, theirs):
+            rule.zero_grad()
+            _loss(model, x, y).backward()
+            rule.step()
+
+
 @pytest.mark.parametrize("name, twin, hyperparameters", TWINS, ids=lambda v: str(v) if isinstance(v, dict) else None)
 def test_rule_follows_its_torch_twin(name: str, twin: type, hyperparameters: dict) -> None:
     ours_model, x, y = _problem()
     theirs_model = copy.deepcopy(ours_model)
     ours = torchbp.create_rule(name, ours_model.parameters(), **hyperparameters)
     theirs = twin(theirs_model.parameters(), **hyperparameters)
-    for _ in range(100):
-        for model, rule in ((ours_model, ours), (theirs_model, theirs)):
-            rule.zero_grad()
-            _loss(model, x, y).backward()
-            rule.step()
+    _train_alike((ours_model, ours), (theirs_model, theirs), x, y, steps=100)
     for p_ours, p_theirs in zip(ours_model.parameters(), theirs_model.parameters()):
         torch.testing.assert_close(p_ours, p_theirs, rtol=1e-10, atol=1e-12)
 
@@ -182,11 +193,7 @@ def test_create_rule_from_a_model_reads_the_rules_own_weight_decay(weight_decay:
     else:
         theirs = torch.optim.AdamW(theirs_model.parameters(), lr=0.1, weight_decay=weight_decay)
     assert len(ours.param_groups) == len(theirs.param_groups)
-    for _ in range(3):
-        for model, rule in ((ours_model, ours), (theirs_model, theirs)):
-            rule.zero_grad()
-            _loss(model, x, y).backward()
-            rule.step()
+    _train_alike((ours_model, ours), (theirs_model, theirs), x, y, steps=3)
     for a, b in zip(ours_model.parameters(), theirs_model.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
