@@ -198,6 +198,16 @@ def test_delta_hook_gets_the_delta_whose_sum_is_the_bias_gradient() -> None:
         (
             lambda: BatchNorm2d(3)(torch.randn(2, 4, 3, 3)),
             ValueError,
+            r"input: expected 3 channels in dim 1 \(BatchNorm2d\(num_features=3\)\), got shape \(2, 4, 3, 3\)",
+        ),
+        (
+            lambda: BatchNorm1d(3, affine=False)(torch.randn(2, 3, dtype=torch.float64)),
+            TypeError,
+            r"input: expected dtype torch.float32 \(the layer's\), got torch.float64",
+        ),
+        (
+            lambda: batch_norm(torch.randn(2, 4, 3, 3), torch.zeros(3), torch.ones(3)),
+            ValueError,
             r"running_mean: expected shape \(4,\), one value per channel of input of shape \(2, 4, 3, 3\).*got \(3\)",
         ),
         (
@@ -233,6 +243,8 @@ def test_delta_hook_gets_the_delta_whose_sum_is_the_bias_gradient() -> None:
         "3-D input to BatchNorm2d",
         "4-D input to BatchNorm1d",
         "channels",
+        "dtype",
+        "running statistics' shape",
         "weight shape",
         "weight dtype",
         "1-D input",
@@ -244,6 +256,31 @@ def test_delta_hook_gets_the_delta_whose_sum_is_the_bias_gradient() -> None:
 def test_bad_input_is_explained(call, error: type[Exception], match: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(error, match=match):
         call()
+
+
+@pytest.mark.parametrize("momentum", [0.1, None], ids=["momentum 0.1", "cumulative"])
+@pytest.mark.parametrize("chained", [False, True], ids=["own call", "in a chain"])
+@pytest.mark.parametrize(
+    "bad",
+    [torch.randn(8, 5, 3, 3), torch.randn(8, 4, 3, 3, dtype=torch.float64), torch.randn(1, 4, 1, 1)],
+    ids=["channels", "dtype", "one value per channel"],
+)
+def test_a_refused_batch_changes_nothing(momentum: float | None, chained: bool, bad: Tensor) -> None:
+    # the batch is counted (and the running statistics moved) only once it has passed every check,
+    # so the next batches average as if the refused one never came
+    native = torch.nn.Sequential(torch.nn.BatchNorm2d(4, momentum=momentum), torch.nn.ReLU())
+    ours = torchbp.nn.convert(copy.deepcopy(native))
+    model = ours if chained else ours[0]
+    batches = [torch.randn(8, 4, 3, 3) + k for k in range(3)]
+    model(batches[0])
+    with pytest.raises((ValueError, TypeError)):
+        model(bad)
+    for x in batches[1:]:
+        model(x)
+    for x in batches:
+        native(x)
+    for (name, a), b in zip(ours.named_buffers(), native.buffers()):
+        torch.testing.assert_close(a, b, msg=name)
 
 
 def test_torch_raises_the_same_errors_for_one_value_per_channel_and_wrong_dims() -> None:

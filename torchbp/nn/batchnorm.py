@@ -6,7 +6,8 @@ import torch
 from torch import Tensor
 
 from ..derivatives import batchnorm as derivatives
-from ..functional.batchnorm import batch_norm, check_batch_norm
+from ..functional.batchnorm import LOW_PRECISION, batch_norm, check_batch_norm
+from ..functional.checks import shape_text
 from ..hookspecs import hookimpl
 from ..specs import LayerSpec
 from .delta_hooks import DeltaHooks
@@ -33,13 +34,15 @@ class _BatchNorm(DeltaHooks, torch.nn.modules.batchnorm._BatchNorm):
 
     def _settings(self) -> tuple[bool, float]:
         """Whether to normalise with the batch's statistics (in training, and in eval where there
-        are no running ones), and the momentum of the running ones."""
+        are no running ones), and the momentum of the running ones for this call's batch, which is
+        counted once the call has passed its checks."""
         buffers = self._buffers
         momentum = self.momentum
         if momentum is None:
-            # the cumulative average over the batches counted (none counted: nothing to move)
+            # the cumulative average over the batches counted, this one included (none counted:
+            # nothing to move)
             counter = self._counter()
-            momentum = 0.0 if counter is None else 1.0 / float(counter)
+            momentum = 0.0 if counter is None else 1.0 / (float(counter) + 1.0)
         no_running = buffers.get("running_mean") is None and buffers.get("running_var") is None
         return self.training or no_running, momentum
 
@@ -50,13 +53,32 @@ class _BatchNorm(DeltaHooks, torch.nn.modules.batchnorm._BatchNorm):
         buffers = self._buffers
         return buffers.get("running_mean"), buffers.get("running_var")
 
+    def _check_features(self, input: Tensor) -> None:
+        """``input``'s channels (dim 1), device and dtype against the layer's, named as the input's."""
+        if input.shape[1] != self.num_features:
+            raise ValueError(
+                f"input: expected {self.num_features} channels in dim 1 ({type(self).__name__}(num_features="
+                f"{self.num_features})), got shape {shape_text(input)}"
+            )
+        own: Tensor | None = self._parameters.get("weight")
+        if own is None:
+            own = self._buffers.get("running_mean")
+        if own is None:
+            return
+        if input.device != own.device:
+            raise ValueError(f"input: expected device {own.device} (the layer's), got {input.device}")
+        if input.dtype != own.dtype and not (input.dtype in LOW_PRECISION and own.dtype == torch.float32):
+            raise TypeError(f"input: expected dtype {own.dtype} (the layer's), got {input.dtype}")
+
     def forward(self, input: Tensor) -> Tensor:
         self._check_input_dim(input)
-        self._count()
+        self._check_features(input)
         batch_statistics, momentum = self._settings()
-        return batch_norm(
+        output = batch_norm(
             input, *self._running(), self.weight, self.bias, batch_statistics, momentum, self.eps, self.on_delta()
         )
+        self._count()  # once the batch has passed every check: a refused call changes nothing
+        return output
 
     def link_is_pure(self) -> bool:
         # with momentum None, the momentum changes with every batch counted
@@ -64,10 +86,12 @@ class _BatchNorm(DeltaHooks, torch.nn.modules.batchnorm._BatchNorm):
 
     def linked(self, x: Tensor, params: tuple[Tensor | None, ...]) -> derivatives.BatchNorm:
         self._check_input_dim(x)
-        self._count()  # on every call: the equations are remembered, the count is not
-        return super().linked(x, params)  # type: ignore[return-value]
+        linked = super().linked(x, params)
+        self._count()  # on every call, once the checks have passed: the equations are remembered, the count is not
+        return linked  # type: ignore[return-value]
 
     def link(self, x: Tensor) -> derivatives.BatchNorm:
+        self._check_features(x)
         batch_statistics, momentum = self._settings()
         check_batch_norm(x, *self._running(), self.weight, self.bias, batch_statistics, self.eps)
         return derivatives.BatchNorm(batch_statistics, self.eps, momentum)
