@@ -321,7 +321,7 @@ def test_a_backward_that_builds_a_graph_leaves_constant_quantities() -> None:
 
 def test_errors_name_what_was_expected() -> None:
     model = torchbp.nn.convert(native_mlp())
-    with pytest.raises(ValueError, match="mean convention"):
+    with pytest.raises(ValueError, match="reduction: expected 'mean', got 'sum': .*mean convention"):
         torchbp.per_example(model, "norm", reduction="sum")
     with pytest.raises(ValueError, match="unknown quantities \\['norms'\\]"):
         torchbp.per_example(model, "norms")
@@ -348,6 +348,10 @@ def test_errors_name_what_was_expected() -> None:
     with pytest.raises(torchbp.PerExampleError, match="weight received a second gradient"):
         with torchbp.per_example(twice, "norm"):
             twice(twice(torch.randn(3, 5).double())).sum().backward()
+    with pytest.raises(torchbp.PerExampleError, match="second gradient .* for a batch of 2 after one of 3"):
+        with torchbp.per_example(twice, "grad"):
+            twice(torch.randn(3, 5).double()).sum().backward()
+            twice(torch.randn(2, 5).double()).sum().backward()
     with pytest.raises(ValueError, match="no per-example norms"):
         torchbp.per_example_norm(torchbp.nn.convert(native_mlp()))
 

@@ -127,8 +127,8 @@ class PerExample:
             raise ValueError(f"per_example: unknown quantities {unknown}; expected some of {sorted(QUANTITIES)}")
         if reduction != "mean":
             raise ValueError(
-                f"reduction: per-example quantities follow the mean convention C = (1/N) Σₖ Cₖ (so that "
-                f"p.grad == p.grad_sample.mean(0)), got {reduction!r}; average the loss over the batch "
+                f"reduction: expected 'mean', got {reduction!r}: per-example quantities follow the mean convention "
+                "C = (1/N) Σₖ Cₖ (so that p.grad == p.grad_sample.mean(0)); average the loss over the batch "
                 "(torchbp's costs and torch's losses do by default)"
             )
         self.model = model
@@ -230,8 +230,16 @@ class _Recording:
     def _add(self, entry: _Tracked, rows: ParameterRows, grad: Tensor | None, part: Tensor | None) -> None:
         """Leave ``rows``' quantities on ``entry``'s parameter, or on the ``part`` of it (a view) they are for."""
         parameter, quantities = entry.parameter, self.quantities
+        key = None if part is None else (int(part.storage_offset()), tuple(part.shape), part.stride())
+        again = bool(entry.parts) and (key is None or None in entry.parts or key in entry.parts)
         if self.examples is None:
             self.examples = rows.examples
+        elif rows.examples != self.examples and again:
+            raise PerExampleError(
+                f"{entry.name} received a second gradient in one per_example context, for a batch of {rows.examples} "
+                f"after one of {self.examples}: the quantities of two backward passes cannot be combined; open a new "
+                "context for each backward pass"
+            )
         elif rows.examples != self.examples:
             raise PerExampleError(
                 f"{entry.name}: its layer's input has {rows.examples} rows in dimension 0 where the other layers have "
@@ -239,8 +247,6 @@ class _Recording:
                 "input (a tensor shared by the whole batch, such as positions looked up without a batch dimension, "
                 "must be expanded over the batch; transformer layers must be batch_first)"
             )
-        key = None if part is None else (int(part.storage_offset()), tuple(part.shape), part.stride())
-        again = bool(entry.parts) and (key is None or None in entry.parts or key in entry.parts)
         first = not entry.parts
         entry.parts.add(key)
         if again and quantities != {"grad"}:
