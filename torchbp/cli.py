@@ -157,6 +157,16 @@ def typed_options(config: dict[str, Any]) -> dict[str, Any]:
     """``config`` with its cost and rule options read by their declared types (``--rule-option
     amsgrad=no`` → ``False``), so that the run's ``config.toml`` records typed values; an unknown
     option, or a value that does not parse or is out of range, is an error naming it."""
+    if "lr" in config["rule_options"]:
+        raise ValueError(
+            f"rule option lr={config['rule_options']['lr']}: the learning rate is set with --lr (the lr key of a "
+            "config file), not as a rule option"
+        )
+    if config["lr_schedule_options"] and not config["lr_schedule"]:
+        given = ", ".join(f"{k}={v}" for k, v in config["lr_schedule_options"].items())
+        raise ValueError(
+            f"lr-schedule options ({given}) without a schedule: choose one with --lr-schedule ({', '.join(SCHEDULES)})"
+        )
     return {
         **config,
         "cost_options": cost_options(config["cost"], dict(config["cost_options"])),

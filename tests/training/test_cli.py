@@ -157,6 +157,13 @@ def test_option_values_are_parsed_by_type_and_recorded_typed(
         (["--name", "../elsewhere"], "name: expected a plain directory name"),
         (["--name", "a/b"], "name: expected a plain directory name"),
         (["--cost", "cross_entropy", "--dataset", "csv", "--data-file", "."], "expected a CSV file, got the directory"),
+        (["--lr-schedule", "step", "--lr-schedule-option", "step_size=0"], "option step_size expects a value >= 1"),
+        (["--lr-schedule", "step", "--lr-schedule-option", "gamma=-1"], "option gamma expects a value > 0"),
+        (["--lr-schedule", "cosine", "--lr-schedule-option", "T_max=0"], "option T_max expects a value >= 1"),
+        (["--lr-schedule", "plateau", "--lr-schedule-option", "factor=1.5"], "option factor expects a value in (0, 1)"),
+        (["--lr-schedule-option", "step_size=3"], "without a schedule: choose one with --lr-schedule"),
+        (["--rule-option", "lr=-1"], "rule option lr=-1: the learning rate is set with --lr"),
+        (["--restore-best"], "restore_best: the best epoch's weights are kept by early stopping; give patience"),
     ],
 )
 def test_bad_values_are_refused_before_training(

@@ -641,6 +641,11 @@ def fit(
     elif settings["seed"] is None:
         settings["seed"] = random.SystemRandom().randrange(2**31)
     seed, batch_size = int(settings["seed"]), int(settings["batch_size"])
+    if settings["restore_best"] and not settings["patience"]:
+        raise ValueError(
+            "restore_best: the best epoch's weights are kept by early stopping; give patience too (--patience N), "
+            f"got patience {patience!r}"
+        )
     stopping = None
     if settings["patience"]:
         stopping = EarlyStopping(settings["patience"], settings["monitor"], settings["restore_best"])

@@ -32,6 +32,19 @@ SCHEDULES: dict[str, tuple[type, str, dict[str, Any]]] = {
 }
 """The command line's schedules: name → (torch class, what it does, torchbp's defaults)."""
 
+_RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "step_size": (lambda v: v >= 1, ">= 1 (epochs between steps)"),
+    "T_max": (lambda v: v >= 1, ">= 1 (epochs of one annealing)"),
+    "gamma": (lambda v: v > 0, "> 0 (a factor of the rate)"),
+    "factor": (lambda v: 0 < v < 1, "in (0, 1) (a factor of the rate)"),
+    "eta_min": (lambda v: v >= 0, ">= 0 (a learning rate)"),
+    "min_lr": (lambda v: v >= 0, ">= 0 (a learning rate)"),
+    "patience": (lambda v: v >= 0, ">= 0 (epochs)"),
+    "cooldown": (lambda v: v >= 0, ">= 0 (epochs)"),
+}
+"""The range of each numeric schedule option, checked before training: a step size of 0 or a
+negative factor would otherwise fail, or turn the rate negative, after the first epoch."""
+
 
 def make_scheduler(factory: SchedulerFactory, rule: torch.optim.Optimizer) -> Scheduler:
     """``factory(rule)``, checked to be a torch scheduler driving ``rule``."""
@@ -72,7 +85,13 @@ def schedule_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
             f"lr-schedule {name}: unknown option(s) {', '.join(unknown)}; {cls.__name__} takes {', '.join(accepted)}"
         )
     init = cls.__init__  # type: ignore[misc]
-    return parse_options(f"lr-schedule {name!r}", options, declared_options(init, skip=("self", "optimizer")))
+    parsed = parse_options(f"lr-schedule {name!r}", options, declared_options(init, skip=("self", "optimizer")))
+    for key, value in parsed.items():
+        if key in _RANGES and isinstance(value, int | float) and not isinstance(value, bool):
+            valid, expected = _RANGES[key]
+            if not valid(value):
+                raise ValueError(f"lr-schedule {name}: option {key} expects a value {expected}, got {value!r}")
+    return parsed
 
 
 def named_schedule(name: str, options: dict[str, Any], epochs: int) -> SchedulerFactory:
