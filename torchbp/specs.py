@@ -101,6 +101,31 @@ class LayerSpec:
     derivatives: type[Derivatives] | None = None
     examples: Callable[[torch.dtype], list[tuple[torch.nn.Module, Tensor]]] | None = None
 
+    def __post_init__(self) -> None:
+        # checked when the plugin's hook builds it: a plugin whose spec is wrong is skipped with a
+        # PluginWarning naming it, before convert could swap a module for a wrong class
+        if not isinstance(self.name, str) or not self.name:
+            raise TypeError(f"LayerSpec name: expected a non-empty str, got {self.name!r}")
+        where = f"LayerSpec {self.name!r}"
+        if not isinstance(self.description, str):
+            raise TypeError(f"{where}: description: expected a str, got {type(self.description).__name__}")
+        if not (isinstance(self.module, type) and issubclass(self.module, torch.nn.Module)):
+            raise TypeError(f"{where}: module: expected a torch.nn.Module subclass, got {self.module!r}")
+        if not (isinstance(self.twin, type) and issubclass(self.twin, self.module)):
+            raise TypeError(
+                f"{where}: twin: expected a subclass of {self.module.__module__}.{self.module.__qualname__} "
+                f"(convert swaps the module's class for it), got {self.twin!r}"
+            )
+        if self.derivatives is not None and not (
+            isinstance(self.derivatives, type) and issubclass(self.derivatives, Derivatives)
+        ):
+            raise TypeError(
+                f"{where}: derivatives: expected None or a torchbp.derivatives.base.Derivatives subclass, "
+                f"got {self.derivatives!r}"
+            )
+        if self.examples is not None and not callable(self.examples):
+            raise TypeError(f"{where}: examples: expected None or a function of a dtype, got {self.examples!r}")
+
 
 @dataclass(frozen=True)
 class FeedbackSpec:

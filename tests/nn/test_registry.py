@@ -59,6 +59,38 @@ def test_a_plugin_layer_is_used_by_convert_and_listed() -> None:
     assert torchbp.list_layers("ExplicitBilinear") == []
 
 
+class PReLUTwin(torch.nn.PReLU):
+    """A twin class of the right kind, for specs whose other fields are wrong."""
+
+
+@pytest.mark.parametrize(
+    ("fields", "match"),
+    [
+        (("", "d", torch.nn.PReLU, tnn.Tanh), "LayerSpec name: expected a non-empty str, got ''"),
+        ((None, "d", torch.nn.PReLU, tnn.Tanh), "LayerSpec name: expected a non-empty str, got None"),
+        (("PReLU", "d", "PReLU", tnn.Tanh), "'PReLU': module: expected a torch.nn.Module subclass, got 'PReLU'"),
+        (("PReLU", "d", torch.nn.PReLU, tnn.Tanh), "twin: expected a subclass of torch.nn.modules.activation.PReLU"),
+        (("PReLU", "d", torch.nn.PReLU, PReLUTwin, 42), "derivatives: expected None or a"),
+        (("PReLU", "d", torch.nn.PReLU, PReLUTwin, dict), "derivatives: expected None or a"),
+    ],
+    ids=["empty name", "no name", "module a str", "twin not a subclass", "derivatives an int", "derivatives a dict"],
+)
+def test_a_malformed_layer_spec_skips_its_plugin_and_nothing_else(fields: tuple, match: str) -> None:
+    class Malformed:
+        @torchbp.hookimpl
+        def torchbp_layers(self) -> list[torchbp.LayerSpec]:
+            return [torchbp.LayerSpec(*fields)]
+
+    plugin = Malformed()
+    torchbp.register_plugin(plugin)
+    try:
+        with pytest.warns(torchbp.PluginWarning, match=match):
+            model = tnn.convert(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.PReLU()))
+        assert type(model[0]) is tnn.Linear and type(model[1]) is torch.nn.PReLU
+    finally:
+        torchbp.unregister_plugin(plugin)
+
+
 def test_two_twins_for_one_torch_class_is_an_error_naming_both() -> None:
     class Other:
         @torchbp.hookimpl
