@@ -279,6 +279,9 @@ class AdaptiveAvgPool2d(AveragePooling):
     def input_vjp(self, delta: Tensor, saved: PoolSaved) -> Tensor:
         x = saved.x
         assert x is not None
+        if delta.numel() == 0:
+            # an empty output (output_size 0) depends on no input: ∂C/∂x = 0
+            return torch.zeros_like(x)
         if self.output_size == (1, 1):
             # the global mean: ∂C/∂x = δ / (H·W) at every position (as torch's mean; ATen's pooling
             # kernel below loops over the windows, several times slower for this one window)

@@ -133,10 +133,15 @@ def unflatten_layer(input: Tensor, dim: int, sizes: Sequence[int]) -> Unflatten:
     for s in sizes:
         valid = valid and isinstance(s, int) and s >= -1
         free, known = (free + 1, known) if s == -1 else (free, known * s)
-    if not (valid and (known == size if free == 0 else free == 1 and known > 0 and size % known == 0)):
+    valid = valid and free <= 1 and (free == 0 or known > 0)
+    if not valid:
         raise ValueError(
-            f"sizes: expected non-negative sizes (at most one −1) whose product is {size}, the size of dim {dim} "
-            f"of a tensor of shape {shape_text(input)}, got {sizes}"
+            f"sizes: expected non-negative sizes with at most one -1 (the others then positive), got {sizes}"
+        )
+    if (known != size) if free == 0 else (size % known != 0):
+        expected = f"of size {known}" if free == 0 else f"whose size is a multiple of {known}"
+        raise ValueError(
+            f"input: expected dim {dim} {expected}, to be unflattened into {sizes}, got shape {shape_text(input)}"
         )
     key = settings_key(dim, sizes)
     derivatives = _UNFLATTENS.get(key)
