@@ -185,8 +185,24 @@ def test_a_misspelt_hook_is_refused() -> None:
 
 def test_a_name_cannot_be_registered_twice(registered: list[str]) -> None:
     registered.append(torchbp.register_plugin(QuarterPlugin(), name="quarter-plugin"))
-    with pytest.raises(torchbp.PluginError, match="quarter-plugin"):
+    with pytest.raises(torchbp.PluginError) as raised:
         torchbp.register_plugin(QuarterPlugin(), name="quarter-plugin")
+    assert str(raised.value) == (
+        "cannot register plugin 'quarter-plugin': that name is taken; choose another or unregister it first"
+    )
+
+
+class OneSpecPlugin:
+    @torchbp.hookimpl
+    def torchbp_rules(self) -> torchbp.RuleSpec:  # one spec where a list is expected
+        return torchbp.RuleSpec("one-sgd", "plain SGD", torch.optim.SGD)
+
+
+def test_a_hook_answering_one_spec_instead_of_a_list_is_named(registered: list[str]) -> None:
+    registered.append(torchbp.register_plugin(OneSpecPlugin(), name="one-spec"))
+    with pytest.warns(torchbp.PluginWarning, match="'one-spec' .*expected a list of RuleSpec, got one RuleSpec"):
+        names = [entry.name for entry in torchbp.list_rules()]
+    assert "sgd" in names and "one-sgd" not in names
 
 
 def _python(code: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -140,7 +140,10 @@ class _Plugins:
         found: dict[str, list[PluginEntry]] = {}
         for impl in getattr(self.manager.hook, hook_name).get_hookimpls():
             try:
-                specs = list(impl.function())
+                answer = impl.function()
+                if isinstance(answer, spec_type):
+                    raise TypeError(f"expected a list of {spec_type.__name__}, got one {spec_type.__name__}")
+                specs = list(answer)
                 for spec in specs:
                     if not isinstance(spec, spec_type):
                         raise TypeError(f"expected {spec_type.__name__} items, got {type(spec).__name__}")
@@ -209,6 +212,8 @@ def register_plugin(plugin: object, name: str | None = None) -> str:
     or a hook function is misspelt or has a wrong signature.
     """
     state = _get()
+    if name is not None and state.manager.has_plugin(name):
+        raise PluginError(f"cannot register plugin {name!r}: that name is taken; choose another or unregister it first")
     try:
         registered = state.manager.register(plugin, name=name)
         state.manager.check_pending()
