@@ -144,6 +144,11 @@ def test_a_corrupt_checkpoint_is_a_clear_error_and_is_kept(tmp_path: Path, digit
     assert (tmp_path / "checkpoint.pt").read_bytes() == b"garbage, not a checkpoint"
     with pytest.raises(CheckpointError, match="no checkpoint there"):
         load_checkpoint(tmp_path / "missing")
+    run = tmp_path / "before-its-first-epoch"
+    run.mkdir()
+    (run / "config.toml").write_text('model = "mlp"\n')
+    with pytest.raises(CheckpointError, match="ended before its first epoch did .*start it again instead"):
+        load_checkpoint(run)
 
 
 class Evil:

@@ -74,6 +74,11 @@ def load_checkpoint(directory: Path) -> dict[str, Any]:
     """Read ``directory/checkpoint.pt`` without unpickling arbitrary objects (``weights_only=True``)."""
     path = Path(directory) / CHECKPOINT
     if not path.is_file():
+        if (path.parent / "config.toml").is_file():
+            raise CheckpointError(
+                f"{path}: no checkpoint there; the run in {path.parent} ended before its first epoch did (a run "
+                "saves its checkpoint at the end of each epoch): start it again instead of resuming it"
+            )
         raise CheckpointError(f"{path}: no checkpoint there; expected a run directory written by torchbp")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
