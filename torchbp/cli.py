@@ -157,6 +157,16 @@ def typed_options(config: dict[str, Any]) -> dict[str, Any]:
     """``config`` with its cost and rule options read by their declared types (``--rule-option
     amsgrad=no`` → ``False``), so that the run's ``config.toml`` records typed values; an unknown
     option, or a value that does not parse or is out of range, is an error naming it."""
+    return {
+        **config,
+        "cost_options": cost_options(config["cost"], dict(config["cost_options"])),
+        "rule_options": rule_options(config["rule"], dict(config["rule_options"])),
+    }
+
+
+def check_new_run(config: dict[str, Any]) -> None:
+    """Refuse settings of a new run that would be ignored or fail later (a resumed run keeps what it
+    was saved with, as earlier versions accepted it)."""
     if "lr" in config["rule_options"]:
         raise ValueError(
             f"rule option lr={config['rule_options']['lr']}: the learning rate is set with --lr (the lr key of a "
@@ -167,16 +177,14 @@ def typed_options(config: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(
             f"lr-schedule options ({given}) without a schedule: choose one with --lr-schedule ({', '.join(SCHEDULES)})"
         )
-    return {
-        **config,
-        "cost_options": cost_options(config["cost"], dict(config["cost_options"])),
-        "rule_options": rule_options(config["rule"], dict(config["rule_options"])),
-    }
 
 
 def _train(args: argparse.Namespace) -> int:
     try:
-        config = typed_options(resolve_config(args))
+        config = resolve_config(args)
+        if args.resume is None:
+            check_new_run(config)
+        config = typed_options(config)
         data = load(
             config["dataset"],
             config["data_dir"] or None,

@@ -236,9 +236,10 @@ class _Recording:
             self.examples = rows.examples
         elif rows.examples != self.examples and again:
             raise PerExampleError(
-                f"{entry.name} received a second gradient in one per_example context, for a batch of {rows.examples} "
-                f"after one of {self.examples}: the quantities of two backward passes cannot be combined; open a new "
-                "context for each backward pass"
+                f"{entry.name} received a second gradient in one per_example context, with {rows.examples} rows in "
+                f"dimension 0 after one with {self.examples}: either a second backward pass of another batch (open a "
+                "new context for each backward pass) or the layer used again on a tensor whose dimension 0 is not the "
+                "batch (per-example quantities read each layer's examples from dimension 0)"
             )
         elif rows.examples != self.examples:
             raise PerExampleError(

@@ -203,7 +203,7 @@ def test_delta_hook_gets_the_delta_whose_sum_is_the_bias_gradient() -> None:
         (
             lambda: BatchNorm1d(3, affine=False)(torch.randn(2, 3, dtype=torch.float64)),
             TypeError,
-            r"input: expected dtype torch.float32 \(the layer's\), got torch.float64",
+            r"input: expected dtype torch.float32 or float16/bfloat16 \(the layer's\), got torch.float64",
         ),
         (
             lambda: batch_norm(torch.randn(2, 4, 3, 3), torch.zeros(3), torch.ones(3)),

@@ -6,6 +6,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import torch
 
 from torchbp.cli import build_parser, main, resolve_config
 from torchbp.training import load_checkpoint
@@ -160,7 +161,7 @@ def test_option_values_are_parsed_by_type_and_recorded_typed(
         (["--lr-schedule", "step", "--lr-schedule-option", "step_size=0"], "option step_size expects a value >= 1"),
         (["--lr-schedule", "step", "--lr-schedule-option", "gamma=-1"], "option gamma expects a value > 0"),
         (["--lr-schedule", "cosine", "--lr-schedule-option", "T_max=0"], "option T_max expects a value >= 1"),
-        (["--lr-schedule", "plateau", "--lr-schedule-option", "factor=1.5"], "option factor expects a value in (0, 1)"),
+        (["--lr-schedule", "plateau", "--lr-schedule-option", "factor=1.5"], "option factor expects a value in [0, 1)"),
         (["--lr-schedule-option", "step_size=3"], "without a schedule: choose one with --lr-schedule"),
         (["--rule-option", "lr=-1"], "rule option lr=-1: the learning rate is set with --lr"),
         (["--restore-best"], "restore_best: the best epoch's weights are kept by early stopping; give patience"),
@@ -173,6 +174,20 @@ def test_bad_values_are_refused_before_training(
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not list(tmp_path.glob("*/version_*"))
+
+
+def test_a_run_saved_with_settings_now_refused_for_new_runs_still_resumes(tmp_path: Path) -> None:
+    # restore_best without patience, and schedule options without a schedule, were once accepted and
+    # ignored; a run saved so resumes as it was saved
+    assert main(["train", "--dataset", "xor", "--epochs", "1", "--logdir", str(tmp_path)]) == 0
+    run = tmp_path / "xor" / "version_0"
+    config = run / "config.toml"
+    text = config.read_text().replace("restore_best = false", "restore_best = true")
+    config.write_text(text.replace("[lr_schedule_options]\n", "[lr_schedule_options]\nstep_size = 3\n"))
+    checkpoint = torch.load(run / "checkpoint.pt", weights_only=True)
+    checkpoint["config"].update(restore_best=True, lr_schedule_options={"step_size": 3})
+    torch.save(checkpoint, run / "checkpoint.pt")
+    assert main(["train", "--resume", str(run), "--epochs", "2"]) == 0
 
 
 def test_resume_with_an_invalid_device_in_its_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -147,7 +147,7 @@ def test_a_corrupt_checkpoint_is_a_clear_error_and_is_kept(tmp_path: Path, digit
     run = tmp_path / "before-its-first-epoch"
     run.mkdir()
     (run / "config.toml").write_text('model = "mlp"\n')
-    with pytest.raises(CheckpointError, match="ended before its first epoch did .*start it again instead"):
+    with pytest.raises(CheckpointError, match="ended before its first epoch did .*start it again, with the command"):
         load_checkpoint(run)
 
 

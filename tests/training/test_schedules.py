@@ -85,7 +85,7 @@ def test_named_schedules_build_their_torch_schedulers() -> None:
     assert isinstance(step, StepLR) and (step.step_size, step.gamma) == (3, 0.5)
     with pytest.raises(ValueError, match="lr-schedule plateau .*threshold_mode='sideways'"):
         named_schedule("plateau", {"threshold_mode": "sideways"}, 7)(rule)
-    with pytest.raises(ValueError, match=r"lr-schedule plateau: option factor expects a value in \(0, 1\)"):
+    with pytest.raises(ValueError, match=r"lr-schedule plateau: option factor expects a value in \[0, 1\)"):
         named_schedule("plateau", {"factor": 2}, 7)
 
 

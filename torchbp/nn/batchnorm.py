@@ -15,7 +15,8 @@ from .delta_hooks import DeltaHooks
 
 class _BatchNorm(DeltaHooks, torch.nn.modules.batchnorm._BatchNorm):
     """``torch.nn.modules.batchnorm._BatchNorm.forward``, step for step, with torchbp's op; in a
-    chain, the same steps around one ``BatchNorm``."""
+    chain, the same steps around one ``BatchNorm``. One difference: a call whose input is refused
+    changes nothing, where torch's layer has already counted the batch in ``num_batches_tracked``."""
 
     # The buffers are read from ``_buffers`` straight (``torchbp.functional.internals``): a
     # ``Module.__getattr__`` per buffer, three or four a call, costs as much as the layer's checks.
@@ -68,7 +69,8 @@ class _BatchNorm(DeltaHooks, torch.nn.modules.batchnorm._BatchNorm):
         if input.device != own.device:
             raise ValueError(f"input: expected device {own.device} (the layer's), got {input.device}")
         if input.dtype != own.dtype and not (input.dtype in LOW_PRECISION and own.dtype == torch.float32):
-            raise TypeError(f"input: expected dtype {own.dtype} (the layer's), got {input.dtype}")
+            also = " or float16/bfloat16" if own.dtype == torch.float32 else ""
+            raise TypeError(f"input: expected dtype {own.dtype}{also} (the layer's), got {input.dtype}")
 
     def forward(self, input: Tensor) -> Tensor:
         self._check_input_dim(input)

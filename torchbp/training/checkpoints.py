@@ -77,7 +77,8 @@ def load_checkpoint(directory: Path) -> dict[str, Any]:
         if (path.parent / "config.toml").is_file():
             raise CheckpointError(
                 f"{path}: no checkpoint there; the run in {path.parent} ended before its first epoch did (a run "
-                "saves its checkpoint at the end of each epoch): start it again instead of resuming it"
+                "saves its checkpoint at the end of each epoch): start it again, with the command that made it "
+                "(without --resume)"
             )
         raise CheckpointError(f"{path}: no checkpoint there; expected a run directory written by torchbp")
     try:

@@ -641,7 +641,8 @@ def fit(
     elif settings["seed"] is None:
         settings["seed"] = random.SystemRandom().randrange(2**31)
     seed, batch_size = int(settings["seed"]), int(settings["batch_size"])
-    if settings["restore_best"] and not settings["patience"]:
+    if checkpoint is None and settings["restore_best"] and not settings["patience"]:
+        # a new run only: one saved so by an earlier version resumes as it was saved, restoring nothing
         raise ValueError(
             "restore_best: the best epoch's weights are kept by early stopping; give patience too (--patience N), "
             f"got patience {patience!r}"

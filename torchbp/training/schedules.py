@@ -36,7 +36,7 @@ _RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "step_size": (lambda v: v >= 1, ">= 1 (epochs between steps)"),
     "T_max": (lambda v: v >= 1, ">= 1 (epochs of one annealing)"),
     "gamma": (lambda v: v > 0, "> 0 (a factor of the rate)"),
-    "factor": (lambda v: 0 < v < 1, "in (0, 1) (a factor of the rate)"),
+    "factor": (lambda v: 0 <= v < 1, "in [0, 1) (a factor of the rate)"),
     "eta_min": (lambda v: v >= 0, ">= 0 (a learning rate)"),
     "min_lr": (lambda v: v >= 0, ">= 0 (a learning rate)"),
     "patience": (lambda v: v >= 0, ">= 0 (epochs)"),
