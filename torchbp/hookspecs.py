@@ -64,7 +64,11 @@ def torchbp_layers() -> list[LayerSpec]:
     module of that exact class with the twin, and the test suite checks the layer (gradcheck,
     gradgradcheck, forward AD over the derivatives' ``samples()``; outputs and gradients against
     the ``torch.nn`` original over ``examples``). A ``torch.nn`` class may have one twin only:
-    a second provider makes converting it an error naming both.
+    a second provider makes converting it an error naming both. A spec's ``name`` is its label in
+    ``list_layers`` (two plugins giving one name are left out of the listing, with a warning);
+    ``convert`` finds twins by class, so such a clash of names takes no layer out of use. A
+    malformed spec (a twin that does not subclass its ``module``, …) skips the plugin's layers
+    with a ``PluginWarning`` naming the field.
 
     Returns:
         A list of ``LayerSpec``.

@@ -315,6 +315,15 @@ def listing(kind: str, pattern: str = "*") -> list[PluginEntry]:
     return [unique[name] for name in sorted(unique) if fnmatch.fnmatchcase(name, pattern)]
 
 
+def every_entry(kind: str) -> list[PluginEntry]:
+    """Every entry of one kind, those whose name two plugins provide included, sorted by name: for
+    what is looked up by something other than the name (``convert`` finds a layer by its torch
+    class, so a clash of names leaves both layers in use)."""
+    unique, conflicts = _get().collect(kind)
+    entries = [*unique.values(), *(entry for clashing in conflicts.values() for entry in clashing)]
+    return sorted(entries, key=lambda entry: entry.name)
+
+
 def _provider(entry: PluginEntry) -> str:
     source = f"{entry.distribution} {entry.version}" if entry.distribution else "registered at run time"
     return f"{entry.plugin!r} ({source})"

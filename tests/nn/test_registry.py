@@ -91,6 +91,26 @@ def test_a_malformed_layer_spec_skips_its_plugin_and_nothing_else(fields: tuple,
         torchbp.unregister_plugin(plugin)
 
 
+def test_a_plugin_layer_named_like_a_built_in_leaves_both_in_use() -> None:
+    # convert finds a twin by its torch class: a clash of names is a listing problem, not a reason
+    # to leave torch.nn.Linear native
+    class Clashing:
+        @torchbp.hookimpl
+        def torchbp_layers(self) -> list[torchbp.LayerSpec]:
+            return [torchbp.LayerSpec("Linear", "a PReLU twin under a taken name", torch.nn.PReLU, PReLUTwin)]
+
+    plugin = Clashing()
+    torchbp.register_plugin(plugin)
+    try:
+        model = tnn.convert(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.PReLU()), strict=True)
+        assert type(model[0]) is tnn.Linear and type(model[1]) is PReLUTwin
+        with pytest.warns(torchbp.PluginWarning, match="layer 'Linear' is provided by two plugins"):
+            names = [entry.name for entry in torchbp.list_layers()]
+        assert "Linear" not in names and "Conv2d" in names
+    finally:
+        torchbp.unregister_plugin(plugin)
+
+
 def test_two_twins_for_one_torch_class_is_an_error_naming_both() -> None:
     class Other:
         @torchbp.hookimpl

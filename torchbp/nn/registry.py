@@ -13,14 +13,14 @@ import torch
 
 from ..feedback.base import FeedbackRule
 from ..functional.factory import function_for
-from ..plugins import PluginError, listing
+from ..plugins import PluginError, every_entry
 from ..specs import LayerSpec
 from .feedback import attach, detach
 
 
 def _specs() -> list[LayerSpec]:
     specs = []
-    for entry in listing("layer"):
+    for entry in every_entry("layer"):
         assert isinstance(entry.spec, LayerSpec)
         specs.append(entry.spec)
     return specs
