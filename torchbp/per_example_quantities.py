@@ -21,7 +21,7 @@ from .derivatives.linear import Linear as LinearDerivatives
 from .derivatives.per_example import ParameterRows, PerExampleError, rows_for, rule_for
 from .functional.per_example_tap import RECORDERS
 from .nn import DeltaHooks, Dense, MultiheadAttention
-from .registry import list_layers
+from .plugins import every_entry
 from .specs import LayerSpec
 
 QUANTITIES = {
@@ -50,7 +50,7 @@ def _derivatives_of(module: torch.nn.Module) -> type[Derivatives] | None:
     a linear layer's δ; ``MultiheadAttention``'s own parameters are its in-projection's, a linear layer's)."""
     if isinstance(module, Dense | MultiheadAttention):
         return LinearDerivatives
-    for entry in list_layers():
+    for entry in every_entry("layer"):
         spec = entry.spec
         if isinstance(spec, LayerSpec) and spec.twin is type(module):
             return spec.derivatives
