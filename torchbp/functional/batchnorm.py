@@ -16,8 +16,13 @@ __all__ = ["batch_norm"]
 
 function_for(BatchNorm)  # made here, in eager code: torch.compile breaks its graph where a class is made
 
-LOW_PRECISION = (torch.float16, torch.bfloat16)
-"""Input dtypes that may go with float32 statistics and parameters, as in torch's batch norm."""
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def dtype_goes_with(input_dtype: torch.dtype, dtype: torch.dtype) -> bool:
+    """Whether statistics or parameters of ``dtype`` go with an input of ``input_dtype``: the same
+    dtype, or float32 with a float16/bfloat16 input, as in torch's batch norm."""
+    return dtype == input_dtype or (input_dtype in _LOW_PRECISION and dtype == torch.float32)
 
 
 _VECTORS = ("running_mean", "running_var", "weight", "bias")
@@ -28,7 +33,7 @@ def _fits(input: Tensor, vectors: tuple[object, ...]) -> bool:
     if input.dim() < 2 or not input.is_floating_point():
         return False
     channels, device = input.shape[1], input.get_device()
-    dtypes = (input.dtype, torch.float32) if input.dtype in LOW_PRECISION else (input.dtype,)
+    dtypes = (input.dtype, torch.float32) if input.dtype in _LOW_PRECISION else (input.dtype,)
     for v in vectors:
         if v is not None and (
             not isinstance(v, Tensor) or v.shape != (channels,) or v.dtype not in dtypes or v.get_device() != device
@@ -68,7 +73,7 @@ def check_batch_norm(
                 )
             if v.device != x.device:
                 raise ValueError(f"{name}: expected device {x.device} (the device of input), got {v.device}")
-            if v.dtype != x.dtype and not (x.dtype in LOW_PRECISION and v.dtype == torch.float32):
+            if not dtype_goes_with(x.dtype, v.dtype):
                 raise TypeError(f"{name}: expected dtype {x.dtype} (the dtype of input), got {v.dtype}")
     if training:
         if x.numel() == x.shape[1]:

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from ..derivatives import batchnorm as derivatives
-from ..functional.batchnorm import LOW_PRECISION, batch_norm, check_batch_norm
+from ..functional.batchnorm import batch_norm, check_batch_norm, dtype_goes_with
 from ..functional.checks import shape_text
 from ..hookspecs import hookimpl
 from ..specs import LayerSpec
@@ -68,7 +68,7 @@ class _BatchNorm(DeltaHooks, torch.nn.modules.batchnorm._BatchNorm):
             return
         if input.device != own.device:
             raise ValueError(f"input: expected device {own.device} (the layer's), got {input.device}")
-        if input.dtype != own.dtype and not (input.dtype in LOW_PRECISION and own.dtype == torch.float32):
+        if not dtype_goes_with(input.dtype, own.dtype):
             also = " or float16/bfloat16" if own.dtype == torch.float32 else ""
             raise TypeError(f"input: expected dtype {own.dtype}{also} (the layer's), got {input.dtype}")
 
