@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Callable, Iterator
 
 import pytest
 import torch
@@ -59,6 +61,23 @@ def test_a_plugin_layer_is_used_by_convert_and_listed() -> None:
     assert torchbp.list_layers("ExplicitBilinear") == []
 
 
+@contextlib.contextmanager
+def _plugin_answering(specs: Callable[[], list[torchbp.LayerSpec]]) -> Iterator[None]:
+    """A plugin whose ``torchbp_layers()`` answers ``specs()``, registered for the ``with`` block."""
+
+    class Plugin:
+        @torchbp.hookimpl
+        def torchbp_layers(self) -> list[torchbp.LayerSpec]:
+            return specs()
+
+    plugin = Plugin()
+    torchbp.register_plugin(plugin)
+    try:
+        yield
+    finally:
+        torchbp.unregister_plugin(plugin)
+
+
 class PReLUTwin(torch.nn.PReLU):
     """A twin class of the right kind, for specs whose other fields are wrong."""
 
@@ -76,54 +95,29 @@ class PReLUTwin(torch.nn.PReLU):
     ids=["empty name", "no name", "module a str", "twin not a subclass", "derivatives an int", "derivatives a dict"],
 )
 def test_a_malformed_layer_spec_skips_its_plugin_and_nothing_else(fields: tuple, match: str) -> None:
-    class Malformed:
-        @torchbp.hookimpl
-        def torchbp_layers(self) -> list[torchbp.LayerSpec]:
-            return [torchbp.LayerSpec(*fields)]
-
-    plugin = Malformed()
-    torchbp.register_plugin(plugin)
-    try:
+    with _plugin_answering(lambda: [torchbp.LayerSpec(*fields)]):  # the spec is built, and refused, in the hook
         with pytest.warns(torchbp.PluginWarning, match=match):
             model = tnn.convert(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.PReLU()))
         assert type(model[0]) is tnn.Linear and type(model[1]) is torch.nn.PReLU
-    finally:
-        torchbp.unregister_plugin(plugin)
 
 
 def test_a_plugin_layer_named_like_a_built_in_leaves_both_in_use() -> None:
     # convert finds a twin by its torch class: a clash of names is a listing problem, not a reason
     # to leave torch.nn.Linear native
-    class Clashing:
-        @torchbp.hookimpl
-        def torchbp_layers(self) -> list[torchbp.LayerSpec]:
-            return [torchbp.LayerSpec("Linear", "a PReLU twin under a taken name", torch.nn.PReLU, PReLUTwin)]
-
-    plugin = Clashing()
-    torchbp.register_plugin(plugin)
-    try:
+    with _plugin_answering(
+        lambda: [torchbp.LayerSpec("Linear", "a PReLU twin under a taken name", torch.nn.PReLU, PReLUTwin)]
+    ):
         model = tnn.convert(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.PReLU()), strict=True)
         assert type(model[0]) is tnn.Linear and type(model[1]) is PReLUTwin
         with pytest.warns(torchbp.PluginWarning, match="layer 'Linear' is provided by two plugins"):
             names = [entry.name for entry in torchbp.list_layers()]
         assert "Linear" not in names and "Conv2d" in names
-    finally:
-        torchbp.unregister_plugin(plugin)
 
 
 def test_two_twins_for_one_torch_class_is_an_error_naming_both() -> None:
-    class Other:
-        @torchbp.hookimpl
-        def torchbp_layers(self) -> list[torchbp.LayerSpec]:
-            return [torchbp.LayerSpec("MyLinear", "a second Linear", torch.nn.Linear, tnn.Linear)]
-
-    plugin = Other()
-    torchbp.register_plugin(plugin)
-    try:
+    with _plugin_answering(lambda: [torchbp.LayerSpec("MyLinear", "a second Linear", torch.nn.Linear, tnn.Linear)]):
         with pytest.raises(torchbp.PluginError, match="torch.nn.Linear has two twins, 'Linear'.*'MyLinear'"):
             tnn.convert(torch.nn.Linear(2, 2))
-    finally:
-        torchbp.unregister_plugin(plugin)
 
 
 def test_revert_gives_torch_classes_back() -> None:
