@@ -1,6 +1,7 @@
 """What per-example quantities cost on top of a plain backward pass.
 
-``python scripts/per_example_bench.py [--rounds R] [--steps S] [--threads T] [--batch N] [--clock wall|cpu]``
+``python scripts/per_example_bench.py [--rounds R] [--steps S] [--threads T] [--batch N]
+[--clock wall|cpu] [--device cpu|cuda]``
 
 A ``torch.nn`` 64-256-256-10 ReLU net converted with :func:`torchbp.nn.convert`, batch 64,
 cross-entropy, one process. Each round times, in turn and from the same weights and batch:
@@ -18,6 +19,8 @@ BackPACK's hooks (``BatchL2Grad``; all four: ``BatchGrad``, ``BatchL2Grad``, ``V
 ghost clipping's first backward pass, ``GradSampleModuleFastGradientClipping``). The figures are
 medians of per-round ratios to the baseline of that round, so a machine shared with other work
 moves both sides of each ratio together; ``--clock cpu`` times this process's CPU time only.
+``--device cuda`` runs the torchbp contenders on the GPU (a timing waits for the device before it
+stops the clock); the peers stay on the CPU there, so their rows are left out.
 """
 
 from __future__ import annotations
@@ -47,11 +50,17 @@ CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 a shared machine does not inflate (with one thread, the two agree on an idle machine)."""
 
 
-def timed(step: Callable[[], None], steps: int, clock: Callable[[], float] = time.perf_counter) -> float:
-    """Seconds per call of ``step``, over ``steps`` calls, by ``clock``."""
+def timed(
+    step: Callable[[], None], steps: int, clock: Callable[[], float] = time.perf_counter, device: str = "cpu"
+) -> float:
+    """Seconds per call of ``step``, over ``steps`` calls, by ``clock``; on CUDA the device's queued
+    work is waited for before the clock starts and before it stops."""
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    sync()
     started = clock()
     for _ in range(steps):
         step()
+    sync()
     return (clock() - started) / steps
 
 
@@ -147,27 +156,38 @@ def main() -> None:
     )
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall", help="wall time or this process's CPU time")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     args = parser.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device} was asked for, but torch sees no CUDA device")
+    if args.device != "cpu" and args.clock == "cpu":
+        parser.error(
+            "--clock cpu times this process's CPU time and not the device's: "
+            f"expected --clock wall with --device {args.device}"
+        )
     clock = CLOCKS[args.clock]
     torch.set_num_threads(args.threads)
     # Opacus's hooks on a first layer whose input needs no gradient: torch warns on every step
     warnings.filterwarnings("ignore", "Full backward hook is firing")
     torch.manual_seed(0)
-    model = torchbp.nn.convert(copy.deepcopy(native_net()))
+    model = torchbp.nn.convert(copy.deepcopy(native_net())).to(args.device)
     x, y = torch.randn(args.batch, 64), torch.randint(0, 10, (args.batch,))
-    steps = {**torchbp_steps(model, x, y), **peer_steps(x, y)}
+    steps = torchbp_steps(model, x.to(args.device), y.to(args.device))
+    if args.device == "cpu":
+        steps.update(peer_steps(x, y))
     for step in steps.values():  # warm up
-        timed(step, args.steps)
+        timed(step, args.steps, device=args.device)
     ratios: dict[str, list[float]] = {name: [] for name in steps if name != "baseline"}
     baselines: list[float] = []
     for _ in range(args.rounds):
-        seconds = {name: timed(step, args.steps, clock) for name, step in steps.items()}
+        seconds = {name: timed(step, args.steps, clock, args.device) for name, step in steps.items()}
         baselines.append(seconds["baseline"])
         for name in ratios:
             ratios[name].append(seconds[name] / seconds["baseline"])
     print(
         f"torch {torch.__version__}, torchbp {torchbp.__version__}, {platform.processor() or platform.machine()}, "
-        f"{args.threads} thread(s), batch {args.batch}, {args.rounds} rounds × {args.steps} steps, {args.clock} clock"
+        f"{args.device}, {args.threads} thread(s), batch {args.batch}, "
+        f"{args.rounds} rounds × {args.steps} steps, {args.clock} clock"
     )
     print(f"baseline forward+loss+backward: median {statistics.median(baselines) * 1e6:.0f} µs")
     for name, values in ratios.items():
