@@ -198,19 +198,32 @@ class BatchNorm(Derivatives):
         self, delta: Tensor, saved: BatchNormSaved, mask: list[bool]
     ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
         """ATen's ``native_batch_norm_backward``: ∂C/∂x, Σ δ ⊙ x̂ (∂C/∂γ, whatever γ is) and Σ δ,
-        where ``mask`` says; the same equations as the written ones, in two passes over δ and x."""
-        return torch.ops.aten.native_batch_norm_backward.default(  # type: ignore[no-any-return]
+        where ``mask`` says (``None`` elsewhere: on CUDA the kernel can return a sum it was not
+        asked for); the same equations as the written ones, in two passes over δ and x."""
+        mean, invstd, weight = saved.mean, saved.invstd, saved.weight
+        statistic = mean if self.training else saved.running_mean
+        assert statistic is not None
+        if not self.training:
+            # as ATen's own eval-mode batch norm hands them over: empty, the running statistics
+            # being read instead (CUDA's kernel refuses undefined ones)
+            mean = invstd = statistic.new_empty(0)
+        if weight is None and (mask[1] or mask[2]):
+            # γ = 1: CUDA's kernel sums δ ⊙ x̂ and δ only for a layer with γ (the sums do not read it)
+            weight = statistic.new_ones(delta.shape[1])
+        sums = torch.ops.aten.native_batch_norm_backward.default(
             delta,
             saved.x,
-            saved.weight,
+            weight,
             saved.running_mean,
             saved.running_var,
-            saved.mean,
-            saved.invstd,
+            mean,
+            invstd,
             self.training,
             self.eps,
             mask,
         )
+        grad_x, sum_delta_x_hat, sum_delta = (value if wanted else None for value, wanted in zip(sums, mask))
+        return grad_x, sum_delta_x_hat, sum_delta
 
     def param_vjps(self, delta: Tensor, saved: BatchNormSaved, needs: tuple[bool, ...]) -> tuple[Tensor | None, ...]:
         needs_weight, needs_bias, needs_running_mean, needs_running_var = needs
