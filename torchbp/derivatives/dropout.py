@@ -1,8 +1,9 @@
 """Dropout: z = x ⊙ m̃ with m̃ = m / (1 − p) and m a fresh Bernoulli(1 − p) mask per call.
 
 ``draw_mask`` draws m̃ exactly as ``torch.nn.functional.dropout`` draws its mask (on the CPU,
-a tensor like x filled by ``bernoulli_(1 − p)`` then divided by 1 − p; on CUDA, the boolean mask
-of ATen's fused ``native_dropout`` of x), so for one RNG state torchbp's output equals torch's.
+and for ``inplace=True`` everywhere, a tensor like x filled by ``bernoulli_(1 − p)`` then divided
+by 1 − p; otherwise on CUDA, the boolean mask of ATen's fused ``native_dropout`` of x), so for one
+RNG state torchbp's output equals torch's.
 The mask is drawn just before the layer's Function and handed to it as a second input that needs
 no gradient: the Function itself is deterministic, so whatever replays it (gradcheck, forward-mode
 AD batched under vmap, which refuses random ops) sees the same mask, and its backward reads the
@@ -23,26 +24,28 @@ from torch import Tensor
 from .base import Derivatives, Sample
 
 
-def fused_kernel(x: Tensor, p: float) -> bool:
+def fused_kernel(x: Tensor, p: float, inplace: bool = False) -> bool:
     """Whether ``torch.nn.functional.dropout`` takes ATen's fused ``native_dropout`` for x (CUDA,
-    XPU), which draws its mask from its own random stream."""
-    return x.device.type in ("cuda", "xpu", "lazy") and 0 < p < 1 and x.numel() > 0
+    XPU; never in place), which draws its mask from its own random stream."""
+    return not inplace and x.device.type in ("cuda", "xpu", "lazy") and 0 < p < 1 and x.numel() > 0
 
 
-def draw_mask(x: Tensor, p: float) -> Tensor:
+def draw_mask(x: Tensor, p: float, inplace: bool = False) -> Tensor:
     """m̃ = m / (1 − p), m ~ Bernoulli(1 − p) elementwise, shaped and typed like x, drawn as
-    ``torch.nn.functional.dropout(x, p)`` draws it (the same random numbers for one RNG state).
+    ``torch.nn.functional.dropout(x, p, inplace=inplace)`` draws it (the same random numbers for
+    one RNG state).
 
     Args:
         x: the input, any shape.
         p: the probability of dropping an element, in ``[0, 1]``; 1 gives a mask of zeros.
+        inplace: draw as torch's in-place dropout does (never its fused kernel).
 
     Returns:
         m̃, the shape of x, with entries 0 and 1 / (1 − p).
     """
     if p == 1:
         return torch.zeros_like(x)
-    if fused_kernel(x, p):
+    if fused_kernel(x, p, inplace):
         # the fused kernel's own draw on x itself (its random stream depends on x's layout)
         kept = torch.ops.aten.native_dropout.default(x.detach(), p, True)[1]
         return kept.to(x.dtype).div_(1 - p)

@@ -29,7 +29,8 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool 
         input: x, any shape.
         p: the probability of dropping each element, in ``[0, 1]``.
         training: drop (``True``) or pass x through (``False``).
-        inplace: accepted for torch's signature; the result is computed out of place.
+        inplace: torch's signature; the mask is drawn as torch's in-place dropout draws it, and
+            the result is computed out of place.
 
     Returns:
         z, the shape of x.
@@ -47,7 +48,7 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool 
     input = check_tensor("input", input)
     if p == 0 or input.numel() == 0:
         return input
-    return apply_layer(_DROPOUT, input, (draw_mask(input, p),))
+    return apply_layer(_DROPOUT, input, (draw_mask(input, p, inplace),))
 
 
 _FLATTENS: SettingsCache[Flatten] = SettingsCache()

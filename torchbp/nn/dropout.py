@@ -15,11 +15,11 @@ from .link import Linked
 
 
 class Dropout(torch.nn.Dropout):
-    """Like ``torch.nn.Dropout(p, inplace)``: the same mask for the same RNG state; ``inplace`` is
-    accepted and the result computed out of place. Any shape."""
+    """Like ``torch.nn.Dropout(p, inplace)``: the same mask for the same RNG state (with ``inplace``,
+    the mask torch's in-place dropout draws), the result computed out of place. Any shape."""
 
     def forward(self, input: Tensor) -> Tensor:
-        return dropout(input, self.p, self.training)
+        return dropout(input, self.p, self.training, self.inplace)
 
 
 class Flatten(Linked, torch.nn.Flatten):
