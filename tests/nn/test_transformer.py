@@ -123,6 +123,20 @@ def test_cross_attention_with_one_tensor_for_keys_and_values_equals_torch(batch_
     _explicit_only(output)
 
 
+@pytest.mark.parametrize("batch_first", [False, True], ids=["seq-first", "batch-first"])
+def test_self_attention_projects_query_key_and_value_in_one_product(batch_first: bool) -> None:
+    x = _qkv(batch_first)[0].requires_grad_()
+    output, _ = torchbp.nn.convert(_attention(batch_first=batch_first))(x, x, x)
+    nodes, stack = [], [output.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is not None and node not in nodes:
+            nodes.append(node)
+            stack.extend(next_node for next_node, _ in node.next_functions)
+    # the packed (3E, E) in-projection and the out-projection
+    assert [type(node).__name__ for node in nodes].count("LinearFunctionBackward") == 2
+
+
 def test_attention_in_eval_mode_drops_nothing() -> None:
     _compare(_attention(dropout=0.5).eval(), _qkv(), lambda m, q, k, v: m(q, k, v))
 

@@ -167,8 +167,10 @@ def _in_projection(
 
 def _batch_first(query: Tensor, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """``(L, N, E)`` → ``(N, L, E)`` views, keeping one tensor one tensor (self-attention projects once)."""
-    moved = {id(t): t.transpose(0, 1) for t in (value, key, query)}
-    return moved[id(query)], moved[id(key)], moved[id(value)]
+    q = query.transpose(0, 1)
+    k = q if key is query else key.transpose(0, 1)
+    v = q if value is query else k if value is key else value.transpose(0, 1)
+    return q, k, v
 
 
 def _check_heads(
