@@ -110,3 +110,18 @@ def test_per_example_bench_reports_every_row() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     for row in ("baseline", "torchbp norm", "torchbp grad", "torchbp all four", "write floor"):
         assert row in result.stdout, row
+
+
+def test_per_example_bench_runs_on_the_device_asked_for(device: str) -> None:
+    result = _run(
+        str(SCRIPTS / "per_example_bench.py"), "--rounds", "2", "--steps", "1", "--batch", "4", "--device", device
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f", {device}, " in result.stdout.splitlines()[0]
+
+
+def test_per_example_bench_refuses_a_device_clock_it_cannot_read() -> None:
+    result = _run(str(SCRIPTS / "per_example_bench.py"), "--device", "cuda", "--clock", "cpu")
+    assert result.returncode == 2
+    expected = "expected --clock wall" if torch.cuda.is_available() else "torch sees no CUDA device"
+    assert expected in result.stderr
