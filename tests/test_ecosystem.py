@@ -20,6 +20,8 @@ from torch.func import functional_call, grad, jacfwd, jacrev, jvp, vmap
 import torchbp
 import torchbp.functional as F
 import torchbp.nn as tnn
+from torchbp.benchmark import EncoderClassifier
+from torchbp.nn.models import lenet, small_resnet
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -158,6 +160,88 @@ def test_autocast_cuda_behaves_like_torch_nn(dtype: torch.dtype) -> None:
     x = torch.randn(5, 4, device="cuda")
     with torch.autocast("cuda", dtype=dtype):
         assert ours(x).dtype == linear(x).dtype == dtype
+
+
+def _relative_error(ours: torch.Tensor, theirs: torch.Tensor) -> float:
+    return float((ours.detach().float() - theirs.detach().float()).norm() / theirs.detach().float().norm())
+
+
+class _MaskedSelfAttention(torch.nn.Module):
+    """Self-attention with a key-padding mask and a causal mask."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attention = torch.nn.MultiheadAttention(16, 2, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        padding = torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
+        padding[:, -1] = True
+        causal = torch.ones(x.shape[1], x.shape[1], dtype=torch.bool, device=x.device).triu(1)
+        return self.attention(x, x, x, key_padding_mask=padding, attn_mask=causal)[0]  # type: ignore[no-any-return]
+
+
+AUTOCAST_MODELS: dict[str, tuple[Callable[[], torch.nn.Module], tuple[int, ...]]] = {
+    "linear and norms": (
+        lambda: torch.nn.Sequential(
+            torch.nn.Linear(8, 16),
+            torch.nn.LayerNorm(16),
+            torch.nn.ReLU(),
+            torch.nn.Linear(16, 16),
+            torch.nn.RMSNorm(16),
+            torch.nn.Linear(16, 4),
+        ),
+        (5, 8),
+    ),
+    "masked self-attention": (_MaskedSelfAttention, (3, 5, 16)),
+    "lenet": (lambda: lenet(8), (6, 64)),
+    "resnet-style, batch norm": (small_resnet, (4, 1, 28, 28)),
+    "transformer encoder": (lambda: EncoderClassifier(width=32, heads=4, layers=1), (3, 5, 32)),
+}
+
+
+@pytest.mark.filterwarnings("ignore:Mismatch dtype between input and weight")  # torch's own RMSNorm, mixed
+@pytest.mark.parametrize("name", AUTOCAST_MODELS)
+def test_autocast_converted_models_train_like_torch_nn(device: str, name: str) -> None:
+    """A converted CNN or transformer under autocast (CPU bfloat16, CUDA float16): the output in the
+    same low precision, float32 gradients and batch-norm statistics, all near torch's own."""
+    dtype, tolerance = (torch.bfloat16, 3e-2) if device == "cpu" else (torch.float16, 5e-3)
+    build, shape = AUTOCAST_MODELS[name]
+    torch.manual_seed(0)
+    theirs = build().to(device)
+    ours = tnn.convert(copy.deepcopy(theirs))
+    x = torch.randn(shape, device=device)
+    outputs = []
+    for model in (ours, theirs):
+        with torch.autocast(device, dtype=dtype):
+            output = model(x)
+        output.float().square().mean().backward()
+        outputs.append(output)
+    assert outputs[0].dtype == outputs[1].dtype == dtype
+    assert _relative_error(*outputs) < tolerance
+    for (label, p), q in zip(ours.named_parameters(), theirs.parameters()):
+        assert p.grad.dtype == q.grad.dtype == torch.float32, label
+        assert _relative_error(p.grad, q.grad) < tolerance, label
+    for (label, a), b in zip(ours.named_buffers(), theirs.buffers()):
+        assert a.dtype == b.dtype, label
+        if a.is_floating_point():
+            assert _relative_error(a, b) < tolerance, label
+
+
+def test_autocast_scaled_dot_product_attention_is_torchs(device: str) -> None:
+    """Under autocast Q, K, V and a float mask are cast to its dtype, as torch's attention is."""
+    dtype = torch.bfloat16 if device == "cpu" else torch.float16
+    q, k, v = (torch.randn(2, 3, 4, 8, device=device, requires_grad=True) for _ in range(3))
+    mask = torch.randn(4, 4, device=device)
+    delta = torch.randn(2, 3, 4, 8, device=device)
+    results = []
+    for attention in (F.scaled_dot_product_attention, torch.nn.functional.scaled_dot_product_attention):
+        with torch.autocast(device, dtype=dtype):
+            output = attention(q, k, v, attn_mask=mask)
+        results.append((output, *torch.autograd.grad(output, (q, k, v), delta.to(dtype))))
+    assert results[0][0].dtype == results[1][0].dtype == dtype
+    for ours, theirs in zip(*results):
+        assert ours.dtype == theirs.dtype
+        assert _relative_error(ours, theirs) < 2e-2
 
 
 # CUDA graphs

@@ -3,10 +3,13 @@ backward against the written equations, and bad input."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as TF
 
+import torchbp
 import torchbp.functional as F
 from torchbp.derivatives.norm import LayerNorm, LayerNormSaved
 
@@ -39,6 +42,58 @@ def test_rms_norm_equals_torch(eps: float | None) -> None:
         torch.testing.assert_close(a, b, **F64)
 
 
+def _norm_pair(norm: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float | None) -> tuple:
+    """(ours, theirs, leaves) of layer or RMS norm over the last dimension."""
+    if norm == "layer_norm":
+        return (
+            F.layer_norm(x, x.shape[-1:], weight, bias),
+            TF.layer_norm(x, x.shape[-1:], weight, bias),
+            (x, weight, bias),
+        )
+    return F.rms_norm(x, x.shape[-1:], weight, eps), TF.rms_norm(x, x.shape[-1:], weight, eps), (x, weight)
+
+
+@pytest.mark.filterwarnings("ignore:Mismatch dtype between input and weight")  # torch's own RMS norm, mixed
+@pytest.mark.parametrize("low", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])
+@pytest.mark.parametrize("norm", ["layer_norm", "rms_norm"])
+def test_low_precision_input_with_float32_parameters_is_normalised_as_torch(
+    device: str, low: torch.dtype, norm: str
+) -> None:
+    """torch's mixed path: float32 arithmetic, z rounded to the input's dtype, ∂C/∂x in it and
+    ∂C/∂γ, ∂C/∂β in float32; RMS norm's default ε is float32's."""
+    x = (torch.rand(3, 4, 6, device=device) * 0.02 + 0.01).to(low).requires_grad_()  # small: ε matters
+    weight = torch.randn(6, device=device, requires_grad=True)
+    bias = torch.randn(6, device=device, requires_grad=True)
+    ours, theirs, leaves = _norm_pair(norm, x, weight, bias, None)
+    assert ours.dtype == theirs.dtype == low
+    torch.testing.assert_close(ours, theirs)
+    delta = torch.randn_like(theirs)
+    for a, b, leaf in zip(torch.autograd.grad(ours, leaves, delta), torch.autograd.grad(theirs, leaves, delta), leaves):
+        assert a.dtype == b.dtype == leaf.dtype
+        assert float((a.float() - b.float()).norm() / b.float().norm()) < 1e-2
+
+
+@pytest.mark.filterwarnings("ignore:Mismatch dtype between input and weight")
+@pytest.mark.parametrize("norm", [torch.nn.LayerNorm, torch.nn.RMSNorm], ids=["LayerNorm", "RMSNorm"])
+def test_float32_norms_between_bfloat16_layers_train_as_torch(device: str, norm: type[torch.nn.Module]) -> None:
+    """Norms kept in float32 inside a bfloat16 model, converted: in one chain node, as torch's."""
+    theirs = torch.nn.Sequential(
+        torch.nn.Linear(4, 6).bfloat16(), norm(6), torch.nn.Linear(6, 3).bfloat16(), norm(3), torch.nn.Tanh()
+    ).to(device)
+    ours = torchbp.nn.convert(copy.deepcopy(theirs))
+    x = torch.randn(5, 4, device=device, dtype=torch.bfloat16)
+    outputs = []
+    for model in (ours, theirs):
+        output = model(x)
+        output.float().square().sum().backward()
+        outputs.append(output)
+    assert outputs[0].dtype == outputs[1].dtype == torch.bfloat16
+    torch.testing.assert_close(*outputs)
+    for (name, p), q in zip(ours.named_parameters(), theirs.parameters()):
+        assert p.grad.dtype == q.grad.dtype == p.dtype, name
+        assert float((p.grad.float() - q.grad.float()).norm() / q.grad.float().norm()) < 2e-2, name
+
+
 def test_norm_bad_input_is_named() -> None:
     x = torch.randn(2, 5)
     with pytest.raises(
@@ -49,6 +104,14 @@ def test_norm_bad_input_is_named() -> None:
         F.layer_norm(x, 5, torch.ones(4))
     with pytest.raises(ValueError, match=r"weight: expected shape normalized_shape \[5\], got shape \(6\)"):
         F.rms_norm(x, 5, torch.ones(6))
+    with pytest.raises(
+        TypeError, match=r"weight: expected dtype torch.bfloat16 \(the dtype of input\) or torch.float32, "
+    ):
+        F.layer_norm(x.bfloat16(), 5, torch.ones(5, dtype=torch.float64))
+    with pytest.raises(
+        TypeError, match=r"bias: expected dtype torch.float32 \(the dtype of input\), got torch.bfloat16"
+    ):
+        F.layer_norm(x, 5, torch.ones(5), torch.zeros(5, dtype=torch.bfloat16))
 
 
 def test_embedding_max_norm_renormalises_as_torch() -> None:

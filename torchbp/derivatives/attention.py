@@ -49,7 +49,7 @@ def scores(q: Tensor, k: Tensor, scale: float, attn_mask: Tensor | None, causal:
 
 def probabilities(s: Tensor, masked: bool) -> Tensor:
     """P = softmax(S) by rows; where ``masked``, a row that is −∞ everywhere gives zeros (not NaN)."""
-    p = torch.softmax(s, -1)
+    p = torch.softmax(s, -1, dtype=s.dtype)  # in S's dtype, also where autocast would make it float32
     if masked:
         p = p.masked_fill((s == float("-inf")).all(-1, keepdim=True), 0.0)
     return p

@@ -30,6 +30,14 @@ from torch import Tensor
 from .base import Derivatives, Sample
 
 
+def arithmetic(x: Tensor, params: tuple[Tensor | None, ...]) -> Tensor:
+    """x in the dtype the normalisation computes in: float32 for a float16/bfloat16 x with float32
+    γ or β (torch's mixed path, which rounds z to x's dtype), x's own dtype otherwise."""
+    if all(p is None or p.dtype == x.dtype for p in params):
+        return x
+    return x.float()
+
+
 def example_dims(x: Tensor, normalized_ndim: int) -> list[int]:
     """The trailing dimensions one example is normalised over."""
     return list(range(x.dim() - normalized_ndim, x.dim()))
@@ -83,8 +91,9 @@ class LayerNorm(Derivatives):
 
     def forward(self, x: Tensor, *params: Tensor | None) -> tuple[Tensor, tuple[Tensor, ...]]:
         weight, bias = params
-        z, mean, rstd = torch.native_layer_norm(x, x.shape[x.dim() - self.normalized_ndim :], weight, bias, self.eps)
-        return z, (mean, rstd)
+        x_32 = arithmetic(x, params)
+        z, mean, rstd = torch.native_layer_norm(x_32, x.shape[x.dim() - self.normalized_ndim :], weight, bias, self.eps)
+        return z.to(x.dtype), (mean, rstd)
 
     def save(
         self,
@@ -96,37 +105,41 @@ class LayerNorm(Derivatives):
     ) -> LayerNormSaved:
         return LayerNormSaved(x, params[0], *buffers)
 
-    def statistics(self, saved: LayerNormSaved) -> tuple[Tensor, Tensor]:
-        """μ and r, recomputed from x with differentiable ops where a double backward is being recorded."""
+    def statistics(self, saved: LayerNormSaved, x: Tensor) -> tuple[Tensor, Tensor]:
+        """μ and r of x (``saved.x`` in the arithmetic's dtype), recomputed with differentiable ops
+        where a double backward is being recorded."""
         if torch.is_grad_enabled():
-            return layer_statistics(saved.x, self.normalized_ndim, self.eps)
+            return layer_statistics(x, self.normalized_ndim, self.eps)
         return saved.mean, saved.rstd
 
     def vjps(self, delta: Tensor, saved: LayerNormSaved, needs: tuple[bool, ...]) -> tuple[Tensor | None, ...]:
         needs_x, needs_weight, needs_bias = needs
+        x = arithmetic(saved.x, (saved.weight,))
+        delta_in = delta.to(x.dtype)
         if not torch.is_grad_enabled() and delta.numel() and (saved.weight is not None or not needs_bias):
             # ATen's fused kernel for the equations below, in one pass over δ and x (it reads its
             # β argument only for the shape of ∂C/∂β, which is γ's)
-            x = saved.x
             shape = x.shape[x.dim() - self.normalized_ndim :]
             mask = [needs_x, needs_weight, needs_bias]
-            return torch.ops.aten.native_layer_norm_backward.default(  # type: ignore[no-any-return]
-                delta, x, shape, saved.mean, saved.rstd, saved.weight, saved.weight, mask
+            grad_x, grad_weight, grad_bias = torch.ops.aten.native_layer_norm_backward.default(
+                delta_in, x, shape, saved.mean, saved.rstd, saved.weight, saved.weight, mask
             )
-        mean, rstd = self.statistics(saved)
-        x_hat = (saved.x - mean) * rstd
+            return None if grad_x is None else grad_x.to(saved.x.dtype), grad_weight, grad_bias
+        mean, rstd = self.statistics(saved, x)
+        x_hat = (x - mean) * rstd
         grad_x = grad_weight = grad_bias = None
         if needs_x:
             dims = example_dims(delta, self.normalized_ndim)
-            g = delta if saved.weight is None else delta * saved.weight
+            g = delta_in if saved.weight is None else delta_in * saved.weight
             # ∂C/∂x = r·(g − ⟨g⟩ − x̂ ⊙ ⟨g ⊙ x̂⟩): through x̂ directly, through μ, through r
             grad_x = rstd * (g - g.mean(dims, keepdim=True) - x_hat * (g * x_hat).mean(dims, keepdim=True))
+            grad_x = grad_x.to(saved.x.dtype)
         if needs_weight:
             # BP4's analogue: ∂C/∂γ = Σ δ ⊙ x̂
-            grad_weight = batch_sum(delta * x_hat, self.normalized_ndim)
+            grad_weight = batch_sum(delta_in * x_hat, self.normalized_ndim)
         if needs_bias:
             # BP3's analogue: ∂C/∂β = Σ δ
-            grad_bias = batch_sum(delta, self.normalized_ndim)
+            grad_bias = batch_sum(delta_in, self.normalized_ndim)
         return grad_x, grad_weight, grad_bias
 
     def input_vjp(self, delta: Tensor, saved: LayerNormSaved) -> Tensor:
@@ -139,9 +152,10 @@ class LayerNorm(Derivatives):
 
     def jvp(self, saved: LayerNormSaved, x_t: Tensor | None, *params_t: Tensor | None) -> Tensor:
         weight_t, bias_t = params_t
-        mean, rstd = self.statistics(saved)
-        x_hat = (saved.x - mean) * rstd
-        z_t = torch.zeros_like(saved.x)
+        x = arithmetic(saved.x, (saved.weight,))
+        mean, rstd = self.statistics(saved, x)
+        x_hat = (x - mean) * rstd
+        z_t = torch.zeros_like(x)
         if x_t is not None:
             dims = example_dims(x_t, self.normalized_ndim)
             # ẋ̂ = r·(ẋ − ⟨ẋ⟩ − x̂ ⊙ ⟨x̂ ⊙ ẋ⟩)
@@ -152,7 +166,7 @@ class LayerNorm(Derivatives):
             z_t = z_t + weight_t * x_hat
         if bias_t is not None:
             z_t = z_t + bias_t
-        return z_t
+        return z_t.to(saved.x.dtype)
 
     @classmethod
     def samples(cls, dtype: torch.dtype, device: torch.device | str) -> list[Sample]:
@@ -200,9 +214,10 @@ class RMSNorm(Derivatives):
 
     def forward(self, x: Tensor, *params: Tensor | None) -> tuple[Tensor, tuple[Tensor, ...]]:
         (weight,) = params
-        rstd = rms_statistic(x, self.normalized_ndim, self.eps)
-        z = x * rstd
-        return (z if weight is None else z * weight), (rstd,)
+        x_32 = arithmetic(x, params)
+        rstd = rms_statistic(x_32, self.normalized_ndim, self.eps)
+        z = x_32 * rstd
+        return (z if weight is None else z * weight).to(x.dtype), (rstd,)
 
     def save(
         self,
@@ -214,23 +229,27 @@ class RMSNorm(Derivatives):
     ) -> RMSNormSaved:
         return RMSNormSaved(x, params[0], buffers[0])
 
-    def statistic(self, saved: RMSNormSaved) -> Tensor:
-        """r, recomputed from x with differentiable ops where a double backward is being recorded."""
-        return rms_statistic(saved.x, self.normalized_ndim, self.eps) if torch.is_grad_enabled() else saved.rstd
+    def statistic(self, saved: RMSNormSaved, x: Tensor) -> Tensor:
+        """r of x (``saved.x`` in the arithmetic's dtype), recomputed with differentiable ops where
+        a double backward is being recorded."""
+        return rms_statistic(x, self.normalized_ndim, self.eps) if torch.is_grad_enabled() else saved.rstd
 
     def vjps(self, delta: Tensor, saved: RMSNormSaved, needs: tuple[bool, ...]) -> tuple[Tensor | None, ...]:
         needs_x, needs_weight = needs
-        rstd = self.statistic(saved)
-        x_hat = saved.x * rstd
+        x = arithmetic(saved.x, (saved.weight,))
+        delta_in = delta.to(x.dtype)
+        rstd = self.statistic(saved, x)
+        x_hat = x * rstd
         grad_x = grad_weight = None
         if needs_x:
             dims = example_dims(delta, self.normalized_ndim)
-            g = delta if saved.weight is None else delta * saved.weight
+            g = delta_in if saved.weight is None else delta_in * saved.weight
             # ∂C/∂x = r·(g − x̂ ⊙ ⟨g ⊙ x̂⟩): through x̂ directly and through r
             grad_x = rstd * (g - x_hat * (g * x_hat).mean(dims, keepdim=True))
+            grad_x = grad_x.to(saved.x.dtype)
         if needs_weight:
             # BP4's analogue: ∂C/∂γ = Σ δ ⊙ x̂
-            grad_weight = batch_sum(delta * x_hat, self.normalized_ndim)
+            grad_weight = batch_sum(delta_in * x_hat, self.normalized_ndim)
         return grad_x, grad_weight
 
     def input_vjp(self, delta: Tensor, saved: RMSNormSaved) -> Tensor:
@@ -243,9 +262,10 @@ class RMSNorm(Derivatives):
 
     def jvp(self, saved: RMSNormSaved, x_t: Tensor | None, *params_t: Tensor | None) -> Tensor:
         (weight_t,) = params_t
-        rstd = self.statistic(saved)
-        x_hat = saved.x * rstd
-        z_t = torch.zeros_like(saved.x)
+        x = arithmetic(saved.x, (saved.weight,))
+        rstd = self.statistic(saved, x)
+        x_hat = x * rstd
+        z_t = torch.zeros_like(x)
         if x_t is not None:
             dims = example_dims(x_t, self.normalized_ndim)
             # ẋ̂ = r·(ẋ − x̂ ⊙ ⟨x̂ ⊙ ẋ⟩)
@@ -254,7 +274,7 @@ class RMSNorm(Derivatives):
         # ż = γ ⊙ ẋ̂ + γ̇ ⊙ x̂
         if weight_t is not None:
             z_t = z_t + weight_t * x_hat
-        return z_t
+        return z_t.to(saved.x.dtype)
 
     @classmethod
     def samples(cls, dtype: torch.dtype, device: torch.device | str) -> list[Sample]:

@@ -13,7 +13,7 @@ from torch import Tensor
 from ..derivatives.attention import Attention
 from ..derivatives.dropout import draw_mask
 from ..derivatives.linear import Linear
-from .checks import check_same, check_tensor, shape_text
+from .checks import autocast_args, autocast_dtype, check_same, check_tensor, shape_text
 from .factory import apply_layer, apply_layer_with_buffers, function_for
 
 __all__ = ["multi_head_attention_forward", "scaled_dot_product_attention"]
@@ -138,6 +138,10 @@ def scaled_dot_product_attention(
         key, value = _shared_heads(check_tensor("query", query), check_tensor("key", key), check_tensor("value", value))
     q, k, v, _ = check_attention(query, key, value, attn_mask, dropout_p, is_causal)
     mask = None if attn_mask is None else additive_mask("attn_mask", attn_mask, q.dtype, True)
+    low = autocast_dtype(q)
+    if low is not None:  # autocast's policy for attention: Q, K, V and the mask in its dtype
+        q, k, v = q.to(low), k.to(low), v.to(low)
+        mask = None if mask is None else mask.to(low)
     factor = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     dropout_mask = None
     if dropout_p > 0.0:
@@ -157,12 +161,18 @@ def _in_projection(
     """Q = query W_qᵀ + b_q, K = key W_kᵀ + b_k, V = value W_vᵀ + b_v, through torchbp's linear;
     one product with the packed ``(3E, E)`` weight where query, key and value are one tensor."""
     if packed is not None and query is key and key is value:
-        return apply_layer(_LINEAR, query, packed).chunk(3, -1)  # type: ignore[return-value]
+        return _projection(query, *packed).chunk(3, -1)  # type: ignore[return-value]
     return (
-        apply_layer(_LINEAR, query, (weights[0], biases[0])),
-        apply_layer(_LINEAR, key, (weights[1], biases[1])),
-        apply_layer(_LINEAR, value, (weights[2], biases[2])),
+        _projection(query, weights[0], biases[0]),
+        _projection(key, weights[1], biases[1]),
+        _projection(value, weights[2], biases[2]),
     )
+
+
+def _projection(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """x Wᵀ + b through torchbp's linear, under autocast in its dtype (as torch's linear casts)."""
+    x, weight, bias = autocast_args(x, weight, bias)
+    return apply_layer(_LINEAR, x, (weight, bias))
 
 
 def _batch_first(query: Tensor, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -300,6 +310,9 @@ def multi_head_attention_forward(
     padding = None if key_padding_mask is None else additive_mask("key_padding_mask", key_padding_mask, dtype, False)
     causal = is_causal and padding is None and not need_weights
     mask = None if attn_mask is None or causal else additive_mask("attn_mask", attn_mask, dtype, False)
+    low = autocast_dtype(query)
+    if low is not None:  # added to the projections' scores, which autocast makes in its dtype
+        padding, mask = (None if t is None else t.to(low) for t in (padding, mask))
     biases: tuple[Tensor | None, ...] = (None, None, None) if in_proj_bias is None else in_proj_bias.chunk(3)
     packed = None if packed_weight is None else (packed_weight, in_proj_bias)
     # projected batch first, (N, L, E): each example's rows together, where per-example rules read them
@@ -335,7 +348,7 @@ def multi_head_attention_forward(
     # (N, H, L, E/H) → (N, L, E), then the output projection, back to (L, N, E) laid out as torch's
     # own (a layer after it that follows the memory layout, as dropout's mask does, then sees the same)
     o = o.transpose(1, 2).reshape(batch, length, embed_dim)
-    output = apply_layer(_LINEAR, o, (out_proj_weight, out_proj_bias)).transpose(0, 1).contiguous()
+    output = _projection(o, out_proj_weight, out_proj_bias).transpose(0, 1).contiguous()
     weights = None
     if need_weights:
         weights = p if dropout_mask is None else p * dropout_mask

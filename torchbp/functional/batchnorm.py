@@ -9,21 +9,12 @@ import torch
 from torch import Tensor
 
 from ..derivatives.batchnorm import BatchNorm
-from .checks import check_tensor, shape_text
+from .checks import LOW_PRECISION, check_tensor, dtype_goes_with, shape_text
 from .factory import apply_layer, function_for
 
 __all__ = ["batch_norm"]
 
 function_for(BatchNorm)  # made here, in eager code: torch.compile breaks its graph where a class is made
-
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
-
-
-def dtype_goes_with(input_dtype: torch.dtype, dtype: torch.dtype) -> bool:
-    """Whether statistics or parameters of ``dtype`` go with an input of ``input_dtype``: the same
-    dtype, or float32 with a float16/bfloat16 input, as in torch's batch norm."""
-    return dtype == input_dtype or (input_dtype in _LOW_PRECISION and dtype == torch.float32)
-
 
 _VECTORS = ("running_mean", "running_var", "weight", "bias")
 
@@ -33,7 +24,7 @@ def _fits(input: Tensor, vectors: tuple[object, ...]) -> bool:
     if input.dim() < 2 or not input.is_floating_point():
         return False
     channels, device = input.shape[1], input.get_device()
-    dtypes = (input.dtype, torch.float32) if input.dtype in _LOW_PRECISION else (input.dtype,)
+    dtypes = (input.dtype, torch.float32) if input.dtype in LOW_PRECISION else (input.dtype,)
     for v in vectors:
         if v is not None and (
             not isinstance(v, Tensor) or v.shape != (channels,) or v.dtype not in dtypes or v.get_device() != device

@@ -24,6 +24,15 @@ def check_tensor(name: str, value: object) -> Tensor:
     return value
 
 
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def dtype_goes_with(input_dtype: torch.dtype, dtype: torch.dtype) -> bool:
+    """Whether statistics or parameters of ``dtype`` go with an input of ``input_dtype``: the same
+    dtype, or float32 with a float16/bfloat16 input, as in torch's batch and layer norms."""
+    return dtype == input_dtype or (input_dtype in LOW_PRECISION and dtype == torch.float32)
+
+
 def check_same(name: str, value: Tensor, ref_name: str, ref: Tensor) -> None:
     """Raise ``TypeError``/``ValueError`` unless ``value`` has the dtype and device of ``ref``."""
     if value.dtype != ref.dtype:

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ..derivatives.norm import LayerNorm, RMSNorm
-from .checks import check_same, check_tensor, shape_text
+from .checks import LOW_PRECISION, autocast_dtype, cast_floating, check_tensor, dtype_goes_with, shape_text
 from .factory import apply_layer, function_for
 
 __all__ = ["layer_norm", "rms_norm"]
@@ -33,8 +33,20 @@ def check_norm(input: object, normalized_shape: Sequence[int], **vectors: object
         v = check_tensor(name, value)
         if tuple(v.shape) != shape:
             raise ValueError(f"{name}: expected shape normalized_shape {list(shape)}, got shape {shape_text(v)}")
-        check_same(name, v, "input", x)
+        if not dtype_goes_with(x.dtype, v.dtype):
+            also = " or torch.float32" if x.dtype in LOW_PRECISION else ""
+            raise TypeError(f"{name}: expected dtype {x.dtype} (the dtype of input){also}, got {v.dtype}")
+        if v.device != x.device:
+            raise ValueError(f"{name}: expected device {x.device} (the device of input), got {v.device}")
     return x
+
+
+def _autocast(x: Tensor, params: tuple[Tensor | None, ...]) -> tuple[Tensor, tuple[Tensor | None, ...]]:
+    """x and γ, β as torch's autocast hands them to a normalisation: float32 outside the CPU (its
+    policy for the norms there), as they are on the CPU or without autocast."""
+    if x.device.type == "cpu" or autocast_dtype(x) is None:
+        return x, params
+    return x.float(), tuple(None if p is None else cast_floating(p, torch.float32) for p in params)
 
 
 def _shape(normalized_shape: int | Sequence[int]) -> tuple[int, ...]:
@@ -71,8 +83,8 @@ def layer_norm(
         tensor([[-1.0000,  1.0000]])
     """
     shape = _shape(normalized_shape)
-    x = check_norm(input, shape, weight=weight, bias=bias)
-    return apply_layer(LayerNorm(len(shape), eps), x, (weight, bias), on_delta)
+    x, params = _autocast(check_norm(input, shape, weight=weight, bias=bias), (weight, bias))
+    return apply_layer(LayerNorm(len(shape), eps), x, params, on_delta)
 
 
 def rms_norm(
@@ -90,7 +102,8 @@ def rms_norm(
         input: x, shape ``(*, *normalized_shape)``.
         normalized_shape: the trailing dimensions one example spans.
         weight: γ, shape ``normalized_shape``, or ``None``.
-        eps: ε; ``None`` is ``torch.finfo(input.dtype).eps``, as torch's.
+        eps: ε; ``None`` is ``torch.finfo(input.dtype).eps`` (float32's for a float16 or bfloat16
+            input, whose arithmetic runs in float32), as torch's.
         on_delta: called with δ = ∂C/∂z, shape of ``input``, during the backward pass.
 
     Returns:
@@ -102,6 +115,11 @@ def rms_norm(
         tensor([[3., 4.]])
     """
     shape = _shape(normalized_shape)
-    x = check_norm(input, shape, weight=weight)
-    epsilon = torch.finfo(x.dtype).eps if eps is None else eps
-    return apply_layer(RMSNorm(len(shape), epsilon), x, (weight,), on_delta)
+    x, params = _autocast(check_norm(input, shape, weight=weight), (weight,))
+    return apply_layer(RMSNorm(len(shape), default_rms_eps(x) if eps is None else eps), x, params, on_delta)
+
+
+def default_rms_eps(x: Tensor) -> float:
+    """torch's ε for an RMS norm given none: that of the dtype its arithmetic runs in, float32's for
+    a float16 or bfloat16 x (``torch.finfo(x.dtype).eps`` otherwise)."""
+    return torch.finfo(torch.float32 if x.dtype in LOW_PRECISION else x.dtype).eps

@@ -6,8 +6,8 @@ import torch
 from torch import Tensor
 
 from ..derivatives import batchnorm as derivatives
-from ..functional.batchnorm import batch_norm, check_batch_norm, dtype_goes_with
-from ..functional.checks import shape_text
+from ..functional.batchnorm import batch_norm, check_batch_norm
+from ..functional.checks import dtype_goes_with, shape_text
 from ..hookspecs import hookimpl
 from ..specs import LayerSpec
 from .delta_hooks import DeltaHooks

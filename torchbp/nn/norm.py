@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from ..derivatives import norm as derivatives
-from ..functional.norm import check_norm, layer_norm, rms_norm
+from ..functional.norm import check_norm, default_rms_eps, layer_norm, rms_norm
 from ..hookspecs import hookimpl
 from ..specs import LayerSpec
 from .delta_hooks import DeltaHooks
@@ -48,8 +48,7 @@ class RMSNorm(DeltaHooks, torch.nn.RMSNorm):
 
     def link(self, x: Tensor) -> derivatives.RMSNorm:
         check_norm(x, self.normalized_shape, weight=self.weight)
-        eps = torch.finfo(x.dtype).eps if self.eps is None else self.eps
-        return derivatives.RMSNorm(len(self.normalized_shape), eps)
+        return derivatives.RMSNorm(len(self.normalized_shape), default_rms_eps(x) if self.eps is None else self.eps)
 
     def link_params(self) -> tuple[Tensor | None, ...]:
         return (self._parameters["weight"],)
