@@ -180,6 +180,17 @@ class _MaskedSelfAttention(torch.nn.Module):
         return self.attention(x, x, x, key_padding_mask=padding, attn_mask=causal)[0]  # type: ignore[no-any-return]
 
 
+class _Attend(torch.nn.Module):
+    """Self-attention by ``attention``, its output only."""
+
+    def __init__(self, attention: torch.nn.MultiheadAttention) -> None:
+        super().__init__()
+        self.attention = attention
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attention(x, x, x)[0]  # type: ignore[no-any-return]
+
+
 AUTOCAST_MODELS: dict[str, tuple[Callable[[], torch.nn.Module], tuple[int, ...]]] = {
     "linear and norms": (
         lambda: torch.nn.Sequential(
@@ -193,6 +204,7 @@ AUTOCAST_MODELS: dict[str, tuple[Callable[[], torch.nn.Module], tuple[int, ...]]
         (5, 8),
     ),
     "masked self-attention": (_MaskedSelfAttention, (3, 5, 16)),
+    "attention with bias_kv": (lambda: _Attend(torch.nn.MultiheadAttention(16, 2, add_bias_kv=True)), (5, 3, 16)),
     "lenet": (lambda: lenet(8), (6, 64)),
     "resnet-style, batch norm": (small_resnet, (4, 1, 28, 28)),
     "transformer encoder": (lambda: EncoderClassifier(width=32, heads=4, layers=1), (3, 5, 32)),

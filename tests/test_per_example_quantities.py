@@ -305,6 +305,77 @@ def test_a_buffer_of_another_dtype_is_not_reused() -> None:
             torch.testing.assert_close(p.grad_sample.mean(0), p.grad)
 
 
+class _Attending(torch.nn.Module):
+    """Cross-attention (separate projections, thirds of ``in_proj_bias``), then self-attention
+    (one packed projection), both batch first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cross = torch.nn.MultiheadAttention(8, 2, batch_first=True, kdim=5, vdim=5)
+        self.own = torch.nn.MultiheadAttention(8, 2, batch_first=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        memory = x[..., :5]
+        a = self.cross(x, memory, memory, need_weights=False)[0]
+        return self.own(a, a, a, need_weights=False)[0].mean(1)  # type: ignore[no-any-return]
+
+
+AUTOCAST_MODELS: dict[str, tuple[Callable[[], torch.nn.Module], tuple[int, ...]]] = {
+    "linear and layer norm": (
+        lambda: torch.nn.Sequential(
+            torch.nn.Linear(6, 8), torch.nn.LayerNorm(8), torch.nn.ReLU(), torch.nn.Linear(8, 3)
+        ),
+        (4, 6),
+    ),
+    "MLP node": (lambda: torchbp.nn.MLP([6, 8, 3], "relu"), (4, 6)),
+    "convolution": (
+        lambda: torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.Flatten(), torch.nn.Linear(12, 3)),
+        (4, 2, 4, 4),
+    ),
+    "attention": (_Attending, (4, 3, 8)),
+}
+
+
+@pytest.mark.parametrize("name", AUTOCAST_MODELS)
+def test_a_forward_pass_under_autocast_gives_every_parameter_its_quantities(device: str, name: str) -> None:
+    """Under autocast the layers compute with cast copies of the parameters (CPU bfloat16, CUDA
+    float16): the quantities still go to the parameters, in their dtype, and agree with float32's."""
+    dtype = torch.bfloat16 if device == "cpu" else torch.float16
+    build, shape = AUTOCAST_MODELS[name]
+    torch.manual_seed(0)
+    model = torchbp.nn.convert(build()).to(device)
+    x = torch.randn(shape, device=device)
+    results = []
+    for autocast in (True, False):
+        model.zero_grad(set_to_none=True)
+        with torch.autocast(device, dtype=dtype, enabled=autocast):
+            output = model(x)
+        with torchbp.per_example(model, "grad", "norm", "variance"):
+            output.float().square().mean().backward()
+        results.append({n: (p.grad_sample, p.grad_sample_norm, p.grad_variance) for n, p in model.named_parameters()})
+        for n, p in model.named_parameters():
+            assert p.grad_sample.dtype == p.grad_sample_norm.dtype == p.grad_variance.dtype == p.dtype, n
+            torch.testing.assert_close(p.grad_sample.mean(0), p.grad, rtol=2e-2, atol=1e-3, msg=n)
+            torch.testing.assert_close(
+                p.grad_sample_norm, p.grad_sample.flatten(1).norm(dim=1), rtol=2e-2, atol=1e-3, msg=n
+            )
+    low, full = results
+    for n, (ours, reference) in ((n, (low[n], full[n])) for n in full):
+        for quantity, value, exact in zip(("grad", "norm", "variance"), ours, reference):
+            error = float((value - exact).norm() / exact.norm())
+            assert error < 5e-2, (n, quantity, error)
+
+
+def test_a_float32_norm_in_a_bfloat16_model_gets_float32_quantities() -> None:
+    """Norms kept in float32 in a bfloat16 model: their β's rows (δ alone, bfloat16) come as float32."""
+    model = torchbp.nn.convert(torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.LayerNorm(8))).bfloat16()
+    model[1].float()
+    with torchbp.per_example(model, "grad", "norm"):
+        model(torch.randn(4, 6, dtype=torch.bfloat16)).float().square().mean().backward()
+    for n, p in model.named_parameters():
+        assert p.grad_sample.dtype == p.grad_sample_norm.dtype == p.grad.dtype == p.dtype, n
+
+
 @pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True")
 def test_a_backward_that_builds_a_graph_leaves_constant_quantities() -> None:
     """loss.backward(create_graph=True): the quantities are the same numbers, and no graph hangs on them."""

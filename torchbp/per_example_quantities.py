@@ -19,6 +19,7 @@ from torch import Tensor
 from .derivatives.base import Derivatives
 from .derivatives.linear import Linear as LinearDerivatives
 from .derivatives.per_example import ParameterRows, PerExampleError, rows_for, rule_for
+from .functional.checks import cast_from
 from .functional.per_example_tap import RECORDERS
 from .nn import DeltaHooks, Dense, MultiheadAttention
 from .plugins import every_entry
@@ -200,7 +201,9 @@ class _Recording:
         grads: tuple[Tensor | None, ...],
         taken: set[int],
     ) -> None:
-        entries = [None if p is None else self._entry_of(p, taken) for p in params]
+        # under autocast a layer computes with cast copies of its parameters: find the parameters
+        origins = [None if p is None else cast_from(p) for p in params]
+        entries = [None if p is None else self._entry_of(p, taken) for p in origins]
         if not any(entries):
             return
         try:
@@ -208,7 +211,7 @@ class _Recording:
         except PerExampleError as error:
             name = next(e for e in entries if e is not None).name.rpartition(".")[0] or "the model"
             raise PerExampleError(f"layer {name!r}: {error}") from None
-        for entry, part, parameter_rows, grad in zip(entries, params, rows, grads):
+        for entry, part, parameter_rows, grad in zip(entries, origins, rows, grads):
             if entry is None:
                 continue
             taken.add(id(entry.parameter))
@@ -264,20 +267,20 @@ class _Recording:
             grad_sample = rows.grad_sample(entry.buffer if _fits(entry.buffer, rows, rows.shape) else None)
         # the factored forms first, while δ and u are in cache: writing gₖ out evicts them
         if "norm" in quantities:
-            parameter.grad_sample_norm = rows.norm(grad_sample)  # type: ignore[attr-defined]
+            parameter.grad_sample_norm = _like(parameter, rows.norm(grad_sample))  # type: ignore[attr-defined]
         if quantities & {"variance", "second_moment"}:
             # E[g²] = (1/N) Σₖ gₖ²
-            second_moment = rows.second_moment(grad_sample)
+            second_moment = _like(parameter, rows.second_moment(grad_sample))
             if "second_moment" in quantities:
                 parameter.grad_second_moment = second_moment  # type: ignore[attr-defined]
             if "variance" in quantities:
                 # Var[g] = E[g²] − (E[g])², E[g] = (1/N) Σₖ gₖ = ∂C/∂θ, which the backward pass computed
-                mean = rows.mean(grad_sample) if grad is None else grad
+                mean = _like(parameter, rows.mean(grad_sample) if grad is None else grad)
                 parameter.grad_variance = torch.addcmul(second_moment, mean, mean, value=-1).clamp_min_(0)  # type: ignore[attr-defined]
         if "grad" in quantities:
             if grad_sample is None:
                 grad_sample = rows.grad_sample(entry.buffer if _fits(entry.buffer, rows, rows.shape) else None)
-            parameter.grad_sample = grad_sample  # type: ignore[attr-defined]
+            parameter.grad_sample = _like(parameter, grad_sample)  # type: ignore[attr-defined]
 
     def _add_part(
         self, entry: _Tracked, rows: ParameterRows, grad: Tensor | None, part: Tensor | None, first: bool
@@ -303,13 +306,15 @@ class _Recording:
         grad_sample = rows.grad_sample() if "grad" in quantities or not rows.factored else None
         if "grad" in quantities:
             if first:
-                buffer = entry.buffer if _fits(entry.buffer, rows, parameter.shape) else None
+                buffer = entry.buffer if _fits(entry.buffer, rows, parameter.shape, parameter.dtype) else None
                 parameter.grad_sample = (  # type: ignore[attr-defined]
-                    rows.delta.new_zeros(n, *parameter.shape) if buffer is None else buffer.zero_()
+                    rows.delta.new_zeros(n, *parameter.shape, dtype=parameter.dtype)
+                    if buffer is None
+                    else buffer.zero_()
                 )
             place(parameter.grad_sample).add_(grad_sample)  # type: ignore[attr-defined,arg-type]
         if "norm" in quantities:
-            norm = rows.norm(grad_sample)
+            norm = _like(parameter, rows.norm(grad_sample))
             # ‖gₖ‖² = Σ over the parts ‖gₖ,part‖²
             parameter.grad_sample_norm = norm if first else torch.hypot(parameter.grad_sample_norm, norm)  # type: ignore[attr-defined]
         if quantities & {"variance", "second_moment"}:
@@ -321,18 +326,25 @@ class _Recording:
                 if quantity in quantities:
                     attribute = QUANTITIES[quantity]
                     if first:
-                        setattr(parameter, attribute, rows.delta.new_zeros(parameter.shape))
+                        setattr(parameter, attribute, rows.delta.new_zeros(parameter.shape, dtype=parameter.dtype))
                     place(getattr(parameter, attribute)).copy_(value.clamp_min(0) if quantity == "variance" else value)
 
 
-def _fits(buffer: Tensor | None, rows: ParameterRows, shape: torch.Size) -> bool:
-    """Whether last step's ``grad_sample`` can be written over with ``(N, *shape)`` gradients like ``rows``'."""
+def _fits(buffer: Tensor | None, rows: ParameterRows, shape: torch.Size, dtype: torch.dtype | None = None) -> bool:
+    """Whether last step's ``grad_sample`` can be written over with ``(N, *shape)`` gradients like
+    ``rows``' (in ``dtype``, the rows' own by default)."""
     return (
         buffer is not None
         and buffer.shape == (rows.examples, *shape)
-        and buffer.dtype == rows.delta.dtype
+        and buffer.dtype == (rows.delta.dtype if dtype is None else dtype)
         and buffer.device == rows.delta.device
     )
+
+
+def _like(parameter: Tensor, quantity: Tensor) -> Tensor:
+    """A quantity in its parameter's dtype: rows computed in another one (under autocast, or δ of a
+    float16 layer for a float32 bias) are handed over as the parameter's ``grad`` is."""
+    return quantity if quantity.dtype == parameter.dtype else quantity.to(parameter.dtype)
 
 
 def per_example(model: torch.nn.Module, *quantities: str, reduction: str = "mean") -> PerExample:

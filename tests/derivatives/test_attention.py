@@ -115,7 +115,7 @@ def test_bad_input_is_named() -> None:
         F.scaled_dot_product_attention(q, k, v, attn_mask=torch.ones(5, 5, dtype=torch.bool))
     with pytest.raises(
         TypeError,
-        match=r"attn_mask: expected a boolean mask or a float mask of dtype torch.float64, got dtype torch.int64",
+        match=r"attn_mask: expected a boolean or a floating-point mask, got dtype torch.int64",
     ):
         F.scaled_dot_product_attention(q, k, v, attn_mask=torch.ones(5, 6, dtype=torch.int64))
     with pytest.raises(ValueError, match="attn_mask, is_causal: give one or the other"):

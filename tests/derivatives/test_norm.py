@@ -73,6 +73,34 @@ def test_low_precision_input_with_float32_parameters_is_normalised_as_torch(
         assert float((a.float() - b.float()).norm() / b.float().norm()) < 1e-2
 
 
+RMS_DTYPES = [
+    (torch.bfloat16, torch.bfloat16),
+    (torch.float16, torch.float16),
+    (torch.bfloat16, torch.float32),
+    (torch.float32, torch.bfloat16),
+    (torch.float32, torch.float64),
+    (torch.bfloat16, torch.float16),
+]
+
+
+@pytest.mark.filterwarnings("ignore:Mismatch dtype between input and weight")
+@pytest.mark.parametrize(("x_dtype", "weight_dtype"), RMS_DTYPES, ids=lambda d: str(d).removeprefix("torch."))
+def test_rms_norm_of_any_dtypes_is_torchs_bit_for_bit(
+    device: str, x_dtype: torch.dtype, weight_dtype: torch.dtype
+) -> None:
+    """torch's RMS norm takes γ of any floating dtype, computes in x's opmath dtype (float32 for
+    float16/bfloat16) and rounds z to x's dtype."""
+    x = torch.randn(4, 64, device=device).to(x_dtype).requires_grad_()
+    weight = torch.randn(64, device=device).to(weight_dtype).requires_grad_()
+    ours, theirs = F.rms_norm(x, 64, weight), TF.rms_norm(x, (64,), weight)
+    assert ours.dtype == theirs.dtype == x_dtype
+    assert torch.equal(ours, theirs)
+    delta = torch.randn_like(theirs)
+    for a, b in zip(torch.autograd.grad(ours, (x, weight), delta), torch.autograd.grad(theirs, (x, weight), delta)):
+        assert a.dtype == b.dtype
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)  # a float64 γ's: float32 arithmetic
+
+
 @pytest.mark.filterwarnings("ignore:Mismatch dtype between input and weight")
 @pytest.mark.parametrize("norm", [torch.nn.LayerNorm, torch.nn.RMSNorm], ids=["LayerNorm", "RMSNorm"])
 def test_float32_norms_between_bfloat16_layers_train_as_torch(device: str, norm: type[torch.nn.Module]) -> None:

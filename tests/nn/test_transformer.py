@@ -137,6 +137,22 @@ def test_self_attention_projects_query_key_and_value_in_one_product(batch_first:
     assert [type(node).__name__ for node in nodes].count("LinearFunctionBackward") == 2
 
 
+@pytest.mark.parametrize("mask", ["src_mask", "src_key_padding_mask"])
+def test_a_bfloat16_layer_takes_float32_masks_as_torchs(mask: str) -> None:
+    """Float masks of another floating dtype (``generate_square_subsequent_mask`` makes float32 ones)
+    are added in the layer's dtype, as torch's attention adds them."""
+    theirs = torch.nn.TransformerEncoderLayer(8, 2, 16, 0.0, batch_first=True).bfloat16()
+    ours = torchbp.nn.convert(copy.deepcopy(theirs))
+    x = torch.randn(3, 5, 8, dtype=torch.bfloat16)
+    if mask == "src_mask":
+        options = {"src_mask": torch.nn.Transformer.generate_square_subsequent_mask(5)}
+    else:
+        options = {"src_key_padding_mask": torch.zeros(3, 5).index_fill_(1, torch.tensor([4]), float("-inf"))}
+    z_ours, z_theirs = ours(x, **options), theirs(x, **options)
+    assert z_ours.dtype == z_theirs.dtype == torch.bfloat16
+    torch.testing.assert_close(z_ours, z_theirs, rtol=2e-2, atol=2e-2)
+
+
 def test_attention_in_eval_mode_drops_nothing() -> None:
     _compare(_attention(dropout=0.5).eval(), _qkv(), lambda m, q, k, v: m(q, k, v))
 
@@ -286,7 +302,9 @@ def test_bad_heads_and_masks_are_named() -> None:
         attention(q, k, v, key_padding_mask=torch.zeros(N, S + 1, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"attn_mask: expected shape \(5, 4\) or \(6, 5, 4\).*got shape \(4, 4\)"):
         attention(q, k, v, attn_mask=torch.zeros(S, S, dtype=torch.bool))
-    with pytest.raises(TypeError, match=r"attn_mask: expected a boolean mask or a float mask of dtype torch.float32"):
+    with pytest.raises(
+        TypeError, match=r"attn_mask: expected a boolean or a floating-point mask, got dtype torch.int64"
+    ):
         attention(q, k, v, attn_mask=torch.zeros(L, S, dtype=torch.int64))
     with pytest.raises(ValueError, match=r"key: expected shape \(L, N, 8\).*got shape \(4, 3, 6\)"):
         attention(q, k[..., :6], v)

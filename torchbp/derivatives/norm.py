@@ -38,6 +38,12 @@ def arithmetic(x: Tensor, params: tuple[Tensor | None, ...]) -> Tensor:
     return x.float()
 
 
+def opmath(x: Tensor) -> Tensor:
+    """x in the dtype torch's RMS norm computes in (ATen's opmath type): float32 for a float16 or
+    bfloat16 x, x's own dtype otherwise; z is then rounded to x's dtype, whatever γ's."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def example_dims(x: Tensor, normalized_ndim: int) -> list[int]:
     """The trailing dimensions one example is normalised over."""
     return list(range(x.dim() - normalized_ndim, x.dim()))
@@ -214,10 +220,10 @@ class RMSNorm(Derivatives):
 
     def forward(self, x: Tensor, *params: Tensor | None) -> tuple[Tensor, tuple[Tensor, ...]]:
         (weight,) = params
-        x_32 = arithmetic(x, params)
-        rstd = rms_statistic(x_32, self.normalized_ndim, self.eps)
-        z = x_32 * rstd
-        return (z if weight is None else z * weight).to(x.dtype), (rstd,)
+        x_op = opmath(x)
+        rstd = rms_statistic(x_op, self.normalized_ndim, self.eps)
+        z = x_op * rstd
+        return (z if weight is None else z * weight.to(x_op.dtype)).to(x.dtype), (rstd,)
 
     def save(
         self,
@@ -236,14 +242,14 @@ class RMSNorm(Derivatives):
 
     def vjps(self, delta: Tensor, saved: RMSNormSaved, needs: tuple[bool, ...]) -> tuple[Tensor | None, ...]:
         needs_x, needs_weight = needs
-        x = arithmetic(saved.x, (saved.weight,))
+        x = opmath(saved.x)
         delta_in = delta.to(x.dtype)
         rstd = self.statistic(saved, x)
         x_hat = x * rstd
         grad_x = grad_weight = None
         if needs_x:
             dims = example_dims(delta, self.normalized_ndim)
-            g = delta_in if saved.weight is None else delta_in * saved.weight
+            g = delta_in if saved.weight is None else delta_in * saved.weight.to(x.dtype)
             # ∂C/∂x = r·(g − x̂ ⊙ ⟨g ⊙ x̂⟩): through x̂ directly and through r
             grad_x = rstd * (g - x_hat * (g * x_hat).mean(dims, keepdim=True))
             grad_x = grad_x.to(saved.x.dtype)
@@ -262,7 +268,7 @@ class RMSNorm(Derivatives):
 
     def jvp(self, saved: RMSNormSaved, x_t: Tensor | None, *params_t: Tensor | None) -> Tensor:
         (weight_t,) = params_t
-        x = arithmetic(saved.x, (saved.weight,))
+        x = opmath(saved.x)
         rstd = self.statistic(saved, x)
         x_hat = x * rstd
         z_t = torch.zeros_like(x)
@@ -270,10 +276,10 @@ class RMSNorm(Derivatives):
             dims = example_dims(x_t, self.normalized_ndim)
             # ẋ̂ = r·(ẋ − x̂ ⊙ ⟨x̂ ⊙ ẋ⟩)
             x_hat_t = rstd * (x_t - x_hat * (x_hat * x_t).mean(dims, keepdim=True))
-            z_t = z_t + (x_hat_t if saved.weight is None else saved.weight * x_hat_t)
+            z_t = z_t + (x_hat_t if saved.weight is None else saved.weight.to(x.dtype) * x_hat_t)
         # ż = γ ⊙ ẋ̂ + γ̇ ⊙ x̂
         if weight_t is not None:
-            z_t = z_t + weight_t * x_hat
+            z_t = z_t + weight_t.to(x.dtype) * x_hat
         return z_t.to(saved.x.dtype)
 
     @classmethod

@@ -24,14 +24,15 @@ function_for(Attention)  # made here, in eager code: torch.compile breaks its gr
 
 def additive_mask(name: str, mask: Tensor, dtype: torch.dtype, true_means_keep: bool) -> Tensor:
     """A boolean mask as an additive one (0 where attention is allowed, −∞ where not); a float
-    mask of ``dtype`` as it is. ``true_means_keep``: True marks allowed places
-    (``scaled_dot_product_attention``'s convention) rather than masked ones (``MultiheadAttention``'s)."""
+    mask in ``dtype`` (converted from another floating dtype, as torch's attention adds it).
+    ``true_means_keep``: True marks allowed places (``scaled_dot_product_attention``'s convention)
+    rather than masked ones (``MultiheadAttention``'s)."""
     if mask.dtype == torch.bool:
         blocked = ~mask if true_means_keep else mask
         return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(blocked, float("-inf"))
-    if mask.dtype != dtype:
-        raise TypeError(f"{name}: expected a boolean mask or a float mask of dtype {dtype}, got dtype {mask.dtype}")
-    return mask
+    if not mask.is_floating_point():
+        raise TypeError(f"{name}: expected a boolean or a floating-point mask, got dtype {mask.dtype}")
+    return mask.to(dtype)
 
 
 def check_attention(
@@ -318,8 +319,9 @@ def multi_head_attention_forward(
     # projected batch first, (N, L, E): each example's rows together, where per-example rules read them
     q, k, v = _in_projection(*_batch_first(query, key, value), in_proj, biases, packed)
     if bias_k is not None and bias_v is not None:
-        k = torch.cat([k, bias_k.repeat(batch, 1, 1)], 1)
-        v = torch.cat([v, bias_v.repeat(batch, 1, 1)], 1)
+        # in K's and V's dtype (autocast's, where it is on), as attention's matmuls would cast them
+        k = torch.cat([k, bias_k.to(k.dtype).repeat(batch, 1, 1)], 1)
+        v = torch.cat([v, bias_v.to(v.dtype).repeat(batch, 1, 1)], 1)
         mask = None if mask is None else torch.nn.functional.pad(mask, (0, 1))
         padding = None if padding is None else torch.nn.functional.pad(padding, (0, 1))
     # (N, L, E) → (N, H, L, E/H)

@@ -150,8 +150,23 @@ _T = TypeVar("_T", Tensor, Tensor | None)
 
 
 def cast_floating(t: _T, dtype: torch.dtype) -> _T:
-    """``t`` in autocast's ``dtype`` if it is a floating-point tensor, as ``torch.nn.functional.linear`` casts."""
-    return t.to(dtype) if isinstance(t, Tensor) and t.is_floating_point() else t
+    """``t`` in autocast's ``dtype`` if it is a floating-point tensor, as ``torch.nn.functional.linear``
+    casts. A new tensor made from a parameter remembers it (``cast_from``), so that per-example
+    quantities find the parameter behind the copy its layer computed with."""
+    if not isinstance(t, Tensor) or not t.is_floating_point() or t.dtype == dtype:
+        return t
+    cast = t.to(dtype)
+    if t.requires_grad and not torch.compiler.is_compiling():
+        cast.__dict__[_CAST_FROM] = t
+    return cast
+
+
+_CAST_FROM = "_torchbp_cast_from"
+
+
+def cast_from(t: Tensor) -> Tensor:
+    """The tensor ``t`` was cast from by ``cast_floating`` (a parameter, or a view of one), else ``t``."""
+    return t.__dict__.get(_CAST_FROM, t)  # type: ignore[no-any-return]
 
 
 def autocast_args(x: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:

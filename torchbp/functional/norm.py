@@ -18,8 +18,10 @@ function_for(LayerNorm)  # made here, in eager code: torch.compile breaks its gr
 function_for(RMSNorm)
 
 
-def check_norm(input: object, normalized_shape: Sequence[int], **vectors: object) -> Tensor:
-    """Check ``input (*, *normalized_shape)`` and each of ``vectors`` (γ, β) of shape ``normalized_shape``."""
+def check_norm(input: object, normalized_shape: Sequence[int], any_dtype: bool = False, **vectors: object) -> Tensor:
+    """Check ``input (*, *normalized_shape)`` and each of ``vectors`` (γ, β) of shape ``normalized_shape``,
+    of input's dtype (or float32 for a float16/bfloat16 input), or any floating dtype where ``any_dtype``
+    (RMS norm, which rounds z to the input's dtype whatever γ's)."""
     x = check_tensor("input", input)
     shape = tuple(normalized_shape)
     if not shape or tuple(x.shape[x.dim() - len(shape) :]) != shape or x.dim() < len(shape):
@@ -33,7 +35,7 @@ def check_norm(input: object, normalized_shape: Sequence[int], **vectors: object
         v = check_tensor(name, value)
         if tuple(v.shape) != shape:
             raise ValueError(f"{name}: expected shape normalized_shape {list(shape)}, got shape {shape_text(v)}")
-        if not dtype_goes_with(x.dtype, v.dtype):
+        if not any_dtype and not dtype_goes_with(x.dtype, v.dtype):
             also = " or torch.float32" if x.dtype in LOW_PRECISION else ""
             raise TypeError(f"{name}: expected dtype {x.dtype} (the dtype of input){also}, got {v.dtype}")
         if v.device != x.device:
@@ -115,7 +117,7 @@ def rms_norm(
         tensor([[3., 4.]])
     """
     shape = _shape(normalized_shape)
-    x, params = _autocast(check_norm(input, shape, weight=weight), (weight,))
+    x, params = _autocast(check_norm(input, shape, any_dtype=True, weight=weight), (weight,))
     return apply_layer(RMSNorm(len(shape), default_rms_eps(x) if eps is None else eps), x, params, on_delta)
 
 

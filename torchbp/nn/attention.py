@@ -29,7 +29,9 @@ class MultiheadAttention(DeltaHooks, torch.nn.MultiheadAttention):
     ``torchbp.derivatives.attention.Attention``, so the whole backward is explicit. The
     attention weights returned with ``need_weights=True`` are for reading: autograd treats them
     as constants (torch's can be differentiated). Its δ hooks see δ = ∂C/∂O of the attention,
-    ``(N, H, L, E/H)``, before the output projection.
+    ``(N, H, L, E/H)``, before the output projection. A query whose every key is masked gets
+    zeros and zero gradients, as torch's ``need_weights=False`` path gives (its
+    ``need_weights=True`` path gives NaN).
 
     Examples:
         >>> import torch

@@ -47,7 +47,7 @@ class RMSNorm(DeltaHooks, torch.nn.RMSNorm):
         return rms_norm(input, self.normalized_shape, self.weight, self.eps, self.on_delta())
 
     def link(self, x: Tensor) -> derivatives.RMSNorm:
-        check_norm(x, self.normalized_shape, weight=self.weight)
+        check_norm(x, self.normalized_shape, any_dtype=True, weight=self.weight)
         return derivatives.RMSNorm(len(self.normalized_shape), default_rms_eps(x) if self.eps is None else self.eps)
 
     def link_params(self) -> tuple[Tensor | None, ...]:
