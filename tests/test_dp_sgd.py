@@ -117,6 +117,45 @@ def test_fit_opens_the_context_for_the_rule_and_learns(graph_free: bool) -> None
     assert histories[0] == [dict(h, seconds=a["seconds"]) for h, a in zip(histories[1], histories[0])]
 
 
+@pytest.mark.parametrize("graph_free", [True, False])
+def test_fit_under_autocast_clips_as_in_float32(graph_free: bool) -> None:
+    """Under CPU bfloat16 autocast the layers compute with cast copies of the weights (the MLP's
+    graph-free step, a converted Sequential's layers): the rule still finds every parameter's
+    per-example gradients, and learns about as in float32."""
+    torch.manual_seed(0)
+    x = torch.randn(256, 4)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+    histories = []
+    for autocast in (True, False):
+        torch.manual_seed(0)
+        if graph_free:
+            model = torchbp.nn.MLP([4, 16, 3], "tanh", "identity")
+        else:
+            model = torchbp.nn.convert(
+                torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+            )
+        options = {"max_grad_norm": 1.0, "noise_multiplier": 0.5, "noise_seed": 3}
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            histories.append(
+                torchbp.fit(
+                    model,
+                    (x, y),
+                    cost="cross_entropy",
+                    rule="dp_sgd",
+                    lr=0.5,
+                    seed=1,
+                    epochs=4,
+                    batch_size=32,
+                    verbose=False,
+                    graph_free=graph_free,
+                    **options,
+                )
+            )
+    low, full = ([h["train_loss"] for h in history] for history in histories)
+    assert low[-1] < 0.8 * low[0]
+    assert low == pytest.approx(full, rel=0.05)
+
+
 def test_tensorboard_shows_per_example_norms_per_layer_when_asked(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = torchbp.nn.MLP([4, 6, 3])
