@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import gc
 import os
 import shutil
 import subprocess
 import sys
+import weakref
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -254,6 +256,44 @@ def test_autocast_scaled_dot_product_attention_is_torchs(device: str) -> None:
     for ours, theirs in zip(*results):
         assert ours.dtype == theirs.dtype
         assert _relative_error(ours, theirs) < 2e-2
+
+
+def test_autocast_leaves_float64_alone(device: str) -> None:
+    """autocast never casts float64: a float64 model computes in float64 under it, as torch's."""
+    dtype = torch.bfloat16 if device == "cpu" else torch.float16
+    x = torch.randn(3, 5, 8, dtype=torch.float64, device=device)
+    modules: list[tuple[torch.nn.Module, Callable[[torch.nn.Module], torch.Tensor]]] = [
+        (torch.nn.MultiheadAttention(8, 2, batch_first=True), lambda m: m(x, x, x)[0]),
+        (torch.nn.Linear(8, 4), lambda m: m(x)),
+        (torch.nn.LayerNorm(8), lambda m: m(x)),
+        (torch.nn.RMSNorm(8), lambda m: m(x)),
+    ]
+    for theirs, call in modules:
+        theirs = theirs.double().to(device)
+        ours = tnn.convert(copy.deepcopy(theirs))
+        with torch.autocast(device, dtype=dtype):
+            z_ours, z_theirs = call(ours), call(theirs)
+        assert z_ours.dtype == z_theirs.dtype == torch.float64, type(theirs).__name__
+        torch.testing.assert_close(z_ours, z_theirs, rtol=1e-10, atol=1e-10)
+    with torch.autocast(device, dtype=dtype):
+        attended = F.scaled_dot_product_attention(x, x, x)
+    assert attended.dtype == torch.float64
+
+
+def test_autocast_copies_keep_no_activation_alive() -> None:
+    """A layer's cast copy of its input does not hold the float32 activation until the backward
+    pass (only copies of parameters remember where they came from), as torch's own casts."""
+    layer = tnn.convert(torch.nn.Linear(8, 4))
+    leaf = torch.randn(16, 8, requires_grad=True)
+    x = leaf * 2
+    activation = weakref.ref(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z = layer(x)
+    del x
+    gc.collect()
+    assert activation() is None
+    z.float().sum().backward()
+    assert leaf.grad is not None and layer.weight.grad is not None
 
 
 # CUDA graphs

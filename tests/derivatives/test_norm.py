@@ -140,6 +140,13 @@ def test_norm_bad_input_is_named() -> None:
         TypeError, match=r"bias: expected dtype torch.float32 \(the dtype of input\), got torch.bfloat16"
     ):
         F.layer_norm(x, 5, torch.ones(5), torch.zeros(5, dtype=torch.bfloat16))
+    low = x.bfloat16()
+    with pytest.raises(TypeError, match=r"bias: expected dtype torch.bfloat16 \(the dtype of input\) without a weight"):
+        F.layer_norm(low, 5, None, torch.zeros(5))
+    with pytest.raises(
+        TypeError, match=r"bias: expected dtype torch.bfloat16 \(the dtype of weight\), got torch.float32"
+    ):
+        F.layer_norm(low, 5, torch.ones(5, dtype=torch.bfloat16), torch.zeros(5))
 
 
 def test_embedding_max_norm_renormalises_as_torch() -> None:

@@ -30,7 +30,7 @@ from torch import Tensor
 from .base import Derivatives, Sample
 
 
-def arithmetic(x: Tensor, params: tuple[Tensor | None, ...]) -> Tensor:
+def upcast_if_mixed(x: Tensor, params: tuple[Tensor | None, ...]) -> Tensor:
     """x in the dtype the normalisation computes in: float32 for a float16/bfloat16 x with float32
     γ or β (torch's mixed path, which rounds z to x's dtype), x's own dtype otherwise."""
     if all(p is None or p.dtype == x.dtype for p in params):
@@ -97,8 +97,8 @@ class LayerNorm(Derivatives):
 
     def forward(self, x: Tensor, *params: Tensor | None) -> tuple[Tensor, tuple[Tensor, ...]]:
         weight, bias = params
-        x_32 = arithmetic(x, params)
-        z, mean, rstd = torch.native_layer_norm(x_32, x.shape[x.dim() - self.normalized_ndim :], weight, bias, self.eps)
+        x_c = upcast_if_mixed(x, params)
+        z, mean, rstd = torch.native_layer_norm(x_c, x.shape[x.dim() - self.normalized_ndim :], weight, bias, self.eps)
         return z.to(x.dtype), (mean, rstd)
 
     def save(
@@ -112,7 +112,7 @@ class LayerNorm(Derivatives):
         return LayerNormSaved(x, params[0], *buffers)
 
     def statistics(self, saved: LayerNormSaved, x: Tensor) -> tuple[Tensor, Tensor]:
-        """μ and r of x (``saved.x`` in the arithmetic's dtype), recomputed with differentiable ops
+        """μ and r of x (``saved.x`` in the dtype computed in), recomputed with differentiable ops
         where a double backward is being recorded."""
         if torch.is_grad_enabled():
             return layer_statistics(x, self.normalized_ndim, self.eps)
@@ -120,15 +120,15 @@ class LayerNorm(Derivatives):
 
     def vjps(self, delta: Tensor, saved: LayerNormSaved, needs: tuple[bool, ...]) -> tuple[Tensor | None, ...]:
         needs_x, needs_weight, needs_bias = needs
-        x = arithmetic(saved.x, (saved.weight,))
-        delta_in = delta.to(x.dtype)
+        x = upcast_if_mixed(saved.x, (saved.weight,))
+        delta_c = delta.to(x.dtype)
         if not torch.is_grad_enabled() and delta.numel() and (saved.weight is not None or not needs_bias):
             # ATen's fused kernel for the equations below, in one pass over δ and x (it reads its
             # β argument only for the shape of ∂C/∂β, which is γ's)
             shape = x.shape[x.dim() - self.normalized_ndim :]
             mask = [needs_x, needs_weight, needs_bias]
             grad_x, grad_weight, grad_bias = torch.ops.aten.native_layer_norm_backward.default(
-                delta_in, x, shape, saved.mean, saved.rstd, saved.weight, saved.weight, mask
+                delta_c, x, shape, saved.mean, saved.rstd, saved.weight, saved.weight, mask
             )
             return None if grad_x is None else grad_x.to(saved.x.dtype), grad_weight, grad_bias
         mean, rstd = self.statistics(saved, x)
@@ -136,16 +136,16 @@ class LayerNorm(Derivatives):
         grad_x = grad_weight = grad_bias = None
         if needs_x:
             dims = example_dims(delta, self.normalized_ndim)
-            g = delta_in if saved.weight is None else delta_in * saved.weight
+            g = delta_c if saved.weight is None else delta_c * saved.weight
             # ∂C/∂x = r·(g − ⟨g⟩ − x̂ ⊙ ⟨g ⊙ x̂⟩): through x̂ directly, through μ, through r
             grad_x = rstd * (g - g.mean(dims, keepdim=True) - x_hat * (g * x_hat).mean(dims, keepdim=True))
             grad_x = grad_x.to(saved.x.dtype)
         if needs_weight:
             # BP4's analogue: ∂C/∂γ = Σ δ ⊙ x̂
-            grad_weight = batch_sum(delta_in * x_hat, self.normalized_ndim)
+            grad_weight = batch_sum(delta_c * x_hat, self.normalized_ndim)
         if needs_bias:
             # BP3's analogue: ∂C/∂β = Σ δ
-            grad_bias = batch_sum(delta_in, self.normalized_ndim)
+            grad_bias = batch_sum(delta_c, self.normalized_ndim)
         return grad_x, grad_weight, grad_bias
 
     def input_vjp(self, delta: Tensor, saved: LayerNormSaved) -> Tensor:
@@ -158,7 +158,7 @@ class LayerNorm(Derivatives):
 
     def jvp(self, saved: LayerNormSaved, x_t: Tensor | None, *params_t: Tensor | None) -> Tensor:
         weight_t, bias_t = params_t
-        x = arithmetic(saved.x, (saved.weight,))
+        x = upcast_if_mixed(saved.x, (saved.weight,))
         mean, rstd = self.statistics(saved, x)
         x_hat = (x - mean) * rstd
         z_t = torch.zeros_like(x)
@@ -220,10 +220,10 @@ class RMSNorm(Derivatives):
 
     def forward(self, x: Tensor, *params: Tensor | None) -> tuple[Tensor, tuple[Tensor, ...]]:
         (weight,) = params
-        x_op = opmath(x)
-        rstd = rms_statistic(x_op, self.normalized_ndim, self.eps)
-        z = x_op * rstd
-        return (z if weight is None else z * weight.to(x_op.dtype)).to(x.dtype), (rstd,)
+        x_c = opmath(x)
+        rstd = rms_statistic(x_c, self.normalized_ndim, self.eps)
+        z = x_c * rstd
+        return (z if weight is None else z * weight.to(x_c.dtype)).to(x.dtype), (rstd,)
 
     def save(
         self,
@@ -236,26 +236,26 @@ class RMSNorm(Derivatives):
         return RMSNormSaved(x, params[0], buffers[0])
 
     def statistic(self, saved: RMSNormSaved, x: Tensor) -> Tensor:
-        """r of x (``saved.x`` in the arithmetic's dtype), recomputed with differentiable ops where
+        """r of x (``saved.x`` in the dtype computed in), recomputed with differentiable ops where
         a double backward is being recorded."""
         return rms_statistic(x, self.normalized_ndim, self.eps) if torch.is_grad_enabled() else saved.rstd
 
     def vjps(self, delta: Tensor, saved: RMSNormSaved, needs: tuple[bool, ...]) -> tuple[Tensor | None, ...]:
         needs_x, needs_weight = needs
         x = opmath(saved.x)
-        delta_in = delta.to(x.dtype)
+        delta_c = delta.to(x.dtype)
         rstd = self.statistic(saved, x)
         x_hat = x * rstd
         grad_x = grad_weight = None
         if needs_x:
             dims = example_dims(delta, self.normalized_ndim)
-            g = delta_in if saved.weight is None else delta_in * saved.weight.to(x.dtype)
+            g = delta_c if saved.weight is None else delta_c * saved.weight.to(x.dtype)
             # ∂C/∂x = r·(g − x̂ ⊙ ⟨g ⊙ x̂⟩): through x̂ directly and through r
             grad_x = rstd * (g - x_hat * (g * x_hat).mean(dims, keepdim=True))
             grad_x = grad_x.to(saved.x.dtype)
         if needs_weight:
             # BP4's analogue: ∂C/∂γ = Σ δ ⊙ x̂
-            grad_weight = batch_sum(delta_in * x_hat, self.normalized_ndim)
+            grad_weight = batch_sum(delta_c * x_hat, self.normalized_ndim)
         return grad_x, grad_weight
 
     def input_vjp(self, delta: Tensor, saved: RMSNormSaved) -> Tensor:

@@ -13,7 +13,7 @@ from torch import Tensor
 from ..derivatives.attention import Attention
 from ..derivatives.dropout import draw_mask
 from ..derivatives.linear import Linear
-from .checks import autocast_args, autocast_dtype, check_same, check_tensor, shape_text
+from .checks import autocast_args, autocast_dtype, cast_floating, check_same, check_tensor, shape_text
 from .factory import apply_layer, apply_layer_with_buffers, function_for
 
 __all__ = ["multi_head_attention_forward", "scaled_dot_product_attention"]
@@ -141,8 +141,8 @@ def scaled_dot_product_attention(
     mask = None if attn_mask is None else additive_mask("attn_mask", attn_mask, q.dtype, True)
     low = autocast_dtype(q)
     if low is not None:  # autocast's policy for attention: Q, K, V and the mask in its dtype
-        q, k, v = q.to(low), k.to(low), v.to(low)
-        mask = None if mask is None else mask.to(low)
+        q, k, v = cast_floating(q, low), cast_floating(k, low), cast_floating(v, low)
+        mask = cast_floating(mask, low)
     factor = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     dropout_mask = None
     if dropout_p > 0.0:

@@ -137,8 +137,9 @@ def check_dim(name: str, x: Tensor, dim: int) -> None:
 
 
 def autocast_dtype(x: Tensor) -> torch.dtype | None:
-    """The dtype autocast asks for on ``x``'s device, or ``None`` where autocast is off."""
-    if not any_autocast():
+    """The dtype autocast asks for on ``x``'s device, or ``None`` where autocast is off or leaves
+    x alone (float64, which autocast never casts)."""
+    if not any_autocast() or x.dtype == torch.float64:
         return None
     device_type = x.device.type
     if torch.is_autocast_enabled(device_type):
@@ -150,13 +151,15 @@ _T = TypeVar("_T", Tensor, Tensor | None)
 
 
 def cast_floating(t: _T, dtype: torch.dtype) -> _T:
-    """``t`` in autocast's ``dtype`` if it is a floating-point tensor, as ``torch.nn.functional.linear``
-    casts. A new tensor made from a parameter remembers it (``cast_from``), so that per-example
-    quantities find the parameter behind the copy its layer computed with."""
-    if not isinstance(t, Tensor) or not t.is_floating_point() or t.dtype == dtype:
+    """``t`` in autocast's ``dtype`` if it is a tensor autocast casts (floating point, not float64),
+    as ``torch.nn.functional.linear`` casts. A copy of a parameter (a leaf that needs a gradient, or
+    a view of one) remembers it (``cast_from``), so that per-example quantities find the parameter
+    behind the copy its layer computed with; a copy of an activation does not keep it alive."""
+    if not isinstance(t, Tensor) or not t.is_floating_point() or t.dtype in (dtype, torch.float64):
         return t
     cast = t.to(dtype)
-    if t.requires_grad and not torch.compiler.is_compiling():
+    parameter = t.is_leaf or (t._base is not None and t._base.is_leaf)
+    if t.requires_grad and parameter and not torch.compiler.is_compiling():
         cast.__dict__[_CAST_FROM] = t
     return cast
 

@@ -20,8 +20,8 @@ function_for(RMSNorm)
 
 def check_norm(input: object, normalized_shape: Sequence[int], any_dtype: bool = False, **vectors: object) -> Tensor:
     """Check ``input (*, *normalized_shape)`` and each of ``vectors`` (γ, β) of shape ``normalized_shape``,
-    of input's dtype (or float32 for a float16/bfloat16 input), or any floating dtype where ``any_dtype``
-    (RMS norm, which rounds z to the input's dtype whatever γ's)."""
+    of input's dtype (or both float32, with γ, for a float16/bfloat16 input: torch's mixed path), or
+    any floating dtype where ``any_dtype`` (RMS norm, which rounds z to the input's dtype whatever γ's)."""
     x = check_tensor("input", input)
     shape = tuple(normalized_shape)
     if not shape or tuple(x.shape[x.dim() - len(shape) :]) != shape or x.dim() < len(shape):
@@ -40,6 +40,12 @@ def check_norm(input: object, normalized_shape: Sequence[int], any_dtype: bool =
             raise TypeError(f"{name}: expected dtype {x.dtype} (the dtype of input){also}, got {v.dtype}")
         if v.device != x.device:
             raise ValueError(f"{name}: expected device {x.device} (the device of input), got {v.device}")
+    weight, bias = vectors.get("weight"), vectors.get("bias")
+    if isinstance(bias, Tensor) and bias.dtype != x.dtype:
+        if not isinstance(weight, Tensor):
+            raise TypeError(f"bias: expected dtype {x.dtype} (the dtype of input) without a weight, got {bias.dtype}")
+        if weight.dtype != bias.dtype:
+            raise TypeError(f"bias: expected dtype {weight.dtype} (the dtype of weight), got {bias.dtype}")
     return x
 
 
@@ -48,7 +54,7 @@ def _autocast(x: Tensor, params: tuple[Tensor | None, ...]) -> tuple[Tensor, tup
     policy for the norms there), as they are on the CPU or without autocast."""
     if x.device.type == "cpu" or autocast_dtype(x) is None:
         return x, params
-    return x.float(), tuple(None if p is None else cast_floating(p, torch.float32) for p in params)
+    return cast_floating(x, torch.float32), tuple(cast_floating(p, torch.float32) for p in params)
 
 
 def _shape(normalized_shape: int | Sequence[int]) -> tuple[int, ...]:
