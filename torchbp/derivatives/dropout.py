@@ -27,7 +27,7 @@ from .base import Derivatives, Sample
 def fused_kernel(x: Tensor, p: float, inplace: bool = False) -> bool:
     """Whether ``torch.nn.functional.dropout`` takes ATen's fused ``native_dropout`` for x (CUDA,
     XPU; never in place), which draws its mask from its own random stream."""
-    return not inplace and x.device.type in ("cuda", "xpu", "lazy") and 0 < p < 1 and x.numel() > 0
+    return not inplace and x.device.type in ("cuda", "xpu", "lazy", "privateuseone") and 0 < p < 1 and x.numel() > 0
 
 
 def draw_mask(x: Tensor, p: float, inplace: bool = False) -> Tensor:
