@@ -86,32 +86,39 @@ def test_a_step_without_per_example_gradients_says_how_to_get_them() -> None:
         torchbp.create_rule("dp_sgd", model, max_grad_norm=0.0)
 
 
-@pytest.mark.parametrize("graph_free", [True, False])
-def test_fit_opens_the_context_for_the_rule_and_learns(graph_free: bool) -> None:
+def _separable() -> tuple[torch.Tensor, torch.Tensor]:
+    """256 random points in 4-D, in 3 classes by the signs of the first two coordinates."""
     torch.manual_seed(0)
     x = torch.randn(256, 4)
-    y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+    return x, (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+
+
+def _fit_dp_sgd(model: torch.nn.Module, data: tuple[torch.Tensor, torch.Tensor], graph_free: bool) -> list[dict]:
+    """Four epochs of ``fit`` with the dp_sgd rule (clipping at 1, noise 0.5, seeded)."""
+    return torchbp.fit(
+        model,
+        data,
+        cost="cross_entropy",
+        rule="dp_sgd",
+        lr=0.5,
+        max_grad_norm=1.0,
+        noise_multiplier=0.5,
+        noise_seed=3,
+        seed=1,
+        epochs=4,
+        batch_size=32,
+        verbose=False,
+        graph_free=graph_free,
+    )
+
+
+@pytest.mark.parametrize("graph_free", [True, False])
+def test_fit_opens_the_context_for_the_rule_and_learns(graph_free: bool) -> None:
+    data = _separable()
     histories = []
     for _ in range(2):
         torch.manual_seed(0)
-        model = torchbp.nn.MLP([4, 16, 3], "tanh", "identity")
-        histories.append(
-            torchbp.fit(
-                model,
-                (x, y),
-                cost="cross_entropy",
-                rule="dp_sgd",
-                lr=0.5,
-                max_grad_norm=1.0,
-                noise_multiplier=0.5,
-                noise_seed=3,
-                seed=1,
-                epochs=4,
-                batch_size=32,
-                verbose=False,
-                graph_free=graph_free,
-            )
-        )
+        histories.append(_fit_dp_sgd(torchbp.nn.MLP([4, 16, 3], "tanh", "identity"), data, graph_free))
     losses = [h["train_loss"] for h in histories[0]]
     assert losses[-1] < 0.8 * losses[0]
     assert histories[0] == [dict(h, seconds=a["seconds"]) for h, a in zip(histories[1], histories[0])]
@@ -122,9 +129,7 @@ def test_fit_under_autocast_clips_as_in_float32(graph_free: bool) -> None:
     """Under CPU bfloat16 autocast the layers compute with cast copies of the weights (the MLP's
     graph-free step, a converted Sequential's layers): the rule still finds every parameter's
     per-example gradients, and learns about as in float32."""
-    torch.manual_seed(0)
-    x = torch.randn(256, 4)
-    y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+    data = _separable()
     histories = []
     for autocast in (True, False):
         torch.manual_seed(0)
@@ -134,23 +139,8 @@ def test_fit_under_autocast_clips_as_in_float32(graph_free: bool) -> None:
             model = torchbp.nn.convert(
                 torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
             )
-        options = {"max_grad_norm": 1.0, "noise_multiplier": 0.5, "noise_seed": 3}
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            histories.append(
-                torchbp.fit(
-                    model,
-                    (x, y),
-                    cost="cross_entropy",
-                    rule="dp_sgd",
-                    lr=0.5,
-                    seed=1,
-                    epochs=4,
-                    batch_size=32,
-                    verbose=False,
-                    graph_free=graph_free,
-                    **options,
-                )
-            )
+            histories.append(_fit_dp_sgd(model, data, graph_free))
     low, full = ([h["train_loss"] for h in history] for history in histories)
     assert low[-1] < 0.8 * low[0]
     assert low == pytest.approx(full, rel=0.05)
