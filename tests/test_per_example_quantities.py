@@ -89,17 +89,19 @@ def native_mlp(width: int = 6) -> torch.nn.Sequential:
     ).double()
 
 
-def test_fused_mlp_node() -> None:
+def test_fused_mlp_node(device: str) -> None:
     check_all_quantities(
-        torchbp.nn.MLP([5, 4, 4, 3], "tanh").double(), torch.randn(7, 5).double(), torch.randn(7, 3).double()
+        torchbp.nn.MLP([5, 4, 4, 3], "tanh").double().to(device),
+        torch.randn(7, 5, device=device).double(),
+        torch.randn(7, 3, device=device).double(),
     )
 
 
-def test_converted_sequential_chain_node_and_single_layers() -> None:
-    x, y = torch.randn(7, 5).double(), torch.randn(7, 3).double()
-    check_all_quantities(torchbp.nn.convert(native_mlp()), x, y)
-    check_all_quantities(torchbp.nn.convert(torch.nn.Linear(5, 3).double()), x, y)
-    check_all_quantities(torchbp.nn.Dense(5, 3, "softplus").double(), x, y)
+def test_converted_sequential_chain_node_and_single_layers(device: str) -> None:
+    x, y = torch.randn(7, 5, device=device).double(), torch.randn(7, 3, device=device).double()
+    check_all_quantities(torchbp.nn.convert(native_mlp()).to(device), x, y)
+    check_all_quantities(torchbp.nn.convert(torch.nn.Linear(5, 3).double()).to(device), x, y)
+    check_all_quantities(torchbp.nn.Dense(5, 3, "softplus").double().to(device), x, y)
 
 
 def test_cross_entropy_and_one_example() -> None:
@@ -116,7 +118,7 @@ def test_sequence_inputs_sum_over_positions(width: int) -> None:
     check_all_quantities(torchbp.nn.MLP([5, width, 3], "sigmoid").double(), x, y)
 
 
-def test_cnn_with_grouped_strided_convolutions_and_batch_norm_in_eval() -> None:
+def test_cnn_with_grouped_strided_convolutions_and_batch_norm_in_eval(device: str) -> None:
     model = torchbp.nn.convert(
         torch.nn.Sequential(
             torch.nn.Conv2d(2, 4, 3, padding=1, groups=2),
@@ -128,7 +130,8 @@ def test_cnn_with_grouped_strided_convolutions_and_batch_norm_in_eval() -> None:
             torch.nn.Linear(27, 2),
         ).double()
     ).eval()
-    check_all_quantities(model, torch.randn(5, 2, 7, 7).double(), torch.randn(5, 2).double())
+    x, y = torch.randn(5, 2, 7, 7).double(), torch.randn(5, 2).double()
+    check_all_quantities(model.to(device), x.to(device), y.to(device))
 
 
 def test_conv1d_with_reflect_padding_and_dilation() -> None:
@@ -534,8 +537,9 @@ class Attend(torch.nn.Module):
     ],
     ids=["self, (T, N, E)", "self, causal and padding masks", "cross: views of the packed weight", "kdim, vdim"],
 )
-def test_multihead_attention(options: dict[str, Any]) -> None:
-    check_all_quantities(torchbp.nn.convert(Attend(**options).double()), *sequences())
+def test_multihead_attention(device: str, options: dict[str, Any]) -> None:
+    x, y = sequences()
+    check_all_quantities(torchbp.nn.convert(Attend(**options).double()).to(device), x.to(device), y.to(device))
 
 
 @pytest.mark.parametrize("norm_first", [False, True], ids=["post-norm", "pre-norm"])

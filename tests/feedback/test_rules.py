@@ -107,9 +107,9 @@ def _check(rule: str, model: torch.nn.Module, x: Tensor, y: Tensor, graph_free: 
 
 
 @pytest.mark.parametrize("rule", RULES)
-def test_chain_node_follows_the_rules_formula(rule: str) -> None:
-    model = tnn.convert(_sequential(), feedback=rule, seed=3)
-    x, y = torch.randn(7, 4, dtype=torch.float64), torch.randn(7, 3, dtype=torch.float64)
+def test_chain_node_follows_the_rules_formula(device: str, rule: str) -> None:
+    model = tnn.convert(_sequential(), feedback=rule, seed=3).to(device)
+    x, y = torch.randn(7, 4, dtype=torch.float64, device=device), torch.randn(7, 3, dtype=torch.float64, device=device)
     _check(rule, model, x, y)
     assert "ChainFunction" in type(model(x).grad_fn).__name__
 
@@ -176,12 +176,12 @@ def _mlp(rule: str) -> tnn.MLP:
 
 @pytest.mark.parametrize("rule", RULES)
 @pytest.mark.parametrize("path", ["fused", "layer by layer", "graph-free"])
-def test_mlp_follows_the_rules_formula(rule: str, path: str) -> None:
-    model = _mlp(rule)
+def test_mlp_follows_the_rules_formula(device: str, rule: str, path: str) -> None:
+    model = _mlp(rule).to(device)
     if path == "layer by layer":
         for layer in model.layers:
             layer.register_forward_hook(lambda module, args, output: None)
-    x, y = torch.randn(7, 4, dtype=torch.float64), torch.randn(7, 3, dtype=torch.float64)
+    x, y = torch.randn(7, 4, dtype=torch.float64, device=device), torch.randn(7, 3, dtype=torch.float64, device=device)
     _check(rule, model, x, y, graph_free=path == "graph-free")
 
 

@@ -27,21 +27,23 @@ def _randomised(module: torch.nn.Module) -> torch.nn.Module:
     return module
 
 
-def _compare(theirs: torch.nn.Module, inputs: tuple[torch.Tensor, ...], call: Any, same: bool = False) -> torch.Tensor:
-    """Run ``call(module, *inputs)`` on ``theirs`` and on a converted copy (one RNG state each);
-    outputs, input gradients and parameter gradients agree to 1e-10. Returns our output."""
-    theirs = copy.deepcopy(theirs)
+def _compare(
+    theirs: torch.nn.Module, inputs: tuple[torch.Tensor, ...], call: Any, same: bool = False, device: str = "cpu"
+) -> torch.Tensor:
+    """Run ``call(module, *inputs)`` on ``theirs`` and on a converted copy (one RNG state each), on
+    ``device``; outputs, input gradients and parameter gradients agree to 1e-10. Returns our output."""
+    theirs = copy.deepcopy(theirs).to(device)
     ours = torchbp.nn.convert(copy.deepcopy(theirs))
     results = []
     for module in (ours, theirs):
-        leaves = tuple(x.clone().requires_grad_() if x.is_floating_point() else x for x in inputs)
+        leaves = tuple(x.to(device).requires_grad_() if x.is_floating_point() else x.to(device) for x in inputs)
         if same:
             leaves = (leaves[0],) * len(leaves)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(1)
             out = call(module, *leaves)
         output, weights = out if isinstance(out, tuple) else (out, None)
-        grad = torch.linspace(-1, 1, output.numel(), dtype=output.dtype).reshape(output.shape)
+        grad = torch.linspace(-1, 1, output.numel(), dtype=output.dtype, device=output.device).reshape(output.shape)
         output.backward(grad)
         grads = [x.grad for x in leaves if x.requires_grad] + [p.grad for p in module.parameters()]
         results.append((output, weights, grads))
@@ -100,11 +102,12 @@ MHA_CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
 @pytest.mark.parametrize("batch_first", [False, True], ids=["seq-first", "batch-first"])
 @pytest.mark.parametrize(("label", "options", "call"), MHA_CASES, ids=[c[0] for c in MHA_CASES])
 def test_multihead_attention_equals_torch(
-    label: str, options: dict[str, Any], call: dict[str, Any], batch_first: bool
+    device: str, label: str, options: dict[str, Any], call: dict[str, Any], batch_first: bool
 ) -> None:
     theirs = _attention(batch_first=batch_first, **options)
     kdim, vdim = options.get("kdim", E), options.get("vdim", E)
-    output = _compare(theirs, _qkv(batch_first, kdim, vdim), lambda m, q, k, v: m(q, k, v, **call))
+    call = {name: value.to(device) if isinstance(value, torch.Tensor) else value for name, value in call.items()}
+    output = _compare(theirs, _qkv(batch_first, kdim, vdim), lambda m, q, k, v: m(q, k, v, **call), device=device)
     _explicit_only(output)
 
 
@@ -180,7 +183,7 @@ STACKS = [(norm_first, activation) for norm_first in (False, True) for activatio
 
 
 @pytest.mark.parametrize(("norm_first", "activation"), STACKS)
-def test_encoder_stack_equals_torch(norm_first: bool, activation: str) -> None:
+def test_encoder_stack_equals_torch(device: str, norm_first: bool, activation: str) -> None:
     encoder = _randomised(
         torch.nn.TransformerEncoder(
             _encoder_layer(norm_first, activation),
@@ -190,22 +193,24 @@ def test_encoder_stack_equals_torch(norm_first: bool, activation: str) -> None:
         )
     )
     x = torch.randn(N, L, E, dtype=torch.float64)
-    mask = torch.nn.Transformer.generate_square_subsequent_mask(L, dtype=torch.float64)
-    padding = torch.zeros(N, L, dtype=torch.float64)
+    mask = torch.nn.Transformer.generate_square_subsequent_mask(L, dtype=torch.float64, device=device)
+    padding = torch.zeros(N, L, dtype=torch.float64, device=device)
     padding[0, -2:] = float("-inf")
-    output = _compare(encoder, (x,), lambda m, x: m(x, mask=mask, src_key_padding_mask=padding))
+    output = _compare(encoder, (x,), lambda m, x: m(x, mask=mask, src_key_padding_mask=padding), device=device)
     _explicit_only(output)
-    output = _compare(encoder, (x,), lambda m, x: m(x, mask=mask, is_causal=True))
+    output = _compare(encoder, (x,), lambda m, x: m(x, mask=mask, is_causal=True), device=device)
     _explicit_only(output)
 
 
 @pytest.mark.parametrize(("norm_first", "activation"), STACKS)
-def test_decoder_stack_equals_torch(norm_first: bool, activation: str) -> None:
+def test_decoder_stack_equals_torch(device: str, norm_first: bool, activation: str) -> None:
     layer = torch.nn.TransformerDecoderLayer(E, 2, 16, 0.0, activation, norm_first=norm_first, dtype=torch.float64)
     decoder = _randomised(torch.nn.TransformerDecoder(layer, 2, norm=torch.nn.LayerNorm(E, dtype=torch.float64)))
     target, memory = torch.randn(L, N, E, dtype=torch.float64), torch.randn(S, N, E, dtype=torch.float64)
-    mask = torch.nn.Transformer.generate_square_subsequent_mask(L, dtype=torch.float64)
-    output = _compare(decoder, (target, memory), lambda m, t, mem: m(t, mem, tgt_mask=mask, tgt_is_causal=True))
+    mask = torch.nn.Transformer.generate_square_subsequent_mask(L, dtype=torch.float64, device=device)
+    output = _compare(
+        decoder, (target, memory), lambda m, t, mem: m(t, mem, tgt_mask=mask, tgt_is_causal=True), device=device
+    )
     _explicit_only(output)
 
 

@@ -87,8 +87,8 @@ def test_bad_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "unknown key(s) learning_rate" in capsys.readouterr().err
 
 
-def test_lenet_reaches_97_percent_on_digits(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["train", "--model", "lenet", "--no-log"]) == 0
+def test_lenet_reaches_97_percent_on_digits(tmp_path: Path, capsys: pytest.CaptureFixture[str], device: str) -> None:
+    assert main(["train", "--model", "lenet", "--no-log", "--device", device]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch")]
     assert len(lines) == 60  # lenet's own defaults, not the MLP's
     accuracy = float(lines[-1].split("val acc")[1].split("%")[0])

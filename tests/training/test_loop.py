@@ -38,9 +38,9 @@ def _without_time(history: list[dict]) -> list[dict]:
     return [{k: v for k, v in epoch.items() if k != "seconds"} for epoch in history]
 
 
-def test_fit_learns_and_reports_each_epoch(digits: tuple) -> None:
+def test_fit_learns_and_reports_each_epoch(digits: tuple, device: str) -> None:
     train, val = digits
-    history = torchbp.fit(_model(), train, val_data=val, epochs=10, seed=0, verbose=False)
+    history = torchbp.fit(_model(), train, val_data=val, epochs=10, seed=0, verbose=False, device=device)
     assert [h["epoch"] for h in history] == list(range(1, 11))
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert history[-1]["val_accuracy"] > 0.85
@@ -225,7 +225,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path: Path) -> No
     ],
 )
 def test_graph_free_training_gives_the_autograd_numbers_bit_for_bit(
-    digits: tuple, activation: str, cost: str, rule: str, options: dict
+    digits: tuple, device: str, activation: str, cost: str, rule: str, options: dict
 ) -> None:
     train, val = digits
     results = []
@@ -243,6 +243,7 @@ def test_graph_free_training_gives_the_autograd_numbers_bit_for_bit(
             seed=0,
             verbose=False,
             graph_free=graph_free,
+            device=device,
             **options,
         )
         results.append((_without_time(history), model.state_dict()))
