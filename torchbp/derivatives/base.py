@@ -18,6 +18,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+"""The dtypes whose arithmetic ATen runs in float32 (their opmath type) and that autocast casts to."""
+
 
 @dataclass(frozen=True)
 class Sample:

@@ -27,7 +27,7 @@ from typing import ClassVar, NamedTuple
 import torch
 from torch import Tensor
 
-from .base import Derivatives, Sample
+from .base import LOW_PRECISION, Derivatives, Sample
 
 
 def upcast_if_mixed(x: Tensor, params: tuple[Tensor | None, ...]) -> Tensor:
@@ -38,10 +38,16 @@ def upcast_if_mixed(x: Tensor, params: tuple[Tensor | None, ...]) -> Tensor:
     return x.float()
 
 
+def opmath_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype ATen computes in for ``dtype`` (its opmath type): float32 for float16 and bfloat16,
+    ``dtype`` itself otherwise."""
+    return torch.float32 if dtype in LOW_PRECISION else dtype
+
+
 def opmath(x: Tensor) -> Tensor:
-    """x in the dtype torch's RMS norm computes in (ATen's opmath type): float32 for a float16 or
-    bfloat16 x, x's own dtype otherwise; z is then rounded to x's dtype, whatever γ's."""
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    """x in the dtype torch's RMS norm computes in (``opmath_dtype``); z is then rounded to x's
+    dtype, whatever γ's."""
+    return x.to(opmath_dtype(x.dtype))
 
 
 def example_dims(x: Tensor, normalized_ndim: int) -> list[int]:

@@ -313,7 +313,7 @@ def multi_head_attention_forward(
     mask = None if attn_mask is None or causal else additive_mask("attn_mask", attn_mask, dtype, False)
     low = autocast_dtype(query)
     if low is not None:  # added to the projections' scores, which autocast makes in its dtype
-        padding, mask = (None if t is None else t.to(low) for t in (padding, mask))
+        padding, mask = cast_floating(padding, low), cast_floating(mask, low)
     biases: tuple[Tensor | None, ...] = (None, None, None) if in_proj_bias is None else in_proj_bias.chunk(3)
     packed = None if packed_weight is None else (packed_weight, in_proj_bias)
     # projected batch first, (N, L, E): each example's rows together, where per-example rules read them

@@ -7,6 +7,7 @@ from typing import TypeVar
 import torch
 from torch import Tensor
 
+from ..derivatives.base import LOW_PRECISION
 from .internals import any_autocast
 
 
@@ -22,9 +23,6 @@ def check_tensor(name: str, value: object) -> Tensor:
     if not value.is_floating_point():
         raise TypeError(f"{name}: expected a floating-point tensor, got dtype {value.dtype}")
     return value
-
-
-LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def dtype_goes_with(input_dtype: torch.dtype, dtype: torch.dtype) -> bool:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from ..derivatives.norm import LayerNorm, RMSNorm
+from ..derivatives.norm import LayerNorm, RMSNorm, opmath_dtype
 from .checks import LOW_PRECISION, autocast_dtype, cast_floating, check_tensor, dtype_goes_with, shape_text
 from .factory import apply_layer, function_for
 
@@ -130,4 +130,4 @@ def rms_norm(
 def default_rms_eps(x: Tensor) -> float:
     """torch's ε for an RMS norm given none: that of the dtype its arithmetic runs in, float32's for
     a float16 or bfloat16 x (``torch.finfo(x.dtype).eps`` otherwise)."""
-    return torch.finfo(torch.float32 if x.dtype in LOW_PRECISION else x.dtype).eps
+    return torch.finfo(opmath_dtype(x.dtype)).eps
